@@ -1,0 +1,172 @@
+"""Parameters of a network as ONE flat vector, with per-layer views.
+
+Layout (shared by parameters and gradients): for each layer l = 1..L, the weight
+matrix W^(l) of shape (n_l, n_{l-1}) row-major (out x in, so
+z_i = sum_j W[i, j] a_j reads one contiguous row), then b^(l) of shape (n_l,) when
+the layer has a bias.  Optimizers, checkpoints, finite differences and reductions
+can therefore treat the parameters as one vector, ``Params.flat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+
+def layer_offsets(sizes: Sequence[int], bias: Sequence[bool]) -> list[tuple[int, int, int]]:
+    """Offsets of W^(l) and b^(l) inside the flat vector.
+
+    Returns
+    -------
+    list of (w_offset, b_offset, end)
+        One entry per layer l = 1..L; ``b_offset`` is -1 for a layer without bias.
+    """
+    offsets = []
+    pos = 0
+    for l in range(1, len(sizes)):
+        n_out, n_in = sizes[l], sizes[l - 1]
+        w_off = pos
+        pos += n_out * n_in
+        b_off = -1
+        if bias[l - 1]:
+            b_off = pos
+            pos += n_out
+        offsets.append((w_off, b_off, pos))
+    return offsets
+
+
+def n_params(sizes: Sequence[int], bias: Sequence[bool]) -> int:
+    """Total number of scalars in the flat parameter vector."""
+    return layer_offsets(sizes, bias)[-1][2]
+
+
+class Layers(Sequence):
+    """Per-layer arrays numbered as in the documents: ``W[1]`` is W^(1), ``W[L]`` the last.
+
+    Negative indices count from the end (``W[-1]`` is W^(L)); ``W[0]`` does not exist
+    (layer 0 is the input, which has no weights).  Iterating yields layers 1..L.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Sequence):
+        self._items = tuple(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, l):
+        if isinstance(l, slice):
+            raise TypeError("layers are indexed one at a time: W[l] for l in 1..L")
+        L = len(self._items)
+        if l == 0 or not -L <= l <= L:
+            raise IndexError(f"layer index {l} out of range: layers are numbered 1..{L}")
+        return self._items[l - 1] if l > 0 else self._items[l]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(
+            f"{l}: {None if a is None else a.shape}" for l, a in enumerate(self._items, 1)
+        )
+        return f"Layers({{{shapes}}})"
+
+
+class Params:
+    """Weights and biases of a network (or gradients with the same layout).
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_0, n_1, ..., n_L]``.
+    bias : sequence of bool
+        One flag per layer l = 1..L.
+    flat : ndarray of shape (n_params,)
+        The parameter vector; kept as given when it is 1-D, C-contiguous and
+        float32/float64 (so ``Params.flat`` may be a view the caller owns),
+        otherwise copied.
+
+    Attributes
+    ----------
+    flat : ndarray of shape (n_params,)
+        Every parameter, in the layout described in the module docstring.
+    W : Layers of ndarray
+        ``W[l]`` has shape ``(n_l, n_{l-1})`` (out x in) and is a view into ``flat``.
+    b : Layers of (ndarray or None)
+        ``b[l]`` has shape ``(n_l,)`` (a view into ``flat``), or None without bias.
+    """
+
+    __slots__ = ("sizes", "bias", "flat", "W", "b")
+
+    def __init__(self, sizes: Sequence[int], bias: Sequence[bool], flat: np.ndarray):
+        sizes = tuple(int(n) for n in sizes)
+        bias = tuple(bool(f) for f in bias)
+        if len(bias) != len(sizes) - 1:
+            raise ValueError(f"bias: expected {len(sizes) - 1} flags, got {len(bias)}")
+        flat = np.asarray(flat)
+        if flat.dtype not in (np.float32, np.float64):
+            raise TypeError(f"flat: dtype must be float32 or float64, got {flat.dtype}")
+        if flat.ndim != 1 or not flat.flags.c_contiguous:
+            flat = np.ascontiguousarray(flat.reshape(-1))
+        expected = n_params(sizes, bias)
+        if flat.shape[0] != expected:
+            raise ValueError(
+                f"flat: expected {expected} parameters for sizes {list(sizes)}, "
+                f"got {flat.shape[0]}"
+            )
+        W, b = [], []
+        for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
+            n_out, n_in = sizes[l], sizes[l - 1]
+            W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))
+            b.append(None if b_off < 0 else flat[b_off : b_off + n_out])
+        self.sizes = sizes
+        self.bias = bias
+        self.flat = flat
+        self.W = Layers(W)
+        self.b = Layers(b)
+
+    @classmethod
+    def zeros(cls, sizes: Sequence[int], bias: Sequence[bool], dtype="float64") -> Params:
+        """All-zero parameters (or a gradient buffer) for this layout."""
+        return cls(sizes, bias, np.zeros(n_params(sizes, bias), dtype=dtype))
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.flat.dtype
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def copy(self) -> Params:
+        """A deep copy (new flat vector, new views)."""
+        return Params(self.sizes, self.bias, self.flat.copy())
+
+    def astype(self, dtype) -> Params:
+        """A copy converted to ``dtype`` (float32 or float64)."""
+        return Params(self.sizes, self.bias, self.flat.astype(dtype, copy=True))
+
+    def __eq__(self, other) -> bool:
+        """Exact equality: same layout, same dtype, bit-identical values."""
+        if not isinstance(other, Params):
+            return NotImplemented
+        return (
+            self.sizes == other.sizes
+            and self.bias == other.bias
+            and self.flat.dtype == other.flat.dtype
+            and np.array_equal(self.flat, other.flat)
+        )
+
+    __hash__ = None  # mutable container
+
+    def __repr__(self) -> str:
+        layers = []
+        for l in range(1, len(self.sizes)):
+            shape = f"W[{l}] {self.sizes[l]}x{self.sizes[l - 1]}"
+            layers.append(shape + (f" + b[{l}]" if self.bias[l - 1] else ""))
+        return (
+            f"Params(sizes={list(self.sizes)}, {', '.join(layers)}, "
+            f"n={self.flat.size}, dtype={self.flat.dtype})"
+        )
