@@ -1,0 +1,79 @@
+"""Activation and loss functions: the one table of names, their integer codes,
+and the compiled scalar formulas the kernels branch on.
+
+Adding an activation is one entry in ``ACTIVATIONS`` plus one branch in
+``activate`` and ``derivative_from_a``; tests parametrize over the table's keys.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+from ._config import FASTMATH
+
+# name -> integer code passed to the kernels (the single place names live)
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
+LOSSES = {"sse": 0, "bce": 1, "cross_entropy": 2}
+REDUCTIONS = ("mean", "sum")
+
+IDENTITY, SIGMOID, TANH, RELU, SOFTMAX = (ACTIVATIONS[k] for k in ACTIVATIONS)
+SSE, BCE, CROSS_ENTROPY = (LOSSES[k] for k in LOSSES)
+
+# loss -> output activations it may follow.  bce and cross_entropy are defined only
+# on probabilities from these outputs, and their output delta is the cancelled
+# a - y (000 eq. (6), 002 eq. (31), 004 eq. (1)); sse accepts any output.
+OUTPUT_ACTIVATIONS = {
+    "sse": tuple(ACTIVATIONS),
+    "bce": ("sigmoid",),
+    "cross_entropy": ("softmax",),
+}
+
+# Activations that act on a whole layer rather than unit by unit: last layer only.
+LAST_LAYER_ONLY = ("softmax",)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def sigmoid(z):
+    """Logistic function without overflow: exp is only taken of -|z|."""
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def activate(code, z):
+    """a = f(z) for the unit-wise activations (softmax is done per layer)."""
+    if code == SIGMOID:
+        return sigmoid(z)
+    if code == TANH:
+        return math.tanh(z)
+    if code == RELU:
+        return z if z > 0 else z * 0.0
+    return z
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def derivative_from_a(code, a):
+    """f'(z) written in terms of a = f(z), so the forward pass need not keep z.
+
+    sigmoid: a (1 - a)  (000 eq. (5b));  tanh: 1 - a^2  (004 section 2);
+    relu: 1 if a > 0 else 0 (002 eq. (2); f'(0) taken as 0);  identity: 1.
+    """
+    if code == SIGMOID:
+        return a * (1.0 - a)
+    if code == TANH:
+        return 1.0 - a * a
+    if code == RELU:
+        return 1.0 if a > 0 else 0.0
+    return 1.0
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def log1pexp(t):
+    """ln(1 + e^t) without overflow or loss of precision for large |t|."""
+    if t > 0:
+        return t + math.log1p(math.exp(-t))
+    return math.log1p(math.exp(t))
