@@ -7,7 +7,8 @@ independent vectorized NumPy oracle they are checked against.
 
 from .network import Network
 from .params import Params
+from .training import History, train
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "Params", "__version__"]
+__all__ = ["History", "Network", "Params", "__version__", "train"]

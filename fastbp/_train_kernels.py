@@ -1,0 +1,325 @@
+"""Compiled training loop: epochs x mini-batches x fused optimizer step.
+
+One call runs a chunk of epochs entirely in compiled code; Python only runs
+between chunks (progress bar, callbacks).  Each step gathers the batch's rows
+into preallocated buffers, calls the gradient driver of ``fastbp._kernels``
+(``loss_grad_serial`` or ``loss_grad_parallel``, same bits) and applies the
+optimizer update to the flat parameter vector in place.  Nothing is allocated
+per step by this module.
+
+There are two drivers, ``train_chunk_serial`` and ``train_chunk_parallel``,
+identical except for the gradient/forward driver they call: each compiles only
+the kernels it uses, so a small problem never pays the (slow) compile of the
+parallel kernels.  The parallel kernels keep their ``prange`` loops when called
+from here (numba compiles a callee with its own options), and are
+deterministic by construction, so results do not depend on the thread count.
+
+State that must survive from one chunk to the next (optimizer moments, step
+count, shuffling generator, early-stopping record) lives in arrays owned by the
+caller, so splitting a run into chunks never changes its result.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._config import FASTMATH
+from ._kernels import (
+    C_OUT,
+    N_IN,
+    N_OUT,
+    W_OFF,
+    forward_parallel,
+    forward_serial,
+    loss_grad_parallel,
+    loss_grad_serial,
+    total_loss,
+)
+
+# Optimizer codes (names live in fastbp.train.OPTIMIZERS).
+SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+
+# Validation accuracy: none (regression), argmax (softmax), threshold 0.5 (sigmoid).
+ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
+
+# Slots of the int64 ``counters`` array carried across chunks.
+STEP, BEST_EPOCH, WAIT = 0, 1, 2
+# Outcome of a chunk.
+RUNNING, EARLY_STOP, DIVERGED = 0, 1, 2
+
+# SplitMix64 constants (Steele, Lea and Flood 2014; the seeding generator of
+# xoshiro).  A private generator keeps shuffling in compiled code without
+# touching numba's global np.random state.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit(cache=True)
+def _splitmix64(state):
+    """Next 64-bit output of SplitMix64; ``state`` is a uint64 array of length 1."""
+    state[0] += _GOLDEN
+    z = state[0]
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def shuffle(order, state):
+    """Fisher-Yates shuffle of ``order`` in place, driven by SplitMix64.
+
+    j is drawn as the top 53 bits of the output scaled to 0..i: the bias of this
+    mapping is below i / 2**53, far beneath anything a training run can see.
+    """
+    for i in range(order.shape[0] - 1, 0, -1):
+        u = _splitmix64(state) >> np.uint64(11)  # 53 random bits
+        j = int(u * np.float64(i + 1) / 9007199254740992.0)
+        t = order[i]
+        order[i] = order[j]
+        order[j] = t
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _gather(X, Y, order, b0, nb, Xb, Yb):
+    """Rows order[b0 .. b0 + nb - 1] of X and Y into the batch buffers."""
+    for r in range(nb):
+        e = order[b0 + r]
+        for j in range(X.shape[1]):
+            Xb[r, j] = X[e, j]
+        for k in range(Y.shape[1]):
+            Yb[r, k] = Y[e, k]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _weight_sq(theta, layout):
+    """sum of W^(l)[i, j]^2 over every weight (not the biases), for the L2 term."""
+    s = theta.dtype.type(0)
+    for l in range(layout.shape[0]):
+        w_off = layout[l, W_OFF]
+        for k in range(w_off, w_off + layout[l, N_IN] * layout[l, N_OUT]):
+            s += theta[k] * theta[k]
+    return s
+
+
+@njit(cache=True)
+def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
+    """One optimizer step on the flat vector, in place (t = 1, 2, ... is the step).
+
+    sgd:       theta <- theta - lr g
+    momentum:  v <- mu v + g;  theta <- theta - lr v
+    nesterov:  v <- mu v + g;  theta <- theta - lr (g + mu v)
+    adam:      m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
+               theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+    (the momentum forms are the ones of PyTorch's SGD; Adam is Kingma and Ba's
+    algorithm 1).  No fastmath here: the update is checked bit for bit against
+    its NumPy transcription.
+    """
+    n = theta.shape[0]
+    if opt == SGD:
+        for k in range(n):
+            theta[k] -= lr * grad[k]
+    elif opt == MOMENTUM:
+        for k in range(n):
+            v[k] = mu * v[k] + grad[k]
+            theta[k] -= lr * v[k]
+    elif opt == NESTEROV:
+        for k in range(n):
+            v[k] = mu * v[k] + grad[k]
+            theta[k] -= lr * (grad[k] + mu * v[k])
+    else:
+        one = theta.dtype.type(1)
+        c1 = one - beta1 ** t
+        c2 = one - beta2 ** t
+        for k in range(n):
+            g = grad[k]
+            m[k] = beta1 * m[k] + (one - beta1) * g
+            v[k] = beta2 * v[k] + (one - beta2) * (g * g)
+            theta[k] -= lr * (m[k] / c1) / (math.sqrt(v[k] / c2) + eps)
+
+
+@njit(cache=True)
+def _accuracy(layout, acts, Y, kind):
+    """Fraction of examples classified right from the output columns of ``acts``.
+
+    argmax: predicted class argmax_k a_k against argmax_k y_k (first on ties).
+    threshold: every unit's (a_k > 1/2) equals (y_k > 1/2) (exact match over the
+    outputs, i.e. plain accuracy for a single sigmoid unit).
+    """
+    N = Y.shape[0]
+    n_L = layout[layout.shape[0] - 1, N_OUT]
+    c = layout[layout.shape[0] - 1, C_OUT]
+    right = 0
+    for e in range(N):
+        if kind == ACC_ARGMAX:
+            ka = 0
+            ky = 0
+            for k in range(1, n_L):
+                if acts[e, c + k] > acts[e, c + ka]:
+                    ka = k
+                if Y[e, k] > Y[e, ky]:
+                    ky = k
+            right += ka == ky
+        else:
+            ok = True
+            for k in range(n_L):
+                if (acts[e, c + k] > 0.5) != (Y[e, k] > 0.5):
+                    ok = False
+            right += ok
+    return right / N
+
+
+@njit(cache=True)
+def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience, counters,
+               best_value, best_theta, out_loss, out_val_loss, out_val_acc, acts_v, Yv):
+    """Record epoch ``ep``; track the best epoch (on validation loss when there is
+    a validation set, else training loss); return EARLY_STOP or DIVERGED when the
+    run must stop, RUNNING otherwise."""
+    out_loss[ep] = J_train
+    score = J_train
+    if has_val:
+        out_val_loss[ep] = val_loss
+        if acc_kind != ACC_NONE:
+            out_val_acc[ep] = _accuracy(layout, acts_v, Yv, acc_kind)
+        score = val_loss
+    if not (math.isfinite(J_train) and math.isfinite(score)):
+        return DIVERGED
+    if counters[BEST_EPOCH] < 0 or score < best_value[0]:
+        best_value[0] = score
+        counters[BEST_EPOCH] = ep
+        counters[WAIT] = 0
+        if patience > 0:
+            best_theta[:] = theta
+    else:
+        counters[WAIT] += 1
+        if patience > 0 and counters[WAIT] >= patience:
+            return EARLY_STOP
+    return RUNNING
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _sum(losses):
+    s = losses.dtype.type(0)
+    for e in range(losses.shape[0]):
+        s += losses[e]
+    return s
+
+
+@njit(cache=True)
+def train_chunk_serial(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
+                       eps, m, v, counters, rng, order, shuffled, gather, B,
+                       Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
+                       Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
+                       out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
+    """Run epochs ep0 .. ep0 + n_epochs - 1 with the serial kernels.
+
+    Returns (epochs completed, outcome).  See ``train_chunk_parallel``, whose
+    body this is with the serial drivers.
+    """
+    N = X.shape[0]
+    n_steps = (N + B - 1) // B
+    has_val = Xv.shape[0] > 0
+    dt = theta.dtype.type
+    for ep in range(ep0, ep0 + n_epochs):
+        if shuffled:
+            shuffle(order, rng)
+        data = dt(0)
+        penalty = dt(0)
+        for s in range(n_steps):
+            b0 = s * B
+            nb = min(B, N - b0)
+            scale = dt(1.0 / nb) if mean else dt(1)
+            # the last batch may be partial: its own buffers, its mean over its nb examples
+            full = nb == B
+            xb = Xb if full else Xr
+            yb = Yb if full else Yr
+            if gather:
+                _gather(X, Y, order, b0, nb, xb, yb)
+            ab = acts if full else acts_r
+            db = deltas if full else deltas_r
+            lb = losses if full else losses_r
+            loss_grad_serial(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
+            data += _sum(lb)
+            if l2 != 0:
+                penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
+            counters[STEP] += 1
+            _update(opt, theta, grad, m, v, counters[STEP], lr, mu, beta1, beta2, eps)
+        J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
+        val_loss = dt(0)
+        if has_val:
+            forward_serial(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
+            val_loss = total_loss(theta, layout, losses_v,
+                                  dt(1.0 / Xv.shape[0]) if mean else dt(1), l2)
+        outcome = _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind,
+                             patience, counters, best_value, best_theta, out_loss,
+                             out_val_loss, out_val_acc, acts_v, Yv)
+        if outcome != RUNNING:
+            return ep - ep0 + 1, outcome
+    return n_epochs, RUNNING
+
+
+@njit(cache=True)
+def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
+                         eps, m, v, counters, rng, order, shuffled, gather, B,
+                         Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r,
+                         grad, Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value,
+                         best_theta, out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
+    """Run epochs ep0 .. ep0 + n_epochs - 1 with the parallel kernels.
+
+    Each epoch: reshuffle ``order`` (when ``shuffled``), then for each batch of B
+    examples (the last one may be smaller): gather its rows (unless ``gather`` is
+    False: full batch, X used as is), compute J_b and its gradient (mean over the
+    batch's own examples when ``mean``), and update ``theta``.  The epoch's
+    training loss is the data loss of every example as seen by its batch (before
+    that batch's update), averaged (``mean``) or summed over the epoch, plus the
+    L2 term averaged over the steps.  Then the validation loss (and accuracy)
+    at the epoch's end, and the best-epoch / early-stopping bookkeeping.
+
+    Returns
+    -------
+    (int, int)
+        Epochs completed in this call, and RUNNING, EARLY_STOP or DIVERGED.
+    """
+    N = X.shape[0]
+    n_steps = (N + B - 1) // B
+    has_val = Xv.shape[0] > 0
+    dt = theta.dtype.type
+    for ep in range(ep0, ep0 + n_epochs):
+        if shuffled:
+            shuffle(order, rng)
+        data = dt(0)
+        penalty = dt(0)
+        for s in range(n_steps):
+            b0 = s * B
+            nb = min(B, N - b0)
+            scale = dt(1.0 / nb) if mean else dt(1)
+            # the last batch may be partial: its own buffers, its mean over its nb examples
+            full = nb == B
+            xb = Xb if full else Xr
+            yb = Yb if full else Yr
+            if gather:
+                _gather(X, Y, order, b0, nb, xb, yb)
+            ab = acts if full else acts_r
+            db = deltas if full else deltas_r
+            lb = losses if full else losses_r
+            loss_grad_parallel(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
+            data += _sum(lb)
+            if l2 != 0:
+                penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
+            counters[STEP] += 1
+            _update(opt, theta, grad, m, v, counters[STEP], lr, mu, beta1, beta2, eps)
+        J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
+        val_loss = dt(0)
+        if has_val:
+            forward_parallel(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
+            val_loss = total_loss(theta, layout, losses_v,
+                                  dt(1.0 / Xv.shape[0]) if mean else dt(1), l2)
+        outcome = _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind,
+                             patience, counters, best_value, best_theta, out_loss,
+                             out_val_loss, out_val_acc, acts_v, Yv)
+        if outcome != RUNNING:
+            return ep - ep0 + 1, outcome
+    return n_epochs, RUNNING

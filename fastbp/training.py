@@ -1,0 +1,504 @@
+"""``fastbp.train`` (in ``fastbp.training``): gradient-based training with the whole run in compiled code.
+
+Python validates, converts and allocates once; then each call into
+``fastbp._train_kernels`` runs a chunk of epochs (every mini-batch, gradient and
+optimizer step) without returning.  Between chunks (about every quarter of a
+second) Python updates the progress bar, calls the user's callback and lets
+Ctrl-C through.  Chunk boundaries never change the result.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from . import _engine, _kernels
+from . import _train_kernels as tk
+from ._config import SERIAL_BELOW
+from ._validate import as_float_matrix, as_targets
+from .network import Network
+from .params import Params
+
+__all__ = ["OPTIMIZERS", "History", "train"]
+
+# name -> code of the compiled update (see ``train`` for the formulas)
+OPTIMIZERS = {"sgd": tk.SGD, "momentum": tk.MOMENTUM, "nesterov": tk.NESTEROV, "adam": tk.ADAM}
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
+
+# Wall time aimed at for one compiled chunk of epochs: long enough that the
+# Python between chunks costs nothing measurable, short enough for a live
+# progress bar and a prompt Ctrl-C.
+_CHUNK_SECONDS = 0.25
+
+
+class History:
+    """What a training run did, epoch by epoch, and the parameters it produced.
+
+    Attributes
+    ----------
+    loss : ndarray of shape (epochs_run,)
+        Training loss of each epoch: every example's loss as its mini-batch saw it
+        (before that batch's update), averaged over the training set (summed for
+        ``reduction="sum"``), plus the L2 term averaged over the epoch's steps.
+        With full batches this is exactly J at the start of the epoch.
+    val_loss : ndarray of shape (epochs_run,) or None
+        J on the validation set at the end of each epoch (None without validation).
+    val_accuracy : ndarray of shape (epochs_run,) or None
+        Fraction of validation examples classified right at the end of each epoch
+        (argmax for softmax, 0.5 threshold for sigmoid outputs); None without
+        validation or for the regression loss ``sse``.
+    time : ndarray of shape (epochs_run,)
+        Wall-clock seconds since the start of training at the end of each epoch
+        (measured per compiled chunk, spread evenly over the chunk's epochs; the
+        first chunk includes any compilation).
+    best_epoch : int
+        Index (into the arrays above) of the epoch with the lowest validation
+        loss, or the lowest training loss without validation.
+    epochs : int
+        Epochs run (fewer than asked after early stopping or a stop request).
+    steps : int
+        Optimizer steps taken.
+    stop_reason : {"completed", "early_stopping", "callback", "diverged"}
+    seed : int
+        Seed of the run (drawn from the OS when ``seed=None``): passing it back
+        as ``seed`` repeats the run bit for bit.
+    params : Params
+        The trained parameters (the best epoch's when early stopping restored them).
+    """
+
+    __slots__ = ("loss", "val_loss", "val_accuracy", "time", "best_epoch", "epochs", "steps",
+                 "stop_reason", "seed", "params")
+
+    def __init__(self, loss, val_loss, val_accuracy, time, best_epoch, epochs, steps,
+                 stop_reason, seed, params):
+        self.loss = loss
+        self.val_loss = val_loss
+        self.val_accuracy = val_accuracy
+        self.time = time
+        self.best_epoch = best_epoch
+        self.epochs = epochs
+        self.steps = steps
+        self.stop_reason = stop_reason
+        self.seed = seed
+        self.params = params
+
+    def to_dict(self) -> dict:
+        """Everything but ``params`` as plain JSON-able Python values (lists, not arrays)."""
+        def as_list(a):
+            return None if a is None else [float(x) for x in a]
+
+        return {
+            "loss": as_list(self.loss),
+            "val_loss": as_list(self.val_loss),
+            "val_accuracy": as_list(self.val_accuracy),
+            "time": as_list(self.time),
+            "best_epoch": self.best_epoch,
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "stop_reason": self.stop_reason,
+            "seed": self.seed,
+        }
+
+    def __repr__(self) -> str:
+        last = f", loss={self.loss[-1]:.6g}" if self.epochs else ""
+        if self.val_loss is not None and self.epochs:
+            last += f", val_loss={self.val_loss[-1]:.6g}"
+        return (f"History(epochs={self.epochs}{last}, best_epoch={self.best_epoch}, "
+                f"stop_reason={self.stop_reason!r})")
+
+
+def train(
+    net: Network,
+    params: Params,
+    X,
+    Y,
+    *,
+    optimizer: str = "sgd",
+    lr: float | None = None,
+    epochs: int = 100,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    seed: int | None = None,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    validation=None,
+    early_stopping: int | None = None,
+    progress: bool = False,
+    callback: Callable[[History], bool | None] | None = None,
+    inplace: bool = False,
+) -> History:
+    """Train ``net`` from ``params`` on (X, Y), the whole run in compiled code.
+
+    Parameters
+    ----------
+    net : Network
+        Defines J (loss, reduction, l2); J is minimized on each mini-batch.
+    params : Params
+        Starting point.  Never modified unless ``inplace=True``.
+    X : array_like of shape (N, n_0)
+    Y : array_like of shape (N, n_L), or (N,)
+        As for ``Network.loss_and_grad`` (integer labels for cross_entropy).
+    optimizer : {"sgd", "momentum", "nesterov", "adam"}, default "sgd"
+        With g the mini-batch gradient and t = 1, 2, ... the step:
+
+        - ``"sgd"``: theta <- theta - lr g (plain gradient descent; with
+          ``batch_size=None`` this is 000's and 003's full-batch update).
+        - ``"momentum"``: v <- momentum v + g; theta <- theta - lr v.
+        - ``"nesterov"``: v <- momentum v + g; theta <- theta - lr (g + momentum v).
+        - ``"adam"``: m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
+          theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+
+        The momentum forms are PyTorch's; v and m start at zero.
+    lr : float, optional
+        Learning rate > 0.  Default 0.01, or 0.001 for Adam.
+    epochs : int, default 100
+        Passes over the training set.
+    batch_size : int, optional
+        None (or >= N): full batch, one step per epoch on the whole training set.
+        Otherwise ceil(N / batch_size) steps per epoch; the last batch holds the
+        remaining examples and, with ``reduction="mean"``, its loss is the mean over
+        its own size.
+    shuffle : bool, default True
+        Reshuffle the examples before each epoch (mini-batches only).
+    seed : int, optional
+        Seeds the shuffling and the ``validation`` split.  Same seed and data give
+        bit-identical parameters for any number of threads.  None draws a seed,
+        reported as ``History.seed``.
+    momentum : float, default 0.9
+        In [0, 1); used by "momentum" and "nesterov".
+    nesterov : bool, default False
+        ``optimizer="momentum", nesterov=True`` is ``optimizer="nesterov"``.
+    betas : (float, float), default (0.9, 0.999)
+        Adam's b1, b2, each in [0, 1).
+    eps : float, default 1e-8
+        Adam's epsilon, > 0.
+    validation : (Xv, Yv) or float, optional
+        A validation set, or the fraction in (0, 1) of (X, Y) to hold out (rows
+        drawn with ``seed``; the remaining rows train, in their original order).
+    early_stopping : int, optional
+        Patience: stop after this many epochs without a lower validation loss and
+        restore the parameters of the best epoch.  Needs ``validation``.
+    progress : bool, default False
+        Show a progress bar with the current loss on stderr (tqdm when installed).
+    callback : callable, optional
+        Called between compiled chunks of epochs (about every 0.25 s, and after the
+        last epoch) with the History so far; returning True stops training.
+    inplace : bool, default False
+        Update ``params.flat`` in place (its dtype must be the network's);
+        ``History.params`` is then ``params`` itself.
+
+    Returns
+    -------
+    History
+        Per-epoch losses, timings, best epoch and the trained ``params``.
+
+    Notes
+    -----
+    Each step evaluates J and dJ/dtheta on the mini-batch with the kernels of
+    ``Network.loss_and_grad`` (same bits), then applies the update above to the
+    flat parameter vector, inside the same compiled loop.
+    """
+    if not isinstance(net, Network):
+        raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
+    theta0 = net._theta(params)
+    if not _is_bool(inplace):
+        raise TypeError(f"inplace: expected a bool, got {inplace!r}")
+    if inplace and params.flat.dtype != net.dtype:
+        raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
+                         f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
+    X = as_float_matrix("X", X, net.sizes[0], net.dtype)
+    Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+
+    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {optimizer!r}")
+    if not _is_bool(nesterov):
+        raise TypeError(f"nesterov: expected a bool, got {nesterov!r}")
+    if nesterov:
+        if optimizer not in ("momentum", "nesterov"):
+            raise ValueError(f"nesterov: applies to optimizer='momentum', not {optimizer!r}")
+        optimizer = "nesterov"
+    lr = DEFAULT_LR[optimizer] if lr is None else _positive("lr", lr)
+    epochs = _count("epochs", epochs)
+    if batch_size is not None:
+        batch_size = _count("batch_size", batch_size)
+    if not _is_bool(shuffle):
+        raise TypeError(f"shuffle: expected a bool, got {shuffle!r}")
+    if seed is not None and (_is_bool(seed) or not isinstance(seed, numbers.Integral)
+                             or seed < 0):
+        raise ValueError(f"seed: expected None or an integer >= 0, got {seed!r}")
+    momentum = _unit_interval("momentum", momentum)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"betas: expected a pair (b1, b2), got {betas!r}")
+    beta1 = _unit_interval("betas[0]", betas[0])
+    beta2 = _unit_interval("betas[1]", betas[1])
+    eps = _positive("eps", eps)
+    if early_stopping is not None:
+        early_stopping = _count("early_stopping", early_stopping)
+        if validation is None:
+            raise ValueError("early_stopping: needs a validation set (validation=(Xv, Yv) "
+                             "or a fraction such as validation=0.2)")
+    if not _is_bool(progress):
+        raise TypeError(f"progress: expected a bool, got {progress!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+
+    ss = np.random.SeedSequence(seed)
+    split_ss, shuffle_ss = ss.spawn(2)
+    X, Y, Xv, Yv = _split(net, X, Y, validation, split_ss)
+
+    # -- everything the compiled loop touches, allocated once
+    dt = net.dtype
+    N, n_0 = X.shape
+    n_L = net.sizes[-1]
+    layout = net._layout
+    theta = params.flat if inplace else theta0.copy()
+    B = N if batch_size is None else min(batch_size, N)
+    minibatch = B < N
+    if minibatch:
+        Xb, Yb = np.empty((B, n_0), dt), np.empty((B, n_L), dt)
+    else:
+        Xb, Yb = X, Y
+    acts = _engine._buffers(layout, B, dt)
+    r = N % B
+    Xr, Yr = np.empty((r, n_0), dt), np.empty((r, n_L), dt)
+    acts_r = _engine._buffers(layout, r, dt)
+    Nv = Xv.shape[0]
+    acts_v = _engine._buffers(layout, Nv, dt)
+    patience = early_stopping or 0
+    best_theta = np.empty_like(theta) if patience else theta[:0].copy()
+    history_arrays = np.full((3, epochs), np.nan)
+    counters = np.array([0, -1, 0], dtype=np.int64)  # tk.STEP, tk.BEST_EPOCH, tk.WAIT
+    m = np.zeros_like(theta)
+    v = np.zeros_like(theta)
+    scalar = dt.type
+    args = [
+        theta, layout, X, Y, net._loss_code, net.reduction == "mean", scalar(net.l2),
+        OPTIMIZERS[optimizer], scalar(lr), scalar(momentum), scalar(beta1), scalar(beta2),
+        scalar(eps), m, v, counters, shuffle_ss.generate_state(1, np.uint64),
+        np.arange(N, dtype=np.int64), bool(minibatch and shuffle), minibatch, B,
+        Xb, Yb, acts, np.empty_like(acts), np.empty(B, dt),
+        Xr, Yr, acts_r, np.empty_like(acts_r), np.empty(r, dt), np.empty_like(theta),
+        Xv, Yv, acts_v, np.empty(Nv, dt), _accuracy_kind(net) if Nv else tk.ACC_NONE,
+        patience, np.full(1, np.inf), best_theta,
+        history_arrays[0], history_arrays[1], history_arrays[2],
+    ]
+    chunk_fn = tk.train_chunk_serial
+    if _use_parallel(B * (theta.size + n_0), theta, layout, X, Y, net, B):
+        chunk_fn = tk.train_chunk_parallel
+
+    # -- the run: compiled chunks of epochs, Python in between
+    times = np.zeros(epochs)
+    bar = _progress_bar(epochs) if progress else None
+    done = 0
+    chunk = 1
+    outcome = tk.RUNNING
+    stop_reason = "completed"
+    t_start = time.perf_counter()
+    try:
+        while done < epochs:
+            n = min(chunk, epochs - done)
+            t0 = time.perf_counter()
+            k, outcome = chunk_fn(*args, done, n)
+            t1 = time.perf_counter()
+            times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
+            done += k
+            if bar is not None:
+                bar.update(k, history_arrays[0, done - 1],
+                           history_arrays[1, done - 1] if Nv else None)
+            if outcome != tk.RUNNING:
+                break
+            if callback is not None and done < epochs:
+                snapshot = _history(history_arrays, times, done, counters, "completed",
+                                    ss.entropy, net, theta.copy(), Nv)
+                if callback(snapshot):
+                    stop_reason = "callback"
+                    break
+            per_epoch = max((t1 - t0) / k, 1e-9)
+            chunk = max(1, min(8 * chunk, int(_CHUNK_SECONDS / per_epoch)))
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if outcome == tk.EARLY_STOP:
+        stop_reason = "early_stopping"
+    elif outcome == tk.DIVERGED:
+        stop_reason = "diverged"
+        warnings.warn(f"train: the loss became NaN or infinite at epoch {done - 1}; "
+                      f"training stopped (try a smaller lr than {lr!r})",
+                      RuntimeWarning, stacklevel=2)
+    best = int(counters[tk.BEST_EPOCH])
+    if patience and 0 <= best < done - 1:
+        theta[:] = best_theta  # snapshot taken when the best epoch ended
+    trained = params if inplace else Params(net.sizes, net.bias, theta)
+    history = _history(history_arrays, times, done, counters, stop_reason, ss.entropy, net,
+                       theta, Nv)
+    history.params = trained
+    if callback is not None:
+        callback(history)
+    return history
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _history(arrays, times, done, counters, stop_reason, seed, net, theta, Nv):
+    has_acc = Nv and _accuracy_kind(net) != tk.ACC_NONE
+    return History(
+        loss=arrays[0, :done].copy(),
+        val_loss=arrays[1, :done].copy() if Nv else None,
+        val_accuracy=arrays[2, :done].copy() if has_acc else None,
+        time=times[:done].copy(),
+        best_epoch=int(counters[tk.BEST_EPOCH]),
+        epochs=done,
+        steps=int(counters[tk.STEP]),
+        stop_reason=stop_reason,
+        seed=int(seed),
+        params=Params(net.sizes, net.bias, theta),
+    )
+
+
+def _accuracy_kind(net: Network) -> int:
+    if net.loss_name == "cross_entropy":
+        return tk.ACC_ARGMAX
+    if net.loss_name == "bce":
+        return tk.ACC_THRESHOLD
+    return tk.ACC_NONE
+
+
+def _use_parallel(work, theta, layout, X, Y, net, B) -> bool:
+    """Parallel kernels when the batch's work repays a launch (as ``_engine`` decides)
+    and a thread-safe threading layer loads; the first parallel launch of the
+    process goes through ``_engine``'s probe."""
+    if work < SERIAL_BELOW or not _engine._parallel_ok:
+        return False
+    if not _engine._probed:
+        Xp = np.ascontiguousarray(X[:B])
+        Yp = np.ascontiguousarray(Y[:B])
+        acts = _engine._buffers(layout, B, theta.dtype)
+        scale = theta.dtype.type(1.0 / B)
+        _engine._run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work,
+                     theta, layout, Xp, Yp, net._loss_code, scale, theta.dtype.type(net.l2),
+                     False, acts, np.empty_like(acts), np.empty(B, theta.dtype),
+                     np.empty_like(theta))
+    return _engine._parallel_ok
+
+
+def _split(net, X, Y, validation, split_ss):
+    """(X, Y, Xv, Yv): the training rows and the validation set (possibly empty).
+
+    Every array is writeable and C-contiguous, so the compiled loop is one
+    specialization per dtype whatever the caller passed.
+    """
+    n_0, n_L, dt = net.sizes[0], net.sizes[-1], net.dtype
+    Xv = np.empty((0, n_0), dt)
+    Yv = np.empty((0, n_L), dt)
+    if validation is None:
+        pass
+    elif isinstance(validation, numbers.Real) and not _is_bool(validation):
+        frac = float(validation)
+        if not 0 < frac < 1:
+            raise ValueError(f"validation: a fraction must lie in (0, 1), got {validation!r}")
+        N = X.shape[0]
+        n_val = int(round(frac * N))
+        if n_val < 1 or n_val > N - 1:
+            raise ValueError(f"validation: holding out {frac!r} of {N} examples leaves "
+                             f"{n_val} for validation and {N - n_val} for training; "
+                             "each needs at least one")
+        held = np.zeros(N, dtype=bool)
+        held[np.random.default_rng(split_ss).permutation(N)[:n_val]] = True
+        X, Y, Xv, Yv = X[~held], Y[~held], X[held], Y[held]
+    elif isinstance(validation, (tuple, list)) and len(validation) == 2:
+        Xv = as_float_matrix("validation[0]", validation[0], n_0, dt)
+        Yv = as_targets(validation[1], Xv.shape[0], n_L, net.loss_name, dt)
+    else:
+        raise TypeError("validation: expected (Xv, Yv), a fraction in (0, 1) or None, "
+                        f"got {type(validation).__name__}")
+    return tuple(A if A.flags.writeable and A.flags.c_contiguous else np.array(A, order="C")
+                 for A in (X, Y, Xv, Yv))
+
+
+def _is_bool(x):
+    return isinstance(x, (bool, np.bool_))
+
+
+def _positive(name, x) -> float:
+    if _is_bool(x) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
+    return float(x)
+
+
+def _unit_interval(name, x) -> float:
+    if _is_bool(x) or not isinstance(x, numbers.Real) or not 0 <= x < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), got {x!r}")
+    return float(x)
+
+
+def _count(name, x) -> int:
+    if _is_bool(x) or not isinstance(x, numbers.Integral) or x < 1:
+        raise ValueError(f"{name}: expected an integer >= 1, got {x!r}")
+    return int(x)
+
+
+# ---------------------------------------------------------------------- progress bar
+
+
+def _progress_bar(total):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _TextBar(total)
+    return _TqdmBar(tqdm(total=total, unit="epoch", desc="training", file=sys.stderr))
+
+
+class _TqdmBar:
+    def __init__(self, bar):
+        self._bar = bar
+
+    def update(self, k, loss, val_loss):
+        post = {"loss": f"{loss:.4g}"}
+        if val_loss is not None:
+            post["val_loss"] = f"{val_loss:.4g}"
+        self._bar.set_postfix(post, refresh=False)
+        self._bar.update(k)
+
+    def close(self):
+        self._bar.close()
+
+
+class _TextBar:
+    """A one-line progress bar on stderr, for when tqdm is not installed."""
+
+    WIDTH = 30
+
+    def __init__(self, total, stream=None):
+        self.total = total
+        self.done = 0
+        self.stream = sys.stderr if stream is None else stream
+        self._t0 = time.perf_counter()
+        self._last = ""
+
+    def update(self, k, loss, val_loss):
+        self.done += k
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        line = (f"\rtraining {100 * self.done // self.total:3d}% [{bar}] "
+                f"{self.done}/{self.total} epochs, {time.perf_counter() - self._t0:.1f}s, "
+                f"loss {loss:.4g}")
+        if val_loss is not None:
+            line += f", val_loss {val_loss:.4g}"
+        self.stream.write(line.ljust(len(self._last)))
+        self.stream.flush()
+        self._last = line
+
+    def close(self):
+        if self._last:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,402 @@
+"""fastbp.train: the compiled updates against their NumPy transcription, batching,
+validation and early stopping, determinism, and the documents' training examples.
+
+Every network here is float64 with the same argument types, so the training
+kernels compile once for the whole module.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _train_kernels as tk
+from fastbp import training
+from fastbp.training import OPTIMIZERS, History
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _data(N=10, n_0=3, n_L=2, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(N, n_0))
+    Y = (rng.random((N, n_L)) > 0.5).astype(float)
+    return X, Y
+
+
+NET = fastbp.Network([3, 4, 2], ["tanh", "sigmoid"], "bce")
+
+
+def _batches(N, B, epochs, seed, shuffle):
+    """The row order of every step: the compiled generator, replayed from the seed."""
+    order = np.arange(N, dtype=np.int64)
+    state = np.random.SeedSequence(seed).spawn(2)[1].generate_state(1, np.uint64)
+    for _ in range(epochs):
+        if shuffle and B < N:
+            tk.shuffle(order, state)
+        for b0 in range(0, N, B):
+            yield order[b0:b0 + B].copy()
+
+
+def _numpy_training(net, params, X, Y, *, optimizer, lr, epochs, B, seed, shuffle=True,
+                    momentum=0.9, betas=(0.9, 0.999), eps=1e-8):
+    """The four updates written out in NumPy, on fastbp's mini-batch gradients."""
+    theta = params.flat.copy()
+    v = np.zeros_like(theta)
+    m = np.zeros_like(theta)
+    b1, b2 = betas
+    t = 0
+    for rows in _batches(X.shape[0], B, epochs, seed, shuffle):
+        p = fastbp.Params(net.sizes, net.bias, theta)
+        _, g = net.loss_and_grad(p, X[rows], Y[rows])
+        g = g.flat
+        t += 1
+        if optimizer == "sgd":
+            theta = theta - lr * g
+        elif optimizer == "momentum":
+            v = momentum * v + g
+            theta = theta - lr * v
+        elif optimizer == "nesterov":
+            v = momentum * v + g
+            theta = theta - lr * (g + momentum * v)
+        else:
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            m_hat = m / (1 - b1**t)
+            v_hat = v / (1 - b2**t)
+            theta = theta - lr * m_hat / (np.sqrt(v_hat) + eps)
+    return theta
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("B", [None, 4, 10], ids=["full", "B4-partial", "B10"])
+def test_each_optimizer_matches_numpy(optimizer, B):
+    X, Y = _data(N=10)
+    p = NET.init(seed=1)
+    lr = 0.05 if optimizer != "adam" else 0.01
+    h = fastbp.train(NET, p, X, Y, optimizer=optimizer, lr=lr, epochs=3, batch_size=B, seed=7)
+    expected = _numpy_training(NET, p, X, Y, optimizer=optimizer, lr=lr, epochs=3,
+                               B=10 if B is None else B, seed=7)
+    np.testing.assert_allclose(h.params.flat, expected, rtol=1e-10, atol=1e-14)
+    assert h.steps == 3 * (1 if B in (None, 10) else 3)
+    assert not np.array_equal(h.params.flat, p.flat)
+
+
+def test_unshuffled_minibatches_run_in_order():
+    X, Y = _data(N=10)
+    p = NET.init(seed=2)
+    h = fastbp.train(NET, p, X, Y, optimizer="momentum", lr=0.1, epochs=2, batch_size=3,
+                     shuffle=False)
+    expected = _numpy_training(NET, p, X, Y, optimizer="momentum", lr=0.1, epochs=2, B=3,
+                               seed=0, shuffle=False)
+    np.testing.assert_allclose(h.params.flat, expected, rtol=1e-10, atol=1e-14)
+
+
+def test_nesterov_flag_is_the_nesterov_optimizer():
+    X, Y = _data()
+    p = NET.init(seed=3)
+    a = fastbp.train(NET, p, X, Y, optimizer="momentum", nesterov=True, lr=0.1, epochs=4)
+    b = fastbp.train(NET, p, X, Y, optimizer="nesterov", lr=0.1, epochs=4)
+    assert a.params == b.params
+
+
+def test_shuffle_visits_every_example_once_per_epoch():
+    order = np.arange(50, dtype=np.int64)
+    state = np.array([12345], dtype=np.uint64)
+    seen = []
+    for _ in range(5):
+        tk.shuffle(order, state)
+        assert np.array_equal(np.sort(order), np.arange(50))
+        seen.append(order.copy())
+    assert len({s.tobytes() for s in seen}) == 5
+
+
+def test_full_batch_history_loss_is_J_before_each_step():
+    X, Y = _data(N=12)
+    p = NET.init(seed=4)
+    h = fastbp.train(NET, p, X, Y, lr=0.5, epochs=3)
+    theta = p.flat.copy()
+    for e in range(3):
+        J, g = NET.loss_and_grad(fastbp.Params(NET.sizes, NET.bias, theta), X, Y)
+        assert h.loss[e] == pytest.approx(J, rel=1e-12)
+        theta = theta - 0.5 * g.flat
+    np.testing.assert_allclose(h.params.flat, theta, rtol=1e-10)
+
+
+def test_l2_and_sum_reduction_follow_the_network():
+    net = fastbp.Network([3, 4, 2], ["tanh", "sigmoid"], "bce", reduction="sum", l2=0.1)
+    X, Y = _data(N=10)
+    p = net.init(seed=5)
+    h = fastbp.train(net, p, X, Y, optimizer="adam", lr=0.01, epochs=2, batch_size=4, seed=3)
+    expected = _numpy_training(net, p, X, Y, optimizer="adam", lr=0.01, epochs=2, B=4, seed=3)
+    np.testing.assert_allclose(h.params.flat, expected, rtol=1e-10, atol=1e-14)
+    h = fastbp.train(net, p, X, Y, lr=0.01, epochs=1)
+    assert h.loss[0] == pytest.approx(net.loss(p, X, Y), rel=1e-12)
+
+
+def test_params_untouched_unless_inplace():
+    X, Y = _data()
+    p = NET.init(seed=6)
+    before = p.flat.copy()
+    X0, Y0 = X.copy(), Y.copy()
+    h = fastbp.train(NET, p, X, Y, lr=0.1, epochs=3)
+    assert np.array_equal(p.flat, before)
+    assert np.array_equal(X, X0) and np.array_equal(Y, Y0)
+    assert h.params is not p
+    h2 = fastbp.train(NET, p, X, Y, lr=0.1, epochs=3, inplace=True)
+    assert h2.params is p
+    assert np.array_equal(p.flat, h.params.flat)
+
+
+def test_validation_set_loss_and_accuracy():
+    X, Y = _data(N=30)
+    Xv, Yv = _data(N=9, seed=11)
+    p = NET.init(seed=7)
+    h = fastbp.train(NET, p, X, Y, optimizer="adam", lr=0.05, epochs=5, batch_size=8, seed=1,
+                     validation=(Xv, Yv))
+    assert h.val_loss.shape == h.val_accuracy.shape == (5,)
+    assert h.val_loss[-1] == pytest.approx(NET.loss(h.params, Xv, Yv), rel=1e-12)
+    right = ((NET.forward(h.params, Xv) > 0.5) == (Yv > 0.5)).all(axis=1).mean()
+    assert h.val_accuracy[-1] == right
+    assert h.best_epoch == int(np.argmin(h.val_loss))
+
+
+def test_validation_fraction_holds_out_rows():
+    X, Y = _data(N=20)
+    p = NET.init(seed=8)
+    h = fastbp.train(NET, p, X, Y, lr=0.1, epochs=2, validation=0.25, seed=4)
+    held = np.zeros(20, dtype=bool)
+    held[np.random.default_rng(np.random.SeedSequence(4).spawn(2)[0]).permutation(20)[:5]] = 1
+    J0 = NET.loss(p, X[~held], Y[~held])
+    assert h.loss[0] == pytest.approx(J0, rel=1e-12)
+
+
+def test_early_stopping_restores_the_best_epoch():
+    X, Y = _data(N=20)
+    Xv, Yv = _data(N=20, seed=5)
+    p = NET.init(seed=9)
+    # a large step on noise: the validation loss soon stops improving
+    h = fastbp.train(NET, p, X, Y, optimizer="adam", lr=0.2, epochs=300, batch_size=5,
+                     seed=2, validation=(Xv, Yv), early_stopping=5)
+    assert h.stop_reason == "early_stopping"
+    assert h.epochs == h.best_epoch + 6
+    assert h.epochs < 300
+    assert NET.loss(h.params, Xv, Yv) == pytest.approx(h.val_loss[h.best_epoch], rel=1e-12)
+    assert np.all(h.val_loss[h.best_epoch + 1:] >= h.val_loss[h.best_epoch])
+
+
+def test_callback_sees_progress_and_can_stop():
+    X, Y = _data()
+    p = NET.init(seed=10)
+    calls = []
+
+    def stop_early(hist):
+        calls.append(hist.epochs)
+        return hist.epochs >= 1
+
+    h = fastbp.train(NET, p, X, Y, lr=0.1, epochs=10**7, callback=stop_early)
+    assert h.stop_reason == "callback"
+    assert h.epochs < 10**7
+    assert calls[-1] == h.epochs and isinstance(h, History)
+
+
+def test_chunking_does_not_change_the_result(monkeypatch):
+    X, Y = _data(N=10)
+    p = NET.init(seed=11)
+    kw = dict(optimizer="adam", lr=0.02, epochs=40, batch_size=3, seed=5, validation=0.3,
+              early_stopping=50)
+    a = fastbp.train(NET, p, X, Y, **kw)
+    monkeypatch.setattr(training.tk, "train_chunk_serial",
+                        _one_epoch_at_a_time(tk.train_chunk_serial))
+    b = fastbp.train(NET, p, X, Y, **kw)
+    assert a.params == b.params
+    assert np.array_equal(a.loss, b.loss) and np.array_equal(a.val_loss, b.val_loss)
+
+
+def _one_epoch_at_a_time(fn):
+    def run(*args):
+        *rest, ep0, n = args
+        done = 0
+        while done < n:
+            k, outcome = fn(*rest, ep0 + done, 1)
+            done += k
+            if outcome != tk.RUNNING:
+                break
+        return done, outcome
+
+    return run
+
+
+def test_history_to_dict_is_plain_data():
+    X, Y = _data()
+    h = fastbp.train(NET, NET.init(seed=12), X, Y, lr=0.1, epochs=3, validation=(X, Y))
+    d = h.to_dict()
+    assert d["epochs"] == 3 and d["stop_reason"] == "completed"
+    assert d["loss"] == h.loss.tolist() and d["val_loss"] == h.val_loss.tolist()
+    assert all(isinstance(x, float) for x in d["time"])
+    assert sorted(d) == sorted(["loss", "val_loss", "val_accuracy", "time", "best_epoch",
+                                "epochs", "steps", "stop_reason", "seed"])
+    assert np.all(np.diff(h.time) >= 0)
+
+
+def test_seed_none_is_reported_and_repeatable():
+    X, Y = _data(N=10)
+    p = NET.init(seed=13)
+    a = fastbp.train(NET, p, X, Y, lr=0.1, epochs=3, batch_size=3)
+    b = fastbp.train(NET, p, X, Y, lr=0.1, epochs=3, batch_size=3, seed=a.seed)
+    assert a.params == b.params
+
+
+def test_divergence_stops_with_a_warning():
+    net = fastbp.Network([3, 4, 2], "identity", "sse")
+    X, Y = _data()
+    with pytest.warns(RuntimeWarning, match="NaN or infinite"):
+        h = fastbp.train(net, net.init(seed=0), X * 1e3, Y, lr=1e3, epochs=1000)
+    assert h.stop_reason == "diverged" and h.epochs < 1000
+
+
+def test_progress_bar_without_tqdm(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    X, Y = _data()
+    fastbp.train(NET, NET.init(seed=14), X, Y, lr=0.1, epochs=20, progress=True)
+    err = capsys.readouterr().err
+    assert "20/20 epochs" in err and "loss" in err and err.endswith("\n")
+
+
+def test_progress_bar_with_tqdm(monkeypatch):
+    updates = []
+
+    class FakeTqdm:
+        def __init__(self, total, **kw):
+            self.total = total
+
+        def set_postfix(self, post, refresh=True):
+            updates.append(dict(post))
+
+        def update(self, k):
+            updates.append(k)
+
+        def close(self):
+            updates.append("closed")
+
+    fake = type(sys)("tqdm.auto")
+    fake.tqdm = FakeTqdm
+    monkeypatch.setitem(sys.modules, "tqdm.auto", fake)
+    monkeypatch.setitem(sys.modules, "tqdm", type(sys)("tqdm"))
+    X, Y = _data()
+    fastbp.train(NET, NET.init(seed=15), X, Y, lr=0.1, epochs=7, progress=True)
+    assert sum(u for u in updates if isinstance(u, int)) == 7
+    assert updates[-1] == "closed" and "loss" in updates[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(optimizer="rmsprop"), "optimizer"),
+        (dict(lr=0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(epochs=0), "epochs"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(seed=-1), "seed"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(betas=(0.9,)), "betas"),
+        (dict(betas=(0.9, 1.0)), r"betas\[1\]"),
+        (dict(eps=0), "eps"),
+        (dict(early_stopping=3), "early_stopping"),
+        (dict(validation=1.5), "validation"),
+        (dict(validation=0.01), "validation"),
+        (dict(optimizer="adam", nesterov=True), "nesterov"),
+    ],
+)
+def test_bad_arguments_raise_before_work(kwargs, match):
+    X, Y = _data()
+    with pytest.raises(ValueError, match=match):
+        fastbp.train(NET, NET.init(seed=0), X, Y, **kwargs)
+
+
+def test_bad_types_raise():
+    X, Y = _data()
+    p = NET.init(seed=0)
+    with pytest.raises(TypeError, match="net"):
+        fastbp.train("net", p, X, Y)
+    with pytest.raises(TypeError, match="params"):
+        fastbp.train(NET, p.flat, X, Y)
+    with pytest.raises(TypeError, match="validation"):
+        fastbp.train(NET, p, X, Y, validation="x")
+    with pytest.raises(TypeError, match="callback"):
+        fastbp.train(NET, p, X, Y, callback=3)
+    with pytest.raises(ValueError, match="X"):
+        fastbp.train(NET, p, X[:, :2], Y)
+    with pytest.raises(ValueError, match="inplace"):
+        fastbp.train(NET, p.astype("float32"), X, Y, inplace=True)
+
+
+def test_document_003_example_loss_below_1e_3():
+    """003: the 3-2-1 sigmoid network without biases, x = [0, 0, 1], y = 0,
+    1/2 (y - yhat)^2, plain gradient descent with alpha = 0.5; its weights drawn
+    uniform in [0, 1) as 003's ``np.random.random`` does (W_1 is 3x2, in x out)."""
+    net = fastbp.Network([3, 2, 1], "sigmoid", "sse", reduction="sum", bias=False)
+    rng = np.random.default_rng(0)
+    p = net.params_from([rng.random((3, 2)), rng.random((2, 1))], layout="in_out")
+    X = np.array([[0.0, 0.0, 1.0]])
+    Y = np.array([[0.0]])
+    h = fastbp.train(net, p, X, Y, optimizer="sgd", lr=0.5, epochs=1000)
+    assert net.loss(h.params, X, Y) < 1e-3
+    assert np.all(np.diff(h.loss) < 0)  # gradient descent on one example never goes up
+
+
+def test_document_000_iris_reaches_96_percent():
+    """000: the 4-8-3 sigmoid network on iris, bce summed over outputs, mean over
+    the data set, full-batch gradient descent."""
+    datasets = pytest.importorskip("fastbp.datasets")
+    data = datasets.load_iris()
+    net = fastbp.Network([4, 8, 3], "sigmoid", "bce")
+    h = fastbp.train(net, net.init(seed=0), data.X, data.Y, optimizer="sgd", lr=0.5,
+                     epochs=5000)
+    predicted = net.forward(h.params, data.X).argmax(axis=1)
+    assert np.mean(predicted == data.labels) >= 0.96
+
+
+DETERMINISM_SCRIPT = textwrap.dedent("""
+    import numpy as np, fastbp, sys
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 40))
+    Y = np.eye(8)[rng.integers(0, 8, 600)]
+    net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
+    h = fastbp.train(net, net.init(seed=1), X, Y, optimizer="adam", lr=1e-2, epochs=3,
+                     batch_size=100, seed=5, validation=0.2)
+    import numba
+    sys.stdout.write(f"{numba.get_num_threads()} {h.params.flat.tobytes().hex()}")
+""")
+
+
+def test_bit_identical_for_any_thread_count():
+    """A batch large enough for the parallel kernels: 1 and 2 threads agree bit for bit."""
+    out = {}
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads, PYTHONPATH=ROOT)
+        res = subprocess.run([sys.executable, "-c", DETERMINISM_SCRIPT], env=env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=900)
+        assert res.returncode == 0, res.stderr
+        n, digest = res.stdout.split()
+        assert n == threads
+        out[threads] = digest
+    assert out["1"] == out["2"]
+
+
+def test_float32_network_trains():
+    net = fastbp.Network([3, 4, 2], ["tanh", "sigmoid"], "bce", dtype="float32")
+    X, Y = _data()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        h = fastbp.train(net, net.init(seed=0), X, Y, optimizer="adam", lr=0.05, epochs=50)
+    assert h.params.dtype == np.float32
+    assert h.loss[-1] < h.loss[0]
