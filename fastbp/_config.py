@@ -6,4 +6,9 @@ reciprocal relaxations): it lets LLVM vectorize the sums and fuse multiply-adds.
 isfinite checks and NaN propagation the library relies on.
 """
 
-FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+# Work (multiply-adds of one forward pass over the batch, N * number of weights)
+# below which the serial twin of a kernel is used: a parallel launch costs
+# microseconds that a tiny problem cannot repay.
+SERIAL_BELOW = 50_000

@@ -1,0 +1,13 @@
+"""fastbp: exact backpropagation gradients of fully connected networks, fast.
+
+The per-example forward and backward equations of the documents in
+``shared/seeds/`` are compiled loops (Numba); ``fastbp.reference`` is an
+independent vectorized NumPy oracle they are checked against.
+"""
+
+from .network import Network
+from .params import Params
+
+__version__ = "0.1.0"
+
+__all__ = ["Network", "Params", "__version__"]

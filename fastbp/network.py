@@ -1,0 +1,396 @@
+"""``Network``: an immutable description of an MLP and its loss.
+
+A network is a description (layer widths, activations, loss, reduction, l2, bias
+flags, dtype); its parameters are data (``fastbp.params.Params``).  Every method
+validates and converts its inputs here, then makes ONE call into compiled code.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _engine, _kernels
+from ._validate import as_float_dtype, as_float_matrix, as_targets, check_finite
+from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from .params import Params, layer_offsets, n_params
+
+LAYOUTS = ("out_in", "in_out", "bias_column")
+
+
+class Network:
+    """A fully connected network and its loss.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_0, n_1, ..., n_L]`` (input first), L >= 1, each >= 1.
+    activations : str or sequence of str
+        f_l for l = 1..L: one name for every layer or a list of L names among
+        ``"identity"``, ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"softmax"``
+        (softmax acts on a whole layer: last layer only).
+    loss : {"bce", "cross_entropy", "sse"}
+        ``"bce"``: sum over output units of -[y ln a + (1 - y) ln(1 - a)], sigmoid
+        output (000 eq. (1), 001).  ``"cross_entropy"``: -sum_k y_k ln a_k, softmax
+        output (002 eq. (29), 004 section 2).  ``"sse"``: 1/2 sum_k (a_k - y_k)^2,
+        any output activation (002 eq. (5), 003).
+    reduction : {"mean", "sum"}, default "mean"
+        Mean over the N examples (000, 001) or their sum (002, 003, 004).
+    l2 : float, default 0.0
+        lambda >= 0: J += lambda/2 * sum of W^2 over every weight, not the biases
+        (004 section 9), added once whatever the reduction.
+    bias : bool or sequence of bool, default True
+        Whether each layer has a bias b^(l) (003's network has none).
+    dtype : {"float64", "float32"}, default "float64"
+        Dtype of the parameters and of every array the network returns.
+
+    Attributes
+    ----------
+    sizes, activations, bias : tuple
+        As given, normalized (one activation name and one bias flag per layer).
+    loss_name : str
+        The ``loss`` argument (``loss`` itself is the method computing J).
+    reduction : str
+    l2 : float
+    dtype : numpy.dtype
+
+    Notes
+    -----
+    z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i,  a^(l)_i = f_l(z^(l)_i),  a^(0) = x;
+    W^(l) has shape (n_l, n_{l-1}) (out x in).  See ``shared/seeds/README.md``.
+    """
+
+    __slots__ = ("sizes", "activations", "loss_name", "reduction", "l2", "bias", "dtype",
+                 "_layout", "_loss_code")
+
+    def __init__(self, sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True,
+                 dtype="float64"):
+        sizes = _check_sizes(sizes)
+        L = len(sizes) - 1
+        activations = _check_activations(activations, L)
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise ValueError(f"loss: unknown loss {loss!r}; expected one of {sorted(LOSSES)}")
+        if activations[-1] not in OUTPUT_ACTIVATIONS[loss]:
+            need = " or ".join(OUTPUT_ACTIVATIONS[loss])
+            raise ValueError(
+                f"loss: {loss!r} needs a {need} output layer, got {activations[-1]!r}"
+            )
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction: expected one of {list(REDUCTIONS)}, got {reduction!r}")
+        if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not np.isfinite(l2) \
+                or l2 < 0:
+            raise ValueError(f"l2: expected a finite number >= 0, got {l2!r}")
+        bias = _check_bias(bias, L)
+        dtype = as_float_dtype(dtype)
+
+        set_ = object.__setattr__
+        set_(self, "sizes", sizes)
+        set_(self, "activations", activations)
+        set_(self, "loss_name", loss)
+        set_(self, "reduction", reduction)
+        set_(self, "l2", float(l2))
+        set_(self, "bias", bias)
+        set_(self, "dtype", dtype)
+        set_(self, "_loss_code", LOSSES[loss])
+        set_(self, "_layout", _layout_table(sizes, activations, bias))
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
+
+    # ------------------------------------------------------------------ description
+
+    @property
+    def n_layers(self) -> int:
+        """L, the number of layers with weights."""
+        return len(self.sizes) - 1
+
+    @property
+    def n_params(self) -> int:
+        """Length of the flat parameter vector."""
+        return n_params(self.sizes, self.bias)
+
+    def to_dict(self) -> dict:
+        """The description as plain JSON-able data (inverse of ``from_dict``)."""
+        return {
+            "sizes": list(self.sizes),
+            "activations": list(self.activations),
+            "loss": self.loss_name,
+            "reduction": self.reduction,
+            "l2": self.l2,
+            "bias": list(self.bias),
+            "dtype": self.dtype.name,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Network:
+        """Rebuild a network from ``to_dict()``'s output (validated as usual)."""
+        d = dict(d)
+        return cls(d.pop("sizes"), d.pop("activations"), d.pop("loss"), **d)
+
+    def __eq__(self, other):
+        if not isinstance(other, Network):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self):
+        return hash((self.sizes, self.activations, self.loss_name, self.reduction, self.l2,
+                     self.bias, self.dtype.name))
+
+    def __repr__(self):
+        acts = self.activations
+        act = repr(acts[0]) if len(set(acts)) == 1 else repr(list(acts))
+        extra = ""
+        if self.reduction != "mean":
+            extra += f", reduction={self.reduction!r}"
+        if self.l2:
+            extra += f", l2={self.l2!r}"
+        if not all(self.bias):
+            extra += f", bias={list(self.bias) if any(self.bias) else False}"
+        if self.dtype != np.float64:
+            extra += f", dtype={self.dtype.name!r}"
+        return f"Network({list(self.sizes)}, {act}, {self.loss_name!r}{extra})"
+
+    # ------------------------------------------------------------------ parameters
+
+    def init(self, seed=None) -> Params:
+        """Random parameters: Glorot/Xavier uniform for identity, sigmoid, tanh and
+        softmax layers, He normal for relu layers; biases zero.
+
+        Glorot: W ~ U(-r, r), r = sqrt(6 / (n_in + n_out)), times 4 for sigmoid
+        (whose slope at 0 is 1/4).  He: W ~ N(0, 2 / n_in).  Drawn in float64 from
+        ``numpy.random.default_rng(seed)`` then cast, so float32 and float64
+        networks start from the same values.
+        """
+        rng = np.random.default_rng(seed)
+        flat = np.zeros(self.n_params, dtype=np.float64)
+        for l, (w_off, _, _) in enumerate(layer_offsets(self.sizes, self.bias), 1):
+            n_in, n_out = self.sizes[l - 1], self.sizes[l]
+            act = self.activations[l - 1]
+            if act == "relu":
+                W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=n_out * n_in)
+            else:
+                r = np.sqrt(6.0 / (n_in + n_out)) * (4.0 if act == "sigmoid" else 1.0)
+                W = rng.uniform(-r, r, size=n_out * n_in)
+            flat[w_off : w_off + W.size] = W
+        return Params(self.sizes, self.bias, flat.astype(self.dtype))
+
+    def params_from(self, weights, biases=None, layout="out_in") -> Params:
+        """Parameters copied from per-layer matrices, every shape validated.
+
+        Parameters
+        ----------
+        weights : sequence of L array_like
+            ``layout="out_in"``: W^(l) of shape (n_l, n_{l-1}), fastbp's (and 000's,
+            004's) orientation.  ``"in_out"``: the transpose, shape (n_{l-1}, n_l), as
+            in 001, 002 and 003 (z = W^T a + b).  ``"bias_column"``: 000's matrices of
+            shape (n_l, n_{l-1} + 1) whose column 0 is the bias w_{i,0} = b_i.
+        biases : sequence of L (array_like of shape (n_l,) or None), optional
+            Required for the layers that have a bias, unless ``layout="bias_column"``.
+        layout : {"out_in", "in_out", "bias_column"}
+
+        Returns
+        -------
+        Params
+            A new parameter vector of the network's dtype (the inputs are copied).
+        """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout: expected one of {list(LAYOUTS)}, got {layout!r}")
+        L = self.n_layers
+        weights = _as_layer_list("weights", weights, L)
+        if layout == "bias_column":
+            if biases is not None:
+                raise ValueError("biases: must be None with layout='bias_column' "
+                                 "(column 0 of each matrix is the bias)")
+            if not all(self.bias):
+                raise ValueError("layout: 'bias_column' needs a bias in every layer; "
+                                 f"this network has bias={list(self.bias)}")
+        else:
+            if biases is None:
+                if any(self.bias):
+                    layers = [l for l in range(1, L + 1) if self.bias[l - 1]]
+                    raise ValueError(f"biases: required for layers {layers}, which have a bias")
+                biases = [None] * L
+            biases = _as_layer_list("biases", biases, L)
+
+        p = Params.zeros(self.sizes, self.bias, self.dtype)
+        for l in range(1, L + 1):
+            n_in, n_out = self.sizes[l - 1], self.sizes[l]
+            A = _as_real_array(f"weights[{l - 1}]", weights[l - 1])
+            if layout == "bias_column":
+                _check_shape(f"weights[{l - 1}]", A, (n_out, n_in + 1), layout)
+                p.W[l][...] = A[:, 1:]
+                p.b[l][...] = A[:, 0]
+                continue
+            shape = (n_out, n_in) if layout == "out_in" else (n_in, n_out)
+            _check_shape(f"weights[{l - 1}]", A, shape, layout)
+            p.W[l][...] = A if layout == "out_in" else A.T
+            b = biases[l - 1]
+            if self.bias[l - 1]:
+                if b is None:
+                    raise ValueError(f"biases[{l - 1}]: layer {l} has a bias; got None")
+                b = _as_real_array(f"biases[{l - 1}]", b)
+                if b.size != n_out or (b.ndim == 2 and 1 not in b.shape) or b.ndim > 2:
+                    raise ValueError(f"biases[{l - 1}]: expected shape ({n_out},), got {b.shape}")
+                p.b[l][...] = b.reshape(-1)
+            elif b is not None:
+                raise ValueError(f"biases[{l - 1}]: layer {l} has no bias; pass None")
+        check_finite("weights/biases", p.flat)
+        return p
+
+    def _theta(self, params) -> np.ndarray:
+        """The validated flat vector of ``params``, in the network's dtype."""
+        if not isinstance(params, Params):
+            raise TypeError(f"params: expected fastbp.Params, got {type(params).__name__}")
+        if params.sizes != self.sizes or params.bias != self.bias:
+            raise ValueError(
+                f"params: built for another network (sizes {list(params.sizes)}, bias "
+                f"{list(params.bias)}); this one has sizes {list(self.sizes)}, bias "
+                f"{list(self.bias)}"
+            )
+        theta = np.ascontiguousarray(params.flat, dtype=self.dtype)
+        check_finite("params", theta)
+        return theta
+
+    # ------------------------------------------------------------------ computation
+
+    def loss_and_grad(self, params, X, Y, *, input_grad=False):
+        """Loss and its exact gradient with respect to every parameter.
+
+        Parameters
+        ----------
+        params : Params
+        X : array_like of shape (N, n_0)
+            Inputs, one example per row (floating dtype; converted to the
+            network's dtype and C order, never modified).
+        Y : array_like of shape (N, n_L), or (N,)
+            Targets: floats; for ``cross_entropy`` integer class labels (N,) or rows
+            that are distributions; (N,) when n_L == 1.
+        input_grad : bool, default False
+            Also return dJ/dX.
+
+        Returns
+        -------
+        loss : float
+        grads : Params
+            dJ/dW^(l) and dJ/db^(l) in the layout of ``params``.
+        dX : ndarray of shape (N, n_0)
+            Only with ``input_grad=True``: dJ/dx for every example (004 eq. (7)).
+
+        Notes
+        -----
+        delta^(L) = dJ/dz^(L) (a - y for sigmoid+bce and softmax+cross_entropy:
+        000 eq. (6), 002 eq. (31), 004 eq. (1));
+        delta^(l)_j = f_l'(z^(l)_j) sum_i W^(l+1)[i, j] delta^(l+1)_i (004 eq. (4));
+        dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
+        dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
+        """
+        theta = self._theta(params)
+        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
+        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+        J, grad, dX = _engine.loss_and_grad(
+            theta, self._layout, X, Y, self._loss_code, self._scale(X.shape[0]), self.l2,
+            bool(input_grad))
+        grads = Params(self.sizes, self.bias, grad)
+        if input_grad:
+            return float(J), grads, dX
+        return float(J), grads
+
+    def loss(self, params, X, Y) -> float:
+        """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
+        theta = self._theta(params)
+        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
+        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+        _, losses = _engine.forward(theta, self._layout, X, Y, self._loss_code)
+        dt = self.dtype.type
+        return float(_kernels.total_loss(theta, self._layout, losses,
+                                         dt(self._scale(X.shape[0])), dt(self.l2)))
+
+    def forward(self, params, X) -> np.ndarray:
+        """Output activations a^(L), shape (N, n_L), in the network's dtype."""
+        theta = self._theta(params)
+        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
+        out, _ = _engine.forward(theta, self._layout, X)
+        return out
+
+    def _scale(self, N: int) -> float:
+        return 1.0 / N if self.reduction == "mean" else 1.0
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _check_sizes(sizes) -> tuple:
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
+        raise TypeError(f"sizes: expected a sequence of layer widths, got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes: need at least 2 widths [n_0, n_1] (L >= 1), got {sizes}")
+    for n in sizes:
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"sizes: widths must be integers, got {n!r} in {sizes}")
+        if n < 1:
+            raise ValueError(f"sizes: widths must be >= 1, got {n} in {sizes}")
+    return tuple(int(n) for n in sizes)
+
+
+def _check_activations(activations, L: int) -> tuple:
+    if isinstance(activations, str):
+        activations = [activations] * L
+    activations = list(activations)
+    if len(activations) != L:
+        raise ValueError(f"activations: expected one name or {L} names, got {len(activations)}")
+    for l, name in enumerate(activations, 1):
+        if not isinstance(name, str) or name not in ACTIVATIONS:
+            raise ValueError(f"activations: unknown activation {name!r} for layer {l}; "
+                             f"expected one of {sorted(ACTIVATIONS)}")
+        if name in LAST_LAYER_ONLY and l != L:
+            raise ValueError(f"activations: {name!r} may only be the last layer's "
+                             f"activation, got it for layer {l} of {L}")
+    return tuple(activations)
+
+
+def _check_bias(bias, L: int) -> tuple:
+    if isinstance(bias, (bool, np.bool_)):
+        return (bool(bias),) * L
+    try:
+        flags = list(bias)
+    except TypeError:
+        raise TypeError(f"bias: expected a bool or {L} bools, got {bias!r}") from None
+    if len(flags) != L or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+        raise ValueError(f"bias: expected a bool or {L} bools (one per layer), got {bias!r}")
+    return tuple(bool(f) for f in flags)
+
+
+def _layout_table(sizes, activations, bias) -> np.ndarray:
+    L = len(sizes) - 1
+    table = np.zeros((L, _kernels.LAYOUT_COLUMNS), dtype=np.int64)
+    col = 0
+    for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
+        table[l - 1] = (sizes[l - 1], sizes[l], w_off, b_off, ACTIVATIONS[activations[l - 1]],
+                        col, col + sizes[l - 1])
+        col += sizes[l - 1]
+    table.setflags(write=False)
+    return table
+
+
+def _as_layer_list(name, seq, L):
+    if isinstance(seq, np.ndarray) and seq.dtype != object:
+        raise TypeError(f"{name}: expected a sequence of {L} per-layer arrays, got one array")
+    seq = list(seq)
+    if len(seq) != L:
+        raise ValueError(f"{name}: expected {L} entries (one per layer), got {len(seq)}")
+    return seq
+
+
+def _as_real_array(name, A):
+    A = np.asarray(A)
+    if A.dtype.kind not in "fiu":
+        raise TypeError(f"{name}: expected real numbers, got dtype {A.dtype}")
+    return A
+
+
+def _check_shape(name, A, shape, layout):
+    if A.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape} for layout={layout!r}, got {A.shape}")
