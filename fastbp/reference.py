@@ -3,8 +3,8 @@
 This module is the oracle the compiled kernels are tested against, so it shares
 nothing with them: it imports only NumPy and the ``Params`` container, keeps its
 own name -> formula table, and reads the network only through its public
-attributes (``sizes``, ``n_layers``, ``activations``, ``loss``, ``reduction``,
-``l2``, ``bias``).  It is written for clarity, not speed: whole mini-batches as
+attributes (``sizes``, ``n_layers``, ``activations``, ``loss_name`` (or a
+``loss`` string), ``reduction``, ``l2``, ``bias``).  It is written for clarity, not speed: whole mini-batches as
 matrices, one example per row.
 
 Notation (one example per row; N examples):
@@ -94,6 +94,13 @@ def _backward_through(name, z, a, g):
 # ---------------------------------------------------------------------------
 
 
+def _loss_name(net):
+    # fastbp.Network keeps the name in ``loss_name`` because ``loss`` is its method
+    # computing J; a plain description may carry the name as ``loss``.
+    name = getattr(net, "loss_name", None)
+    return name if name is not None else net.loss
+
+
 def _check(net, params):
     L = net.n_layers
     if tuple(params.sizes) != tuple(net.sizes) or tuple(params.bias) != tuple(net.bias):
@@ -106,11 +113,12 @@ def _check(net, params):
     for name in net.activations:
         if name not in _ACTIVATION_NAMES:
             raise ValueError(f"unknown activation {name!r}")
-    if net.loss not in _LOSS_OUTPUT:
-        raise ValueError(f"unknown loss {net.loss!r}")
-    required = _LOSS_OUTPUT[net.loss]
+    loss_name = _loss_name(net)
+    if loss_name not in _LOSS_OUTPUT:
+        raise ValueError(f"unknown loss {loss_name!r}")
+    required = _LOSS_OUTPUT[loss_name]
     if required is not None and net.activations[-1] != required:
-        raise ValueError(f"loss {net.loss!r} needs a {required!r} output layer")
+        raise ValueError(f"loss {loss_name!r} needs a {required!r} output layer")
     if net.reduction not in ("mean", "sum"):
         raise ValueError(f"unknown reduction {net.reduction!r}")
 
@@ -130,7 +138,7 @@ def _targets(net, Y, N, dtype):
     """
     n_L = net.sizes[-1]
     Y = np.asarray(Y)
-    if Y.ndim == 1 and net.loss == "cross_entropy" and np.issubdtype(Y.dtype, np.integer):
+    if Y.ndim == 1 and _loss_name(net) == "cross_entropy" and np.issubdtype(Y.dtype, np.integer):
         if Y.shape[0] != N or (N and (Y.min() < 0 or Y.max() >= n_L)):
             raise ValueError(f"labels must have shape ({N},) and lie in 0..{n_L - 1}")
         onehot = np.zeros((N, n_L), dtype=dtype)
@@ -163,12 +171,13 @@ def _forward_all(net, params, A0):
 
 def _data_loss(net, z, a, Y):
     """Summed (not yet reduced) loss over all examples and output units."""
-    if net.loss == "bce":
+    loss_name = _loss_name(net)
+    if loss_name == "bce":
         # 000 eq. (1) written in the logits z = z^(L):
         # -[y ln s(z) + (1-y) ln(1-s(z))] = max(z, 0) - y z + ln(1 + e^-|z|),
         # finite for every z, where ln(a) and ln(1-a) would give -inf.
         return np.sum(np.maximum(z, 0) - Y * z + np.log1p(np.exp(-np.abs(z))))
-    if net.loss == "cross_entropy":
+    if loss_name == "cross_entropy":
         # 002 eq. (29) / 004 section 3: -sum y ln softmax(z), with ln softmax by
         # log-sum-exp (004: -z_i + log sum_j exp z_j).
         return -np.sum(Y * _log_softmax(z))
@@ -178,10 +187,11 @@ def _data_loss(net, z, a, Y):
 
 def _output_delta(net, z, a, Y):
     """Delta^(L) = dJ/dZ^(L) of the summed loss (before the 1/N of the mean)."""
-    if net.loss == "bce":
+    loss_name = _loss_name(net)
+    if loss_name == "bce":
         # 000 eq. (5a) x (5b): the a(1-a) cancels, leaving a - y  (000 eq. (6)).
         return a - Y
-    if net.loss == "cross_entropy":
+    if loss_name == "cross_entropy":
         # 002 eq. (31) / 004 eq. (1): sum_i y_i a_t - y_t, which is a - y when
         # each row of y sums to 1 (002 eq. (32)); kept exact for any y.
         return a * Y.sum(axis=1, keepdims=True) - Y
@@ -204,7 +214,7 @@ def forward(net, params: Params, X) -> np.ndarray:
     Parameters
     ----------
     net : Network
-        Read through ``sizes``, ``n_layers``, ``activations``, ``loss``, ``bias``.
+        Read through ``sizes``, ``n_layers``, ``activations``, ``loss_name``, ``bias``.
     params : Params
         Weights ``W[l]`` of shape (n_l, n_{l-1}) and biases ``b[l]`` (or None).
     X : array_like of shape (N, n_0)

@@ -1,7 +1,7 @@
 """Test helpers shared by the reference and document tests.
 
 ``Spec`` carries exactly the public attributes of ``fastbp.Network`` that
-``fastbp.reference`` reads, so the reference can be tested on its own, without
+``fastbp.reference`` reads (the loss's name is ``loss_name``, as on Network), so the reference can be tested on its own, without
 the compiled core.  ``random_problem`` draws parameters and data kept away from
 ReLU kinks, where finite differences are meaningless.
 """
@@ -33,7 +33,7 @@ class Spec:
 
     sizes: tuple
     activations: tuple
-    loss: str
+    loss_name: str
     reduction: str = "mean"
     l2: float = 0.0
     bias: tuple = ()
@@ -54,9 +54,9 @@ def random_targets(net, rng, N):
     """Targets valid for the loss: soft labels in (0, 1) for bce, integer labels
     for cross_entropy, unbounded reals for sse."""
     n_L = net.sizes[-1]
-    if net.loss == "bce":
+    if net.loss_name == "bce":
         return rng.uniform(0.0, 1.0, size=(N, n_L))
-    if net.loss == "cross_entropy":
+    if net.loss_name == "cross_entropy":
         return rng.integers(0, n_L, size=N)
     return rng.normal(size=(N, n_L))
 
