@@ -46,6 +46,8 @@ class Spec:
 
 def spec(sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True, dtype="float64"):
     L = len(sizes) - 1
+    if isinstance(activations, str):
+        activations = (activations,) * L
     bias = (bool(bias),) * L if isinstance(bias, bool) else tuple(bool(f) for f in bias)
     return Spec(tuple(sizes), tuple(activations), loss, reduction, float(l2), bias, np.dtype(dtype))
 
@@ -62,7 +64,7 @@ def random_targets(net, rng, N):
 
 
 def kink_margin(net, params, X):
-    """Smallest |z| over every unit whose activation is relu (inf if none)."""
+    """Smallest |z| over the relu units that can move (inf if none)."""
     margin = np.inf
     a = np.asarray(X, dtype=np.float64)
     for l in range(1, net.n_layers + 1):
@@ -71,7 +73,12 @@ def kink_margin(net, params, X):
             z = z + params.b[l]
         name = net.activations[l - 1]
         if name == "relu":
-            margin = min(margin, float(np.abs(z).min()))
+            # z is exactly 0, whatever the parameters, for an example whose input to
+            # a bias-free layer is all zeros (every relu unit below it is off):
+            # the differences see a flat 0 on both sides there, not a kink.
+            live = np.any(a != 0, axis=1) | (params.b[l] is not None)
+            if live.any():
+                margin = min(margin, float(np.abs(z[live]).min()))
             a = np.maximum(z, 0)
         elif name == "sigmoid":
             a = 1 / (1 + np.exp(-z))
