@@ -11,4 +11,4 @@ from .params import Params
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "Params", "gradcheck", "__version__"]
+__all__ = ["Network", "Params", "__version__", "gradcheck"]

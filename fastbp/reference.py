@@ -4,19 +4,19 @@ This module is the oracle the compiled kernels are tested against, so it shares
 nothing with them: it imports only NumPy and the ``Params`` container, keeps its
 own name -> formula table, and reads the network only through its public
 attributes (``sizes``, ``n_layers``, ``activations``, ``loss_name`` (or a
-``loss`` string), ``reduction``, ``l2``, ``bias``).  It is written for clarity, not speed: whole mini-batches as
-matrices, one example per row.
+``loss`` string), ``reduction``, ``l2``, ``bias``).  It is written for clarity,
+not speed: whole mini-batches as matrices, one example per row.
 
-Notation (one example per row; N examples):
+Notation (N examples, one per row):
 
-    A^(0) = X                                   (N, n_0)
-    Z^(l) = A^(l-1) W^(l)T + b^(l)              (N, n_l)      000 eq. for z^(1), z^(2)
+    A^(0) = X                                  (N, n_0)
+    Z^(l) = A^(l-1) W^(l)T + b^(l)             (N, n_l)   000: z^(l) = w^(l)T a^(l-1)
     A^(l) = f_l(Z^(l))
-    Delta^(L) = dJ/dZ^(L)                       a - y for the cancelling pairs
-    Delta^(l-1) = (Delta^(l) W^(l)) * f'_{l-1}(Z^(l-1))           004 eq. (4), 002 eq. (24)-(25)
-    dJ/dW^(l) = Delta^(l)T A^(l-1)  (+ lambda W^(l))               000 eq. (8), (14); 004 eq. (3), (5), (8), (9)
-    dJ/db^(l) = column sums of Delta^(l)                           004 eq. (2), (6); 002 eq. (27)
-    dJ/dX = Delta^(1) W^(1)                                        004 eq. (7); 002 eq. (25)
+    Delta^(L) = dJ/dZ^(L)                      a - y for the cancelling pairs
+    Delta^(l-1) = (Delta^(l) W^(l)) * f'_{l-1}(Z^(l-1))    004 eq. (4); 002 eq. (24)-(25)
+    dJ/dW^(l) = Delta^(l)T A^(l-1) + lambda W^(l)          000 eq. (8), (14); 004 eq. (3)-(9)
+    dJ/db^(l) = column sums of Delta^(l)                    004 eq. (2), (6); 002 eq. (27)
+    dJ/dX = Delta^(1) W^(1)                                 004 eq. (7); 002 eq. (25)
 
 Computations run in the dtype of ``params.flat`` (float32 or float64), so a
 float64 copy of float32 parameters gives a float64 oracle for the same network.
@@ -203,7 +203,7 @@ def _output_delta(net, z, a, Y):
 def _l2_penalty(net, params):
     lam = params.flat.dtype.type(net.l2)
     if lam == 0:
-        return lam * 0
+        return lam
     # 004 section 9 with its squares restored: lambda/2 sum_l sum_ij W^(l)[i, j]^2
     return lam / 2 * sum(np.sum(W * W) for W in params.W)
 
