@@ -5,10 +5,11 @@ The per-example forward and backward equations of the documents in
 independent vectorized NumPy oracle they are checked against.
 """
 
+from .gradcheck import gradcheck
 from .network import Network
 from .params import Params
 from .training import History, train
 
 __version__ = "0.1.0"
 
-__all__ = ["History", "Network", "Params", "__version__", "train"]
+__all__ = ["History", "Network", "Params", "__version__", "gradcheck", "train"]
