@@ -9,7 +9,8 @@ entries, both plain arrays (loading never unpickles anything):
 
       {"format": "fastbp-model", "format_version": 1,
        "fastbp_version": "...", "network": Network.to_dict(),
-       "n_params": int, "dtype": "float64", "sha256": hex digest of theta's bytes}
+       "n_params": int, "dtype": "float64", "sha256": hex digest of theta's bytes,
+       "metadata": the caller's JSON object or null}
 
 A reader accepts every version up to its own and rejects newer ones, so a file
 never loads into a program that would misread it.  Writes are atomic: the
@@ -31,7 +32,7 @@ import numpy as np
 from .network import Network
 from .params import Params
 
-__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "save"]
+__all__ = ["FORMAT_VERSION", "ModelFileError", "load", "load_with_metadata", "save"]
 
 FORMAT = "fastbp-model"
 FORMAT_VERSION = 1
@@ -41,7 +42,7 @@ class ModelFileError(ValueError):
     """A model file that cannot be loaded: corrupt, truncated, altered or too new."""
 
 
-def save(path, net: Network, params: Params) -> None:
+def save(path, net: Network, params: Params, *, metadata: dict | None = None) -> None:
     """Write ``net`` and ``params`` to ``path`` (an .npz file), atomically.
 
     Parameters
@@ -52,10 +53,20 @@ def save(path, net: Network, params: Params) -> None:
     net : Network
     params : Params
         Parameters of ``net`` (stored in the network's dtype).
+    metadata : dict, optional
+        Extra JSON-able data kept with the model (feature and class names, say);
+        read back by ``load_with_metadata``.
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
     theta = net._theta(params)
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")
+        try:
+            json.dumps(metadata)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"metadata: not JSON-serializable ({e})") from None
     path = os.fspath(path)
     from . import __version__
 
@@ -67,6 +78,7 @@ def save(path, net: Network, params: Params) -> None:
         "n_params": int(theta.size),
         "dtype": theta.dtype.name,
         "sha256": hashlib.sha256(theta.tobytes()).hexdigest(),
+        "metadata": metadata,
     }
     meta_bytes = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
@@ -94,6 +106,21 @@ def load(path) -> tuple[Network, Params]:
     Returns
     -------
     (Network, Params)
+
+    Raises
+    ------
+    See ``load_with_metadata``.
+    """
+    net, params, _ = load_with_metadata(path)
+    return net, params
+
+
+def load_with_metadata(path) -> tuple[Network, Params, dict | None]:
+    """``load``, plus the ``metadata`` dict given to ``save`` (None if none was).
+
+    Returns
+    -------
+    (Network, Params, dict or None)
 
     Raises
     ------
@@ -158,7 +185,10 @@ def load(path) -> tuple[Network, Params]:
         raise fail("parameters do not match their checksum (the file was altered)")
     if not np.isfinite(theta).all():
         raise fail("parameters contain NaN or inf")
-    return net, Params(net.sizes, net.bias, np.ascontiguousarray(theta))
+    extra = meta.get("metadata")
+    if extra is not None and not isinstance(extra, dict):
+        raise fail("corrupt metadata (the user metadata is not an object)")
+    return net, Params(net.sizes, net.bias, np.ascontiguousarray(theta)), extra
 
 
 def _fsync_directory(directory: str) -> None:
