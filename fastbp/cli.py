@@ -19,8 +19,14 @@ import traceback
 import numpy as np
 
 from . import __version__
-from ._csvdata import DataError, class_labels, column_indices, is_numeric_column, numeric, \
-    read_table
+from ._csvdata import (
+    DataError,
+    class_labels,
+    column_indices,
+    is_numeric_column,
+    numeric,
+    read_table,
+)
 
 try:  # the bench subcommand wires itself in where fastbp.bench is installed
     _bench = importlib.import_module(f"{__package__}.bench")
@@ -240,7 +246,7 @@ def main(argv=None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
         return 1
-    except Exception as e:  # every other failure: one line, or the traceback on request
+    except Exception as e:  # noqa: BLE001 - any failure: one line, or the traceback on request
         if debug:
             traceback.print_exc()
         msg = str(e) if isinstance(e, (DataError, ValueError, TypeError, OSError)) and str(e) \
@@ -277,7 +283,7 @@ def cmd_demo(args) -> int:
     predicted = net.predict_proba(params, X).argmax(axis=1)
     acc = float(np.mean(predicted == labels))
     print(f"  trained: loss {history.loss[0]:.4f} -> {J:.4f}, training accuracy "
-          f"{acc:.1%} ({int(round(acc * X.shape[0]))}/{X.shape[0]})")
+          f"{acc:.1%} ({round(acc * X.shape[0])}/{X.shape[0]})")
 
     # the same run with the NumPy reference: same updates, independent code
     t2 = time.perf_counter()
@@ -289,8 +295,8 @@ def cmd_demo(args) -> int:
     drift = float(np.max(np.abs(theta.flat - params.flat)) / np.max(np.abs(theta.flat)))
 
     # gradients of the trained network: kernels vs reference vs finite differences
-    J_k, g_k = net.loss_and_grad(params, X, Y)
-    J_r, g_r = reference.loss_and_grad(net, params, X, Y)
+    _, g_k = net.loss_and_grad(params, X, Y)
+    _, g_r = reference.loss_and_grad(net, params, X, Y)
     kernel_err = _rel_err(g_k.flat, g_r.flat)
     fd_err = gradcheck(net, params, X, Y)
     ok = kernel_err < 1e-9 and fd_err < 1e-6 and drift < 1e-4
@@ -496,15 +502,11 @@ def cmd_predict(args) -> int:
         header = ["prediction"] + [f"p_{name}" for name in names]
         out_rows = [[names[k]] + [f"{v:.6g}" for v in row] for k, row in zip(k_hat, proba)]
 
-    stream = open(args.output, "w", newline="", encoding="utf-8") if args.output \
-        else sys.stdout
-    try:
-        w = csv.writer(stream, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(out_rows)
-    finally:
-        if args.output:
-            stream.close()
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            _write_csv(f, header, out_rows)
+    else:
+        _write_csv(sys.stdout, header, out_rows)
 
     if targets and all(t in table.header for t in targets):
         t_cols = column_indices(table, targets, "target")
@@ -518,6 +520,12 @@ def cmd_predict(args) -> int:
     if args.output:
         print(f"{X.shape[0]} predictions written to {args.output}", file=sys.stderr)
     return 0
+
+
+def _write_csv(stream, header, rows):
+    w = csv.writer(stream, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
 
 
 # ---------------------------------------------------------------------- check

@@ -72,8 +72,18 @@ class History:
         The trained parameters (the best epoch's when early stopping restored them).
     """
 
-    __slots__ = ("loss", "val_loss", "val_accuracy", "time", "best_epoch", "epochs", "steps",
-                 "stop_reason", "seed", "params")
+    __slots__ = (
+        "best_epoch",
+        "epochs",
+        "loss",
+        "params",
+        "seed",
+        "steps",
+        "stop_reason",
+        "time",
+        "val_accuracy",
+        "val_loss",
+    )
 
     def __init__(self, loss, val_loss, val_accuracy, time, best_epoch, epochs, steps,
                  stop_reason, seed, params):
@@ -407,7 +417,7 @@ def _split(net, X, Y, validation, split_ss):
         if not 0 < frac < 1:
             raise ValueError(f"validation: a fraction must lie in (0, 1), got {validation!r}")
         N = X.shape[0]
-        n_val = int(round(frac * N))
+        n_val = round(frac * N)
         if n_val < 1 or n_val > N - 1:
             raise ValueError(f"validation: holding out {frac!r} of {N} examples leaves "
                              f"{n_val} for validation and {N - n_val} for training; "

@@ -21,7 +21,7 @@ IRIS = os.path.join(ROOT, "fastbp", "datasets", "iris.csv")
 def fastbp_cmd(*args, cwd=None):
     env = dict(os.environ, PYTHONPATH=ROOT)
     return subprocess.run([sys.executable, "-m", "fastbp", *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, check=False, timeout=600)
 
 
 def test_demo_end_to_end():
@@ -140,7 +140,7 @@ def run_main(argv, capsys):
     ],
 )
 def test_usage_errors_in_process(argv, fragment, capsys):
-    code, out, err = run_main(argv, capsys)
+    code, _, err = run_main(argv, capsys)
     assert code == 2
     assert fragment in err
 
