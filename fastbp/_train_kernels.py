@@ -17,6 +17,9 @@ deterministic by construction, so results do not depend on the thread count.
 State that must survive from one chunk to the next (optimizer moments, step
 count, shuffling generator, early-stopping record) lives in arrays owned by the
 caller, so splitting a run into chunks never changes its result.
+
+The drivers release the GIL (``nogil``): they touch no Python object, so other
+Python threads run while a chunk trains.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ def _sum(losses):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def train_chunk_serial(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
                        eps, m, v, counters, rng, order, shuffled, gather, B,
                        Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
@@ -261,7 +264,7 @@ def train_chunk_serial(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, be
     return n_epochs, RUNNING
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
                          eps, m, v, counters, rng, order, shuffled, gather, B,
                          Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r,

@@ -271,11 +271,12 @@ def cmd_demo(args) -> int:
     print(f"  iris: {X.shape[0]} flowers, {X.shape[1]} measurements, {Y.shape[1]} species; "
           f"full-batch gradient descent, lr {lr:g}, {epochs} epochs")
 
+    print("  loading the compiled kernels (the very first run compiles them, which takes "
+          "a while; Numba caches the result)...", flush=True)
     t0 = time.perf_counter()
-    train(net, p0, X, Y, lr=lr, epochs=1)  # compile, or load the compiled kernels
+    train(net, p0, X, Y, lr=lr, epochs=1)
     t1 = time.perf_counter()
-    print(f"  compiled kernels ready in {t1 - t0:.1f} s (cached by Numba: later runs "
-          "skip the compilation)")
+    print(f"  kernels ready in {t1 - t0:.1f} s")
     history = train(net, p0, X, Y, lr=lr, epochs=epochs, progress=not args.no_progress)
     t_fast = time.perf_counter() - t1
     params = history.params

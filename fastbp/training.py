@@ -46,7 +46,7 @@ class History:
         Training loss of each epoch: every example's loss as its mini-batch saw it
         (before that batch's update), averaged over the training set (summed for
         ``reduction="sum"``), plus the L2 term averaged over the epoch's steps.
-        With full batches this is exactly J at the start of the epoch.
+        With full batches this is J at the start of the epoch (to rounding).
     val_loss : ndarray of shape (epochs_run,) or None
         J on the validation set at the end of each epoch (None without validation).
     val_accuracy : ndarray of shape (epochs_run,) or None
@@ -224,6 +224,8 @@ def train(
     if inplace and params.flat.dtype != net.dtype:
         raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
                          f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
+    if inplace and not params.flat.flags.writeable:
+        raise ValueError("inplace: params.flat is read-only")
     X = as_float_matrix("X", X, net.sizes[0], net.dtype)
     Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
 

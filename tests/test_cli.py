@@ -189,3 +189,58 @@ def test_standardization_is_folded_exactly():
     folded = cli._fold_standardization(net, p, mu, sigma)
     np.testing.assert_allclose(net.forward(folded, X), net.forward(p, (X - mu) / sigma),
                                rtol=1e-12, atol=1e-14)
+
+
+def test_plot_draws_both_curves(tmp_path, capsys, monkeypatch):
+    """--plot with a stand-in for matplotlib: the curves and the file name reach it."""
+    drawn = {}
+
+    class Axes:
+        def plot(self, x, y, label):
+            drawn[label] = np.asarray(y)
+
+        def __getattr__(self, name):
+            return lambda *a, **k: None
+
+    class Figure:
+        def tight_layout(self):
+            pass
+
+        def savefig(self, path):
+            drawn["path"] = path
+
+    pyplot = type(sys)("matplotlib.pyplot")
+    pyplot.subplots = lambda **kw: (Figure(), Axes())
+    pyplot.close = lambda fig: None
+    mpl = type(sys)("matplotlib")
+    mpl.use = lambda backend: None
+    mpl.pyplot = pyplot
+    monkeypatch.setitem(sys.modules, "matplotlib", mpl)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", pyplot)
+    png = str(tmp_path / "loss.png")
+    code, out, err = run_main(["train", IRIS, "--target", "species", "--epochs", "5",
+                               "--plot", png, "--no-progress"], capsys)
+    assert code == 0, err
+    assert drawn["path"] == png and f"plotted to {png}" in out
+    assert drawn["training"].shape == drawn["validation"].shape == (5,)
+
+
+def test_bench_subcommand_registers_itself(capsys, monkeypatch):
+    calls = []
+
+    class Bench:
+        @staticmethod
+        def add_parser(subparsers):
+            p = subparsers.add_parser("bench", help="benchmarks")
+            p.add_argument("--quick", action="store_true")
+
+        @staticmethod
+        def run(args):
+            calls.append(args.quick)
+            return 0
+
+    monkeypatch.setattr(cli, "_bench", Bench)
+    code, _, _ = run_main(["bench", "--quick"], capsys)
+    assert code == 0 and calls == [True]
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0 and "bench" in out

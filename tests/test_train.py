@@ -336,6 +336,11 @@ def test_bad_types_raise():
         fastbp.train(NET, p, X[:, :2], Y)
     with pytest.raises(ValueError, match="inplace"):
         fastbp.train(NET, p.astype("float32"), X, Y, inplace=True)
+    frozen = p.copy()
+    frozen.flat.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        fastbp.train(NET, frozen, X, Y, inplace=True)
+    fastbp.train(NET, frozen, X, Y, epochs=1)  # fine when not in place
 
 
 def test_document_003_example_loss_below_1e_3():
@@ -373,6 +378,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     h = fastbp.train(net, net.init(seed=1), X, Y, optimizer="adam", lr=1e-2, epochs=3,
                      batch_size=100, seed=5, validation=0.2)
     import numba
+    assert fastbp._train_kernels.train_chunk_parallel.signatures  # the parallel path ran
     sys.stdout.write(f"{numba.get_num_threads()} {h.params.flat.tobytes().hex()}")
 """)
 
