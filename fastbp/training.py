@@ -302,9 +302,15 @@ def train(
         patience, np.full(1, np.inf), best_theta,
         history_arrays[0], history_arrays[1], history_arrays[2],
     ]
-    chunk_fn = tk.train_chunk_serial
-    if _use_parallel(B * (theta.size + n_0), theta, layout, X, Y, net, B):
-        chunk_fn = tk.train_chunk_parallel
+    # serial or parallel drivers, chosen by the work of one call as _engine does
+    per_example = theta.size + n_0
+    loss_grad = _kernels.loss_grad_serial
+    if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
+        loss_grad = _kernels.loss_grad_parallel
+    forward = _kernels.forward_serial
+    if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
+        forward = _kernels.forward_parallel
+    chunk_fn = tk.compiled_train_chunk(dt)
 
     # -- the run: compiled chunks of epochs, Python in between
     times = np.zeros(epochs)
@@ -318,7 +324,7 @@ def train(
         while done < epochs:
             n = min(chunk, epochs - done)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(*args, done, n)
+            k, outcome = chunk_fn(loss_grad, forward, *args, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
