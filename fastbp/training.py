@@ -286,7 +286,9 @@ def train(
     acts_v = _engine._buffers(layout, Nv, dt)
     patience = early_stopping or 0
     best_theta = np.empty_like(theta) if patience else theta[:0].copy()
-    history_arrays = np.full((3, epochs), np.nan)
+    # per-epoch records (training loss, validation loss, accuracy), grown as the run
+    # goes so that a huge ``epochs`` stopped early costs no memory
+    history_arrays = np.full((3, min(epochs, 1024)), np.nan)
     counters = np.array([0, -1, 0], dtype=np.int64)  # tk.STEP, tk.BEST_EPOCH, tk.WAIT
     m = np.zeros_like(theta)
     v = np.zeros_like(theta)
@@ -300,7 +302,6 @@ def train(
         Xr, Yr, acts_r, np.empty_like(acts_r), np.empty(r, dt), np.empty_like(theta),
         Xv, Yv, acts_v, np.empty(Nv, dt), _accuracy_kind(net) if Nv else tk.ACC_NONE,
         patience, np.full(1, np.inf), best_theta,
-        history_arrays[0], history_arrays[1], history_arrays[2],
     ]
     # serial or parallel drivers, chosen by the work of one call as _engine does
     per_example = theta.size + n_0
@@ -313,7 +314,7 @@ def train(
     chunk_fn = tk.compiled_train_chunk(dt)
 
     # -- the run: compiled chunks of epochs, Python in between
-    times = np.zeros(epochs)
+    times = np.zeros(history_arrays.shape[1])
     bar = _progress_bar(epochs) if progress else None
     done = 0
     chunk = 1
@@ -323,8 +324,12 @@ def train(
     try:
         while done < epochs:
             n = min(chunk, epochs - done)
+            if done + n > history_arrays.shape[1]:
+                grown = min(epochs, max(2 * history_arrays.shape[1], done + n))
+                history_arrays = _grow(history_arrays, grown, np.nan)
+                times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(loss_grad, forward, *args, done, n)
+            k, outcome = chunk_fn(loss_grad, forward, *args, *history_arrays, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
@@ -365,6 +370,13 @@ def train(
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _grow(a, n, fill):
+    """``a`` with its last axis extended to length n, new entries ``fill``."""
+    out = np.full(a.shape[:-1] + (n,), fill, dtype=a.dtype)
+    out[..., : a.shape[-1]] = a
+    return out
 
 
 def _history(arrays, times, done, counters, stop_reason, seed, net, theta, Nv):

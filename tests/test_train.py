@@ -410,3 +410,12 @@ def test_float32_network_trains():
         h = fastbp.train(net, net.init(seed=0), X, Y, optimizer="adam", lr=0.05, epochs=50)
     assert h.params.dtype == np.float32
     assert h.loss[-1] < h.loss[0]
+
+
+def test_long_runs_record_every_epoch():
+    """The per-epoch records grow with the run (beyond their first 1024 slots)."""
+    X, Y = _data()
+    h = fastbp.train(NET, NET.init(seed=16), X, Y, lr=0.05, epochs=3000, validation=(X, Y))
+    assert h.loss.shape == h.val_loss.shape == h.time.shape == (3000,)
+    assert np.isfinite(h.loss).all() and np.isfinite(h.val_loss).all()
+    assert np.all(np.diff(h.time) >= 0) and h.time[0] > 0
