@@ -204,6 +204,12 @@ def _sum(losses):
     return s
 
 
+@njit(cache=True)
+def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
+    """Stands in for the forward driver when there is no validation set, so a run
+    without one never compiles the forward kernels."""
+
+
 def train_chunk(loss_grad, forward, theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu,
                 beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
                 Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,

@@ -308,7 +308,7 @@ def train(
     loss_grad = _kernels.loss_grad_serial
     if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
         loss_grad = _kernels.loss_grad_parallel
-    forward = _kernels.forward_serial
+    forward = _kernels.forward_serial if Nv else tk.no_forward
     if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
         forward = _kernels.forward_parallel
     chunk_fn = tk.compiled_train_chunk(dt)
