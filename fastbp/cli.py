@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.001 for adam, else 0.01)")
     t.add_argument("--epochs", type=_positive_int, default=200)
-    t.add_argument("--batch-size", type=_positive_int, default=32,
+    t.add_argument("--batch-size", type=_nonnegative_int, default=32,
                    help="mini-batch size (0 for full batch)", metavar="N")
     t.add_argument("--validation", type=_fraction, default=0.2, metavar="FRACTION",
                    help="fraction of the rows held out for validation (0 for none)")
@@ -493,9 +493,16 @@ def cmd_predict(args) -> int:
             [f"output_{k}" for k in range(Yhat.shape[1])]
         header = names
         out_rows = [[repr(float(v)) for v in row] for row in Yhat]
+    elif net.loss_name == "bce" and net.sizes[-1] > 1:  # one yes/no decision per output
+        proba = net.predict_proba(params, X)
+        decided = net.predict(params, X)
+        n_L = proba.shape[1]
+        header = [f"prediction_{k}" for k in range(n_L)] + [f"p_{k}" for k in range(n_L)]
+        out_rows = [[str(int(v)) for v in d] + [f"{v:.6g}" for v in row]
+                    for d, row in zip(decided, proba)]
     else:
         proba = net.predict_proba(params, X)
-        if net.loss_name == "bce" and proba.shape[1] == 1:
+        if net.loss_name == "bce":
             proba = np.hstack([1 - proba, proba])
         k_hat = proba.argmax(axis=1)
         names = classes if classes is not None and len(classes) == proba.shape[1] else \

@@ -244,3 +244,31 @@ def test_bench_subcommand_registers_itself(capsys, monkeypatch):
     assert code == 0 and calls == [True]
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0 and "bench" in out
+
+
+def test_predict_with_a_model_saved_by_the_library(tmp_path, capsys):
+    """No metadata: the CSV's columns are the features, in order; several sigmoid
+    outputs give one decision per output."""
+    net = fastbp.Network([2, 3], "sigmoid", "bce")
+    p = net.init(seed=0)
+    model = tmp_path / "lib.npz"
+    fastbp.save(model, net, p)
+    data = tmp_path / "x.csv"
+    data.write_text("a,b\n0.5,1.0\n-1.0,2.0\n")
+    code, out, err = run_main(["predict", str(model), str(data)], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "prediction_0,prediction_1,prediction_2,p_0,p_1,p_2"
+    X = np.array([[0.5, 1.0], [-1.0, 2.0]])
+    assert [int(v) for v in lines[1].split(",")[:3]] == net.predict(p, X)[0].tolist()
+    data.write_text("a,b,c\n1,2,3\n")
+    code, out, err = run_main(["predict", str(model), str(data)], capsys)
+    assert code == 1 and "takes 2 features" in err
+
+
+def test_full_batch_from_the_command_line(capsys):
+    code, out, err = run_main(["train", IRIS, "--target", "species", "--batch-size", "0",
+                               "--optimizer", "sgd", "--lr", "0.5", "--epochs", "50",
+                               "--validation", "0", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "50 epochs (completed)" in out and "validation" not in out
