@@ -22,7 +22,9 @@ count, shuffling generator, early-stopping record) lives in arrays owned by the
 caller, so splitting a run into chunks never changes its result.
 
 ``train_chunk`` releases the GIL (``nogil``): it touches no Python object, so
-other Python threads run while a chunk trains.
+other Python threads run while a chunk trains.  Its helpers are inlined into it
+(``inline="always"``): compiled one by one, each small function would cost a
+separate code generation, several seconds in all on a cold cache.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _splitmix64(state):
     """Next 64-bit output of SplitMix64; ``state`` is a uint64 array of length 1."""
     state[0] += _GOLDEN
@@ -64,7 +66,7 @@ def _splitmix64(state):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def shuffle(order, state):
     """Fisher-Yates shuffle of ``order`` in place, driven by SplitMix64.
 
@@ -79,7 +81,7 @@ def shuffle(order, state):
         order[j] = t
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _gather(X, Y, order, b0, nb, Xb, Yb):
     """Rows order[b0 .. b0 + nb - 1] of X and Y into the batch buffers."""
     for r in range(nb):
@@ -90,7 +92,7 @@ def _gather(X, Y, order, b0, nb, Xb, Yb):
             Yb[r, k] = Y[e, k]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _weight_sq(theta, layout):
     """sum of W^(l)[i, j]^2 over every weight (not the biases), for the L2 term."""
     s = theta.dtype.type(0)
@@ -101,7 +103,7 @@ def _weight_sq(theta, layout):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
     """One optimizer step on the flat vector, in place (t = 1, 2, ... is the step).
 
@@ -137,7 +139,7 @@ def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
             theta[k] -= lr * (m[k] / c1) / (math.sqrt(v[k] / c2) + eps)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _accuracy(layout, acts, Y, kind):
     """Fraction of examples classified right from the output columns of ``acts``.
 
@@ -168,7 +170,7 @@ def _accuracy(layout, acts, Y, kind):
     return right / N
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience, counters,
                best_value, best_theta, out_loss, out_val_loss, out_val_acc, acts_v, Yv):
     """Record epoch ``ep``; track the best epoch (on validation loss when there is
@@ -188,7 +190,10 @@ def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience
         counters[BEST_EPOCH] = ep
         counters[WAIT] = 0
         if patience > 0:
-            best_theta[:] = theta
+            # an element loop, not best_theta[:] = theta: the slice assignment's
+            # shape-mismatch error message alone costs seconds of compilation
+            for k in range(theta.shape[0]):
+                best_theta[k] = theta[k]
     else:
         counters[WAIT] += 1
         if patience > 0 and counters[WAIT] >= patience:
@@ -196,7 +201,7 @@ def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience
     return RUNNING
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _sum(losses):
     s = losses.dtype.type(0)
     for e in range(losses.shape[0]):
