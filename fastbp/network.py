@@ -129,6 +129,11 @@ class Network:
         d = dict(d)
         return cls(d.pop("sizes"), d.pop("activations"), d.pop("loss"), **d)
 
+    def __reduce__(self):
+        # Rebuilt (and re-validated) from its description: the immutable
+        # __setattr__ rules out pickle's default attribute restore.
+        return (Network.from_dict, (self.to_dict(),))
+
     def __eq__(self, other):
         if not isinstance(other, Network):
             return NotImplemented
