@@ -36,11 +36,16 @@ LAST_LAYER_ONLY = ("softmax",)
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def sigmoid(z):
-    """Logistic function without overflow: exp is only taken of -|z|."""
+    """Logistic function without overflow: exp is only taken of -|z|.
+
+    Constants take z's type (``type(z)(1)``): a bare ``1.0`` is a float64 and would
+    promote float32 code to float64 arithmetic and float64 ``exp``.
+    """
+    one = type(z)(1)
     if z >= 0:
-        return 1.0 / (1.0 + math.exp(-z))
+        return one / (one + math.exp(-z))
     e = math.exp(z)
-    return e / (1.0 + e)
+    return e / (one + e)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -51,7 +56,7 @@ def activate(code, z):
     if code == TANH:
         return math.tanh(z)
     if code == RELU:
-        return z if z > 0 else z * 0.0
+        return z if z > 0 else z * type(z)(0)  # NaN stays NaN
     return z
 
 
@@ -62,13 +67,14 @@ def derivative_from_a(code, a):
     sigmoid: a (1 - a)  (000 eq. (5b));  tanh: 1 - a^2  (004 section 2);
     relu: 1 if a > 0 else 0 (002 eq. (2); f'(0) taken as 0);  identity: 1.
     """
+    one = type(a)(1)
     if code == SIGMOID:
-        return a * (1.0 - a)
+        return a * (one - a)
     if code == TANH:
-        return 1.0 - a * a
+        return one - a * a
     if code == RELU:
-        return 1.0 if a > 0 else 0.0
-    return 1.0
+        return one if a > 0 else type(a)(0)
+    return one
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
