@@ -47,6 +47,7 @@ from .functions import (
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1).
 N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT = range(7)
 LAYOUT_COLUMNS = 7
+INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
 BLOCK = 32  # examples per parallel task in phase 1
 ROWS = 16  # output units per parallel task in phase 2 (even)
@@ -244,7 +245,7 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_grad, input_grad,
         for l in range(L - 1, 0, -1):
             _backward_layer(theta, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
         if input_grad:
-            _backward_layer(theta, layout[0], -1, acts, deltas, e0, e1)
+            _backward_layer(theta, layout[0], INPUT, acts, deltas, e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 workers

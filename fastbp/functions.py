@@ -34,6 +34,11 @@ OUTPUT_ACTIVATIONS = {
 # Activations that act on a whole layer rather than unit by unit: last layer only.
 LAST_LAYER_ONLY = ("softmax",)
 
+# The scalars below are inlined at the Numba level (inline="always"), not left as
+# calls into separately compiled functions: with separate functions, a process that
+# compiled the kernels and one that loaded them from the cache produced different
+# bits for the same call.
+
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def sigmoid(z):
