@@ -327,6 +327,10 @@ class _BaseMLP(BaseEstimator):
             momentum=float(self.momentum), betas=(float(self.beta_1), float(self.beta_2)),
             eps=float(self.epsilon), validation=(Xv, Yv) if early_stopping else None,
         )
+        if early_stopping and self.validation_scores_ is None:  # warm start, switched on
+            self.validation_scores_, self.best_validation_score_ = [], -np.inf
+        if not early_stopping and self.best_loss_ is None:
+            self.best_loss_ = np.inf
         val_score = self._validation_score_from_loss(Yv) if early_stopping else None
         rule = _NoImprovement(self.tol, self.n_iter_no_change, early_stopping,
                               self.best_validation_score_ if early_stopping else self.best_loss_,
