@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from itertools import pairwise
 
 import numpy as np
 
@@ -84,8 +85,8 @@ except ImportError:  # scikit-learn < 1.6: the same function was a method
         return estimator._validate_data(*args, **kwargs)
 
 
-from .network import Network
 from . import train as _train  # the function fastbp.train (see fastbp/__init__.py)
+from .network import Network
 from .params import Params
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -236,7 +237,7 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = self._output_activation()
         factor = 2.0 if self.activation == "logistic" else 6.0
         self.coefs_, self.intercepts_ = [], []
-        for fan_in, fan_out in zip(layer_units[:-1], layer_units[1:]):
+        for fan_in, fan_out in pairwise(layer_units):
             r = np.sqrt(factor / (fan_in + fan_out))
             self.coefs_.append(rs.uniform(-r, r, (fan_in, fan_out)).astype(dtype))
             self.intercepts_.append(rs.uniform(-r, r, fan_out).astype(dtype))
@@ -593,6 +594,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags.classifier_tags.multi_label = True
         return tags
 
+    def _more_tags(self):  # the same tag for scikit-learn < 1.6
+        return {"multilabel": True}
+
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by fastbp (scikit-learn interface).
@@ -650,6 +654,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         return tags
+
+    def _more_tags(self):  # the same tag for scikit-learn < 1.6
+        return {"multioutput": True}
 
 
 # scikit-learn's output activation -> (fastbp output activation, fastbp loss)
