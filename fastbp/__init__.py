@@ -5,11 +5,24 @@ The per-example forward and backward equations of the documents in
 independent vectorized NumPy oracle they are checked against.
 """
 
+from . import metrics
 from .gradcheck import gradcheck
+from .io import ModelFileError, load, save
 from .network import Network
 from .params import Params
 from .training import History, train
 
 __version__ = "0.1.0"
 
-__all__ = ["History", "Network", "Params", "__version__", "gradcheck", "train"]
+__all__ = [
+    "History",
+    "ModelFileError",
+    "Network",
+    "Params",
+    "__version__",
+    "gradcheck",
+    "load",
+    "metrics",
+    "save",
+    "train",
+]

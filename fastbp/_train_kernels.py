@@ -1,22 +1,28 @@
 """Compiled training loop: epochs x mini-batches x fused optimizer step.
 
-One call runs a chunk of epochs entirely in compiled code; Python only runs
-between chunks (progress bar, callbacks).  Each step gathers the batch's rows
-into preallocated buffers, calls the gradient driver of ``fastbp._kernels``
-(``loss_grad_serial`` or ``loss_grad_parallel``, same bits) and applies the
-optimizer update to the flat parameter vector in place.  Nothing is allocated
-per step by this module.
+One call of ``train_chunk`` runs a chunk of epochs entirely in compiled code;
+Python only runs between chunks (progress bar, callbacks).  Each step gathers
+the batch's rows into preallocated buffers, calls a gradient driver of
+``fastbp._kernels`` (``loss_grad_serial`` or ``loss_grad_parallel``, same bits)
+and applies the optimizer update to the flat parameter vector in place.
+Nothing is allocated per step by this module.
 
-There are two drivers, ``train_chunk_serial`` and ``train_chunk_parallel``,
-identical except for the gradient/forward driver they call: each compiles only
-the kernels it uses, so a small problem never pays the (slow) compile of the
-parallel kernels.  The parallel kernels keep their ``prange`` loops when called
-from here (numba compiles a callee with its own options), and are
-deterministic by construction, so results do not depend on the thread count.
+The gradient and forward drivers arrive as first-class function arguments
+(``numba.types.FunctionType``): ``train_chunk`` calls them through a pointer
+instead of linking their code into its own.  Linking would make LLVM optimize
+and generate the (large) kernels a second time inside the training loop, which
+cost more compile time than the kernels themselves; through a pointer the loop
+compiles in well under a second, the kernels compile once for the whole
+library, and the same loop serves the serial and the parallel drivers.  A
+parallel driver keeps its ``prange`` threads when called this way, and its
+results do not depend on the thread count.
 
 State that must survive from one chunk to the next (optimizer moments, step
 count, shuffling generator, early-stopping record) lives in arrays owned by the
 caller, so splitting a run into chunks never changes its result.
+
+``train_chunk`` releases the GIL (``nogil``): it touches no Python object, so
+other Python threads run while a chunk trains.
 """
 
 from __future__ import annotations
@@ -24,20 +30,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, types
 
 from ._config import FASTMATH
-from ._kernels import (
-    C_OUT,
-    N_IN,
-    N_OUT,
-    W_OFF,
-    forward_parallel,
-    forward_serial,
-    loss_grad_parallel,
-    loss_grad_serial,
-    total_loss,
-)
+from ._kernels import C_OUT, N_IN, N_OUT, W_OFF, total_loss
 
 # Optimizer codes (names live in fastbp.train.OPTIMIZERS).
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
@@ -208,75 +204,22 @@ def _sum(losses):
     return s
 
 
-@njit(cache=True)
-def train_chunk_serial(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
-                       eps, m, v, counters, rng, order, shuffled, gather, B,
-                       Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
-                       Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
-                       out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
-    """Run epochs ep0 .. ep0 + n_epochs - 1 with the serial kernels.
-
-    Returns (epochs completed, outcome).  See ``train_chunk_parallel``, whose
-    body this is with the serial drivers.
-    """
-    N = X.shape[0]
-    n_steps = (N + B - 1) // B
-    has_val = Xv.shape[0] > 0
-    dt = theta.dtype.type
-    for ep in range(ep0, ep0 + n_epochs):
-        if shuffled:
-            shuffle(order, rng)
-        data = dt(0)
-        penalty = dt(0)
-        for s in range(n_steps):
-            b0 = s * B
-            nb = min(B, N - b0)
-            scale = dt(1.0 / nb) if mean else dt(1)
-            # the last batch may be partial: its own buffers, its mean over its nb examples
-            full = nb == B
-            xb = Xb if full else Xr
-            yb = Yb if full else Yr
-            if gather:
-                _gather(X, Y, order, b0, nb, xb, yb)
-            ab = acts if full else acts_r
-            db = deltas if full else deltas_r
-            lb = losses if full else losses_r
-            loss_grad_serial(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
-            data += _sum(lb)
-            if l2 != 0:
-                penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
-            counters[STEP] += 1
-            _update(opt, theta, grad, m, v, counters[STEP], lr, mu, beta1, beta2, eps)
-        J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
-        val_loss = dt(0)
-        if has_val:
-            forward_serial(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
-            val_loss = total_loss(theta, layout, losses_v,
-                                  dt(1.0 / Xv.shape[0]) if mean else dt(1), l2)
-        outcome = _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind,
-                             patience, counters, best_value, best_theta, out_loss,
-                             out_val_loss, out_val_acc, acts_v, Yv)
-        if outcome != RUNNING:
-            return ep - ep0 + 1, outcome
-    return n_epochs, RUNNING
-
-
-@njit(cache=True)
-def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, beta1, beta2,
-                         eps, m, v, counters, rng, order, shuffled, gather, B,
-                         Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r,
-                         grad, Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value,
-                         best_theta, out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
-    """Run epochs ep0 .. ep0 + n_epochs - 1 with the parallel kernels.
+def train_chunk(loss_grad, forward, theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu,
+                beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
+                Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
+                Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
+                out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
+    """Run epochs ep0 .. ep0 + n_epochs - 1.
 
     Each epoch: reshuffle ``order`` (when ``shuffled``), then for each batch of B
     examples (the last one may be smaller): gather its rows (unless ``gather`` is
-    False: full batch, X used as is), compute J_b and its gradient (mean over the
-    batch's own examples when ``mean``), and update ``theta``.  The epoch's
-    training loss is the data loss of every example as seen by its batch (before
-    that batch's update), averaged (``mean``) or summed over the epoch, plus the
-    L2 term averaged over the steps.  Then the validation loss (and accuracy)
-    at the epoch's end, and the best-epoch / early-stopping bookkeeping.
+    False: full batch, X used as is), compute J_b and its gradient with
+    ``loss_grad`` (mean over the batch's own examples when ``mean``), and update
+    ``theta``.  The epoch's training loss is the data loss of every example as
+    seen by its batch (before that batch's update), averaged (``mean``) or summed
+    over the epoch, plus the L2 term averaged over the steps.  Then the
+    validation loss (and accuracy) at the epoch's end with ``forward``, and the
+    best-epoch / early-stopping bookkeeping.
 
     Returns
     -------
@@ -305,7 +248,7 @@ def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, 
             ab = acts if full else acts_r
             db = deltas if full else deltas_r
             lb = losses if full else losses_r
-            loss_grad_parallel(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
+            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
             data += _sum(lb)
             if l2 != 0:
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
@@ -314,7 +257,7 @@ def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, 
         J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
         val_loss = dt(0)
         if has_val:
-            forward_parallel(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
+            forward(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
             val_loss = total_loss(theta, layout, losses_v,
                                   dt(1.0 / Xv.shape[0]) if mean else dt(1), l2)
         outcome = _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind,
@@ -323,3 +266,32 @@ def train_chunk_parallel(theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu, 
         if outcome != RUNNING:
             return ep - ep0 + 1, outcome
     return n_epochs, RUNNING
+
+
+def _signature(dtype):
+    """Argument types of ``train_chunk`` for parameters of ``dtype``: one compiled
+    version per dtype, whatever the network."""
+    f = types.float64 if dtype == np.float64 else types.float32
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    f64, i64, i64vec = types.Array(types.float64, 1, "C"), types.int64, types.Array(
+        types.int64, 1, "C")
+    layout = types.Array(types.int64, 2, "C", readonly=True)
+    b = types.boolean
+    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec))
+    forward = types.FunctionType(types.none(vec, layout, mat, mat, i64, b, mat, vec))
+    return types.UniTuple(i64, 2)(
+        loss_grad, forward, vec, layout, mat, mat, i64, b, f, i64, f, f, f, f, f, vec, vec,
+        i64vec, types.Array(types.uint64, 1, "C"), i64vec, b, b, i64,
+        mat, mat, mat, mat, vec, mat, mat, mat, mat, vec, vec,
+        mat, mat, mat, vec, i64, i64, f64, vec, f64, f64, f64, i64, i64)
+
+
+_compiled = {}
+
+
+def compiled_train_chunk(dtype):
+    """``train_chunk`` compiled (or loaded from the cache) for ``dtype``, on first use."""
+    dtype = np.dtype(dtype)
+    if dtype not in _compiled:
+        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True)(train_chunk)
+    return _compiled[dtype]

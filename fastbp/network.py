@@ -314,6 +314,48 @@ class Network:
         out, _ = _engine.forward(theta, self._layout, X)
         return out
 
+    def predict_proba(self, params, X) -> np.ndarray:
+        """Class probabilities of a classifier: a^(L) for every example.
+
+        Parameters
+        ----------
+        params : Params
+        X : array_like of shape (N, n_0)
+
+        Returns
+        -------
+        ndarray of shape (N, n_L)
+            ``cross_entropy`` (softmax output): row e is the distribution over the
+            n_L classes.  ``bce`` (sigmoid output): entry [e, k] is P(y_k = 1 | x(e)).
+
+        Raises
+        ------
+        TypeError
+            For the regression loss ``sse`` (its outputs are not probabilities).
+        """
+        if self.loss_name == "sse":
+            raise TypeError("predict_proba: this network's loss is 'sse' (regression); "
+                            "use predict or forward")
+        return self.forward(params, X)
+
+    def predict(self, params, X) -> np.ndarray:
+        """Predictions: classes for a classifier, a^(L) for a regression network.
+
+        Returns
+        -------
+        ndarray
+            ``cross_entropy``: int64 labels of shape (N,), argmax_k a_k (first on ties).
+            ``bce``: int64 (a_k > 1/2) of shape (N,) for one output unit, (N, n_L) for
+            several (one decision per unit).  ``sse``: the outputs a^(L), (N, n_L).
+        """
+        out = self.forward(params, X)
+        if self.loss_name == "cross_entropy":
+            return out.argmax(axis=1).astype(np.int64)
+        if self.loss_name == "bce":
+            decided = (out > 0.5).astype(np.int64)
+            return decided[:, 0] if self.sizes[-1] == 1 else decided
+        return out
+
     def _scale(self, N: int) -> float:
         return 1.0 / N if self.reduction == "mean" else 1.0
 

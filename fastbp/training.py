@@ -46,7 +46,7 @@ class History:
         Training loss of each epoch: every example's loss as its mini-batch saw it
         (before that batch's update), averaged over the training set (summed for
         ``reduction="sum"``), plus the L2 term averaged over the epoch's steps.
-        With full batches this is exactly J at the start of the epoch.
+        With full batches this is J at the start of the epoch (to rounding).
     val_loss : ndarray of shape (epochs_run,) or None
         J on the validation set at the end of each epoch (None without validation).
     val_accuracy : ndarray of shape (epochs_run,) or None
@@ -72,8 +72,18 @@ class History:
         The trained parameters (the best epoch's when early stopping restored them).
     """
 
-    __slots__ = ("loss", "val_loss", "val_accuracy", "time", "best_epoch", "epochs", "steps",
-                 "stop_reason", "seed", "params")
+    __slots__ = (
+        "best_epoch",
+        "epochs",
+        "loss",
+        "params",
+        "seed",
+        "steps",
+        "stop_reason",
+        "time",
+        "val_accuracy",
+        "val_loss",
+    )
 
     def __init__(self, loss, val_loss, val_accuracy, time, best_epoch, epochs, steps,
                  stop_reason, seed, params):
@@ -214,6 +224,8 @@ def train(
     if inplace and params.flat.dtype != net.dtype:
         raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
                          f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
+    if inplace and not params.flat.flags.writeable:
+        raise ValueError("inplace: params.flat is read-only")
     X = as_float_matrix("X", X, net.sizes[0], net.dtype)
     Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
 
@@ -290,9 +302,15 @@ def train(
         patience, np.full(1, np.inf), best_theta,
         history_arrays[0], history_arrays[1], history_arrays[2],
     ]
-    chunk_fn = tk.train_chunk_serial
-    if _use_parallel(B * (theta.size + n_0), theta, layout, X, Y, net, B):
-        chunk_fn = tk.train_chunk_parallel
+    # serial or parallel drivers, chosen by the work of one call as _engine does
+    per_example = theta.size + n_0
+    loss_grad = _kernels.loss_grad_serial
+    if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
+        loss_grad = _kernels.loss_grad_parallel
+    forward = _kernels.forward_serial
+    if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
+        forward = _kernels.forward_parallel
+    chunk_fn = tk.compiled_train_chunk(dt)
 
     # -- the run: compiled chunks of epochs, Python in between
     times = np.zeros(epochs)
@@ -306,7 +324,7 @@ def train(
         while done < epochs:
             n = min(chunk, epochs - done)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(*args, done, n)
+            k, outcome = chunk_fn(loss_grad, forward, *args, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
@@ -407,7 +425,7 @@ def _split(net, X, Y, validation, split_ss):
         if not 0 < frac < 1:
             raise ValueError(f"validation: a fraction must lie in (0, 1), got {validation!r}")
         N = X.shape[0]
-        n_val = int(round(frac * N))
+        n_val = round(frac * N)
         if n_val < 1 or n_val > N - 1:
             raise ValueError(f"validation: holding out {frac!r} of {N} examples leaves "
                              f"{n_val} for validation and {N - n_val} for training; "

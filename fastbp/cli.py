@@ -1,0 +1,583 @@
+"""The ``fastbp`` command (also ``python -m fastbp``).
+
+Subcommands: ``demo``, ``train``, ``predict``, ``check`` (and ``bench`` when
+``fastbp.bench`` is installed).  Exit codes: 0 success, 2 usage error, 1 any
+other error; an error is one line on stderr, with the traceback only under
+``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib
+import os
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from . import __version__
+from ._csvdata import (
+    DataError,
+    class_labels,
+    column_indices,
+    is_numeric_column,
+    numeric,
+    read_table,
+)
+
+try:  # the bench subcommand wires itself in where fastbp.bench is installed
+    _bench = importlib.import_module(f"{__package__}.bench")
+except ModuleNotFoundError as e:  # only its own absence is tolerated; other errors show
+    if e.name != f"{__package__}.bench":
+        raise
+    _bench = None
+
+PROG = "fastbp"
+
+
+class UsageError(Exception):
+    """Bad command line: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors and exit code 2 raised, not exited."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback on errors")
+    p = _Parser(
+        prog=PROG, parents=[debug],
+        description="Exact backpropagation for MLPs, compiled: train, predict and check "
+                    "networks from the command line.",
+        epilog=f"Run '{PROG} demo' first; '{PROG} COMMAND --help' describes each command.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = sub.add_parser(
+        "demo", parents=[debug], help="train 000's iris network and check it (start here)",
+        description="Train the 4-8-3 sigmoid network of 000 on the bundled iris data with "
+                    "full-batch gradient descent, report loss and accuracy, check the "
+                    "trained network's gradients against the NumPy reference and finite "
+                    "differences, and time fastbp against the NumPy reference on the same "
+                    "run.")
+    d.add_argument("--epochs", type=_positive_int, default=4000,
+                   help="epochs of gradient descent (default: 4000)")
+    d.add_argument("--lr", type=_positive_float, default=0.2, help="learning rate (default: 0.2)")
+    d.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    d.set_defaults(run=cmd_demo)
+
+    t = sub.add_parser(
+        "train", parents=[debug], help="train a network on a CSV file",
+        description="Train an MLP on a CSV file with a header row: numeric feature columns "
+                    "and a target (a class column, or numeric columns for regression).  "
+                    "Features are standardized for training; the saved model takes raw "
+                    "features (the scaling is folded into the first layer).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("data", metavar="DATA.csv", help="training data")
+    t.add_argument("--target", required=True, metavar="COLUMN[,COLUMN...]",
+                   help="target column: class names or labels (classification), or one or "
+                        "more numeric columns (regression)")
+    t.add_argument("--features", metavar="COLUMN[,COLUMN...]", default=None,
+                   help="feature columns (default: every other column)")
+    t.add_argument("--hidden", type=_widths, default=(16,), metavar="N[,N...]",
+                   help="hidden layer widths, e.g. 8,8; 0 for none")
+    t.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "relu",
+                                                              "identity"),
+                   help="activation of the hidden layers")
+    t.add_argument("--loss", default=None, choices=("cross_entropy", "bce", "sse"),
+                   help="cross_entropy (softmax output), bce (2 classes, one sigmoid "
+                        "output) or sse (regression, identity output); default: "
+                        "cross_entropy for a non-numeric target, else sse")
+    t.add_argument("--l2", type=_nonnegative_float, default=0.0, help="L2 penalty lambda")
+    t.add_argument("--optimizer", default="adam",
+                   choices=("sgd", "momentum", "nesterov", "adam"))
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: 0.001 for adam, else 0.01)")
+    t.add_argument("--epochs", type=_positive_int, default=200)
+    t.add_argument("--batch-size", type=_positive_int, default=32,
+                   help="mini-batch size (0 for full batch)", metavar="N")
+    t.add_argument("--validation", type=_fraction, default=0.2, metavar="FRACTION",
+                   help="fraction of the rows held out for validation (0 for none)")
+    t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a lower validation loss")
+    t.add_argument("--seed", type=_nonnegative_int, default=0,
+                   help="seed of the initial weights, the split and the shuffling")
+    t.add_argument("--no-standardize", action="store_true",
+                   help="train on the raw features")
+    t.add_argument("--save", metavar="MODEL.npz", default=None, help="save the trained model")
+    t.add_argument("--plot", metavar="LOSS.png", default=None,
+                   help="plot training and validation loss per epoch (needs matplotlib: "
+                        "pip install 'fastbp[plot]')")
+    t.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: when stderr is a terminal)")
+    t.set_defaults(run=cmd_train)
+
+    r = sub.add_parser(
+        "predict", parents=[debug], help="predict with a saved model",
+        description="Predict with a model saved by 'fastbp train --save' (or fastbp.save) "
+                    "for every row of a CSV file; writes a CSV (to stdout by default).  "
+                    "When the file holds the target column, the accuracy (or mean squared "
+                    "error) is reported on stderr.")
+    r.add_argument("model", metavar="MODEL.npz")
+    r.add_argument("data", metavar="DATA.csv")
+    r.add_argument("--output", "-o", metavar="PREDICTIONS.csv", default=None,
+                   help="write the predictions here instead of stdout")
+    r.set_defaults(run=cmd_predict)
+
+    c = sub.add_parser(
+        "check", parents=[debug], help="verify the compiled gradients on a grid of networks",
+        description="For a grid of small networks (every activation, loss, bias and L2 "
+                    "setting), compare the compiled kernels' loss and gradients with the "
+                    "NumPy reference, and the reference with finite differences; print a "
+                    "pass/fail table.  Exit code 1 if any check fails.")
+    c.add_argument("--tol", type=_positive_float, default=1e-7,
+                   help="largest relative error accepted (default: 1e-7)")
+    c.set_defaults(run=cmd_check)
+
+    if _bench is not None:
+        _bench.add_parser(sub)
+    return p
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
+def _nonnegative_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def _float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    v = _float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return v
+
+
+def _nonnegative_float(text):
+    v = _float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return v
+
+
+def _fraction(text):
+    v = _float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return v
+
+
+def _widths(text):
+    if text.strip() == "0":
+        return ()
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 8,8, got {text!r}") from None
+    if any(w < 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"widths must be >= 1, got {text!r}")
+    return widths
+
+
+# ---------------------------------------------------------------------- main
+
+
+def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv[: argv.index("--")] if "--" in argv else "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        if args.command == "bench":
+            code = _bench.run(args)
+        else:
+            code = args.run(args)
+        return 0 if code is None else int(code)
+    except SystemExit as e:  # --help and --version
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except UsageError as e:
+        if debug:
+            traceback.print_exc()
+        print(e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (``fastbp predict ... | head``)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 1
+    except Exception as e:  # noqa: BLE001 - any failure: one line, or the traceback on request
+        if debug:
+            traceback.print_exc()
+        msg = str(e) if isinstance(e, (DataError, ValueError, TypeError, OSError)) and str(e) \
+            else f"{type(e).__name__}: {e}"
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 1
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def cmd_demo(args) -> int:
+    from . import Network, gradcheck, reference, train
+    from .datasets import load_iris
+
+    iris = load_iris()
+    X, Y, labels = iris.X, iris.Y, iris.labels
+    net = Network([4, 8, 3], "sigmoid", "bce")
+    p0 = net.init(seed=1)
+    lr, epochs = args.lr, args.epochs
+    print(f"fastbp {__version__} demo: 000's {net!r}")
+    print(f"  iris: {X.shape[0]} flowers, {X.shape[1]} measurements, {Y.shape[1]} species; "
+          f"full-batch gradient descent, lr {lr:g}, {epochs} epochs")
+
+    print("  loading the compiled kernels (the very first run compiles them, which takes "
+          "a while; Numba caches the result)...", flush=True)
+    t0 = time.perf_counter()
+    train(net, p0, X, Y, lr=lr, epochs=1)
+    t1 = time.perf_counter()
+    print(f"  kernels ready in {t1 - t0:.1f} s")
+    history = train(net, p0, X, Y, lr=lr, epochs=epochs, progress=not args.no_progress)
+    t_fast = time.perf_counter() - t1
+    params = history.params
+    J = net.loss(params, X, Y)
+    predicted = net.predict_proba(params, X).argmax(axis=1)
+    acc = float(np.mean(predicted == labels))
+    print(f"  trained: loss {history.loss[0]:.4f} -> {J:.4f}, training accuracy "
+          f"{acc:.1%} ({round(acc * X.shape[0])}/{X.shape[0]})")
+
+    # the same run with the NumPy reference: same updates, independent code
+    t2 = time.perf_counter()
+    theta = p0.copy()
+    for _ in range(epochs):
+        _, g = reference.loss_and_grad(net, theta, X, Y)
+        theta.flat[:] -= lr * g.flat
+    t_ref = time.perf_counter() - t2
+    drift = float(np.max(np.abs(theta.flat - params.flat)) / np.max(np.abs(theta.flat)))
+
+    # gradients of the trained network: kernels vs reference vs finite differences
+    _, g_k = net.loss_and_grad(params, X, Y)
+    _, g_r = reference.loss_and_grad(net, params, X, Y)
+    kernel_err = _rel_err(g_k.flat, g_r.flat)
+    fd_err = gradcheck(net, params, X, Y)
+    ok = kernel_err < 1e-9 and fd_err < 1e-6 and drift < 1e-4
+    print("  checks on the trained network:")
+    print(f"    gradient, compiled vs NumPy reference: max relative error {kernel_err:.1e}")
+    print(f"    gradient, NumPy reference vs finite differences: {fd_err:.1e}")
+    print(f"    parameters trained by fastbp vs by the reference: max relative "
+          f"difference {drift:.1e}")
+    print(f"  time for the {epochs} epochs: fastbp {t_fast:.3f} s, NumPy reference "
+          f"{t_ref:.3f} s ({t_ref / t_fast:.1f}x)")
+    if not ok:
+        print(f"{PROG}: error: a check failed (see above)", file=sys.stderr)
+        return 1
+    print("  all checks passed")
+    return 0
+
+
+def _rel_err(a, b):
+    scale = max(float(np.max(np.abs(b))), 1e-300)
+    return float(np.max(np.abs(a - b)) / scale)
+
+
+# ---------------------------------------------------------------------- train
+
+
+def cmd_train(args) -> int:
+    from . import Network, train
+    from .io import save
+
+    # everything that can fail fast fails before any training
+    plt = _pyplot() if args.plot else None
+    for option, path in (("--save", args.save), ("--plot", args.plot)):
+        if path:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder):
+                raise DataError(f"{option} {path}: no such directory {folder}")
+    table = read_table(args.data)
+    targets = _names(args.target)
+    t_cols = column_indices(table, targets, "--target")
+    if args.features is None:
+        f_cols = [c for c in range(len(table.header)) if c not in t_cols]
+    else:
+        f_cols = column_indices(table, _names(args.features), "--features")
+        both = set(f_cols) & set(t_cols)
+        if both:
+            raise UsageError(f"{PROG} train: error: column {table.header[min(both)]!r} is "
+                             "both a feature and the target")
+    if not f_cols:
+        raise DataError(f"{table.path}: no feature columns besides the target")
+    X = numeric(table, f_cols)
+
+    loss = args.loss
+    if loss is None:
+        numeric_target = all(is_numeric_column(table, c) for c in t_cols)
+        loss = "sse" if numeric_target else "cross_entropy"
+    classes = None
+    if loss == "sse":
+        Y = numeric(table, t_cols)
+        n_out, out_act = Y.shape[1], "identity"
+    else:
+        if len(t_cols) != 1:
+            raise UsageError(f"{PROG} train: error: --loss {loss} needs one class column "
+                             f"as --target, got {len(t_cols)}")
+        labels, classes = class_labels(table, t_cols[0])
+        if len(classes) < 2:
+            raise DataError(f"{table.path}: the target {targets[0]!r} has a single class "
+                            f"({classes[0]!r}); nothing to learn")
+        if loss == "bce":
+            if len(classes) != 2:
+                raise DataError(f"{table.path}: --loss bce needs exactly 2 classes in "
+                                f"{targets[0]!r}, found {len(classes)}; use cross_entropy")
+            Y, n_out, out_act = labels.astype(np.float64).reshape(-1, 1), 1, "sigmoid"
+        else:
+            Y, n_out, out_act = labels, len(classes), "softmax"
+
+    mu = X.mean(axis=0)
+    sigma = X.std(axis=0)
+    sigma[sigma == 0] = 1.0
+    standardize = not args.no_standardize
+    Xs = (X - mu) / sigma if standardize else X
+
+    sizes = [X.shape[1], *args.hidden, n_out]
+    acts = [args.activation] * len(args.hidden) + [out_act]
+    net = Network(sizes, acts, loss, l2=args.l2)
+    validation = args.validation if args.validation > 0 else None
+    if args.early_stopping and validation is None:
+        raise UsageError(f"{PROG} train: error: --early-stopping needs --validation > 0")
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
+    history = train(net, net.init(seed=args.seed), Xs, Y, optimizer=args.optimizer,
+                    lr=args.lr, epochs=args.epochs, batch_size=args.batch_size or None,
+                    seed=args.seed, validation=validation, early_stopping=args.early_stopping,
+                    progress=progress)
+    params = history.params
+    if standardize:
+        params = _fold_standardization(net, params, mu, sigma)
+
+    print(f"trained {net!r} on {X.shape[0]} rows of {table.path}: {history.epochs} epochs "
+          f"({history.stop_reason}), {history.time[-1]:.2f} s")
+    line = f"  final training loss {history.loss[-1]:.6g}"
+    if history.val_loss is not None:
+        line += f", validation loss {history.val_loss[-1]:.6g}"
+        if history.val_accuracy is not None:
+            line += f", validation accuracy {history.val_accuracy[-1]:.1%}"
+        line += f" (best epoch {history.best_epoch + 1})"
+    print(line)
+    if classes is not None:
+        fitted = net.predict(params, X)
+        truth = labels
+        print(f"  accuracy on all {X.shape[0]} rows: {np.mean(fitted == truth):.1%} "
+              f"(classes: {', '.join(classes)})")
+    if args.save:
+        meta = {"features": [table.header[c] for c in f_cols], "target": targets,
+                "classes": classes}
+        save(args.save, net, params, metadata=meta)
+        print(f"  saved to {args.save}")
+    if plt is not None:
+        _plot(plt, history, args.plot)
+        print(f"  loss curves plotted to {args.plot}")
+    return 0
+
+
+def _names(text):
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise UsageError(f"{PROG}: error: empty column name in {text!r}")
+    return names
+
+
+def _fold_standardization(net, params, mu, sigma):
+    """The same function on raw inputs: z = W ((x - mu) / sigma) + b
+    = (W / sigma) x + (b - (W / sigma) mu), so W^(1) <- W^(1) / sigma (per column j)
+    and b^(1) <- b^(1) - W^(1) mu with the new W^(1)."""
+    p = params.copy()
+    W1 = p.W[1]
+    W1 /= sigma
+    if p.b[1] is not None:
+        p.b[1][...] -= W1 @ mu
+    return p
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise DataError("--plot needs matplotlib, which is not installed "
+                        "(pip install 'fastbp[plot]')") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot(plt, history, path):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, history.epochs + 1)
+    ax.plot(epochs, history.loss, label="training")
+    if history.val_loss is not None:
+        ax.plot(epochs, history.val_loss, label="validation")
+        ax.axvline(history.best_epoch + 1, color="grey", linestyle=":", label="best epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- predict
+
+
+def cmd_predict(args) -> int:
+    from .io import load_with_metadata
+
+    net, params, meta = load_with_metadata(args.model)
+    table = read_table(args.data)
+    meta = meta or {}
+    features = meta.get("features")
+    if features is not None:
+        f_cols = column_indices(table, features, f"a feature of {args.model}")
+    elif len(table.header) == net.sizes[0]:
+        f_cols = list(range(len(table.header)))
+    else:
+        raise DataError(f"{table.path}: {len(table.header)} columns, but the model takes "
+                        f"{net.sizes[0]} features and does not name them")
+    X = numeric(table, f_cols)
+    classes = meta.get("classes")
+    targets = meta.get("target") or []
+    out_rows = []
+    if net.loss_name == "sse":
+        Yhat = net.predict(params, X)
+        names = [f"predicted_{t}" for t in targets] if len(targets) == Yhat.shape[1] else \
+            [f"output_{k}" for k in range(Yhat.shape[1])]
+        header = names
+        out_rows = [[repr(float(v)) for v in row] for row in Yhat]
+    else:
+        proba = net.predict_proba(params, X)
+        if net.loss_name == "bce" and proba.shape[1] == 1:
+            proba = np.hstack([1 - proba, proba])
+        k_hat = proba.argmax(axis=1)
+        names = classes if classes is not None and len(classes) == proba.shape[1] else \
+            [str(k) for k in range(proba.shape[1])]
+        header = ["prediction"] + [f"p_{name}" for name in names]
+        out_rows = [[names[k]] + [f"{v:.6g}" for v in row] for k, row in zip(k_hat, proba)]
+
+    if args.output:
+        with open(args.output, "w", newline="", encoding="utf-8") as f:
+            _write_csv(f, header, out_rows)
+    else:
+        _write_csv(sys.stdout, header, out_rows)
+
+    if targets and all(t in table.header for t in targets):
+        t_cols = column_indices(table, targets, "target")
+        if net.loss_name == "sse":
+            mse = float(np.mean((numeric(table, t_cols) - Yhat) ** 2))
+            print(f"mean squared error on {X.shape[0]} rows: {mse:.6g}", file=sys.stderr)
+        elif classes is not None:
+            truth, _ = class_labels(table, t_cols[0], classes)
+            print(f"accuracy on {X.shape[0]} rows: {np.mean(truth == k_hat):.1%}",
+                  file=sys.stderr)
+    if args.output:
+        print(f"{X.shape[0]} predictions written to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write_csv(stream, header, rows):
+    w = csv.writer(stream, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+
+
+# ---------------------------------------------------------------------- check
+
+
+def _check_grid():
+    """(name, sizes, activations, loss, options) of the networks ``check`` verifies:
+    every hidden activation with every (output, loss) pair, plus the bias, L2 and
+    reduction variants."""
+    grid = []
+    for hidden in ("sigmoid", "tanh", "relu", "identity"):
+        for out, loss in (("sigmoid", "bce"), ("softmax", "cross_entropy"),
+                          ("identity", "sse")):
+            grid.append(([3, 5, 4, 2], [hidden, hidden, out], loss, {}))
+    grid.append(([3, 4, 2], ["tanh", "softmax"], "cross_entropy", {"l2": 0.1}))
+    grid.append(([3, 2, 1], ["sigmoid", "sigmoid"], "sse",
+                 {"bias": False, "reduction": "sum"}))
+    grid.append(([4, 3, 3], ["relu", "sigmoid"], "bce", {"bias": [True, False], "l2": 0.05}))
+    grid.append(([3, 4, 3], ["tanh", "softmax"], "sse", {"reduction": "sum"}))
+    return grid
+
+
+def cmd_check(args) -> int:
+    from . import Network, gradcheck, reference
+
+    rng = np.random.default_rng(0)
+    rows = []
+    failed = 0
+    for sizes, acts, loss, opts in _check_grid():
+        net = Network(sizes, acts, loss, **opts)
+        params = net.init(seed=len(rows))
+        N = 7
+        X = rng.normal(size=(N, sizes[0]))
+        if loss == "cross_entropy":
+            Y = rng.integers(0, sizes[-1], N)
+        elif loss == "bce":
+            Y = (rng.random((N, sizes[-1])) > 0.5).astype(float)
+        else:
+            Y = rng.normal(size=(N, sizes[-1]))
+        J_k, g_k, dX_k = net.loss_and_grad(params, X, Y, input_grad=True)
+        J_r, g_r, dX_r = reference.loss_and_grad(net, params, X, Y, input_grad=True)
+        kernel = max(abs(J_k - J_r) / max(abs(J_r), 1e-300), _rel_err(g_k.flat, g_r.flat),
+                     _rel_err(dX_k, dX_r))
+        fd = gradcheck(net, params, X, Y, input_grad=True)
+        ok = kernel <= args.tol and fd <= args.tol
+        failed += not ok
+        rows.append((repr(net), f"{kernel:.1e}", f"{fd:.1e}", "pass" if ok else "FAIL"))
+    head = ("network", "compiled vs reference", "reference vs finite diff.", "")
+    widths = [max(len(r[k]) for r in [head, *rows]) for k in range(4)]
+    for r in [head, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+    print(f"{len(rows) - failed}/{len(rows)} networks pass (largest relative error "
+          f"accepted: {args.tol:g}; loss, parameter and input gradients, float64)")
+    return 1 if failed else 0
