@@ -5,9 +5,10 @@ The per-example forward and backward equations of the documents in
 independent vectorized NumPy oracle they are checked against.
 """
 
+from .gradcheck import gradcheck
 from .network import Network
 from .params import Params
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "Params", "__version__"]
+__all__ = ["Network", "Params", "__version__", "gradcheck"]

@@ -1,0 +1,138 @@
+"""Bit-identical results for any thread count, and safe concurrent calls."""
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import Network
+
+# Large enough (N * n_weights) to take the parallel path, with several example
+# blocks and row tasks whose boundaries do not line up with the widths.
+CASES = [
+    ("[13, 37, 19, 5]", "['tanh', 'relu', 'softmax']", "cross_entropy", 203),
+    ("[9, 33, 3]", "['sigmoid', 'sigmoid']", "bce", 157),
+    ("[7, 30, 30, 2]", "['relu', 'tanh', 'identity']", "sse", 301),
+]
+
+SCRIPT = textwrap.dedent("""
+    import hashlib, sys
+    import numpy as np
+    from fastbp import Network, _engine
+    assert hasattr(_engine, "SERIAL_BELOW")
+    _engine.SERIAL_BELOW = 0  # always the parallel kernels: they are what is tested
+    h = hashlib.sha256()
+    for sizes, acts, loss, N in {cases}:
+        for dtype in ("float64", "float32"):
+            net = Network(sizes, acts, loss, l2=1e-3, dtype=dtype)
+            p = net.init(1)
+            rng = np.random.default_rng(2)
+            X = rng.normal(size=(N, sizes[0]))
+            Y = rng.random((N, sizes[-1]))
+            if loss == "cross_entropy":
+                Y = rng.integers(0, sizes[-1], N)
+            J, g, dX = net.loss_and_grad(p, X, Y, input_grad=True)
+            h.update(np.float64(J).tobytes()); h.update(g.flat.tobytes()); h.update(dX.tobytes())
+            h.update(net.forward(p, X).tobytes()); h.update(np.float64(net.loss(p, X, Y)).tobytes())
+    import numba
+    print(numba.get_num_threads(), h.hexdigest())
+""")
+
+
+def _run(threads: int) -> str:
+    cases = "[" + ", ".join(f"({s}, {a}, {l!r}, {n})" for s, a, l, n in CASES) + "]"
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads),
+               PYTHONPATH=str(Path(fastbp.__file__).parent.parent))
+    out = subprocess.run([sys.executable, "-c", SCRIPT.format(cases=cases)], env=env,
+                         capture_output=True, text=True, check=True, timeout=600)
+    n, digest = out.stdout.split()
+    assert int(n) == threads
+    return digest
+
+
+def test_bit_identical_for_1_and_2_threads_in_fresh_processes():
+    assert _run(1) == _run(2)
+
+
+def _digest(net, p, X, Y):
+    J, g, dX = net.loss_and_grad(p, X, Y, input_grad=True)
+    h = hashlib.sha256()
+    for a in (np.float64(J), g.flat, dX):
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_bit_identical_under_set_num_threads():
+    net = Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy", l2=1e-3)
+    p = net.init(1)
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(203, 13)), rng.integers(0, 5, 203)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = _digest(net, p, X, y)
+        numba.set_num_threads(2)
+        two = _digest(net, p, X, y)
+    finally:
+        numba.set_num_threads(before)
+    assert one == two == _digest(net, p, X, y)
+
+
+def test_serial_twin_gives_the_same_bits(monkeypatch):
+    from fastbp import _engine
+
+    for sizes, acts, loss, N in [([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy",
+                                  203), ([3, 2, 1], "sigmoid", "sse", 1)]:
+        for dtype in ("float64", "float32"):
+            net = Network(sizes, acts, loss, l2=1e-3, dtype=dtype)
+            p = net.init(1)
+            rng = np.random.default_rng(2)
+            X, Y = rng.normal(size=(N, sizes[0])), rng.random((N, sizes[-1]))
+            if loss == "cross_entropy":
+                Y = rng.integers(0, sizes[-1], N)
+            digests = []
+            for threshold in (0, 10**18):  # parallel, then serial
+                monkeypatch.setattr(_engine, "SERIAL_BELOW", threshold)
+                digests.append((_digest(net, p, X, Y), net.forward(p, X).tobytes()))
+            assert digests[0] == digests[1]
+
+
+def test_concurrent_calls_from_python_threads():
+    nets = [
+        Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy"),  # parallel path
+        Network([4, 8, 3], "sigmoid", "bce"),  # serial path
+    ]
+    rng = np.random.default_rng(3)
+    jobs = []
+    for net in nets:
+        p = net.init(0)
+        X = rng.normal(size=(203, net.sizes[0]))
+        Y = rng.integers(0, 5, 203) if net.loss_name == "cross_entropy" else \
+            (rng.random((203, 3)) > 0.5).astype(float)
+        jobs.append((net, p, X, Y, _digest(net, p, X, Y)))
+    errors, results = [], []
+
+    def worker(k):
+        try:
+            for _ in range(15):
+                net, p, X, Y, expected = jobs[k % 2]
+                results.append(_digest(net, p, X, Y) == expected)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(results) == 60 and all(results)

@@ -1,0 +1,142 @@
+"""The compiled kernels against the independent NumPy reference, over every valid
+combination of activation, loss, reduction, bias, l2 and dtype, on random
+architectures (widths 1 and up, L = 1..4), through both the serial and the
+parallel drivers."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fastbp import Network, reference
+from fastbp.functions import ACTIVATIONS, LAST_LAYER_ONLY, OUTPUT_ACTIVATIONS
+
+HIDDEN = [a for a in ACTIVATIONS if a not in LAST_LAYER_ONLY]
+PAIRS = [(act, loss) for loss, acts in OUTPUT_ACTIVATIONS.items() for act in acts]
+RTOL = {"float64": 1e-10, "float32": 1e-4}
+
+
+def targets(rng, loss, N, n_out, labels):
+    if loss == "cross_entropy":
+        if labels:
+            return rng.integers(0, n_out, N)
+        P = rng.random((N, n_out)) + 0.1
+        return P / P.sum(axis=1, keepdims=True)
+    if loss == "bce":
+        return rng.random((N, n_out))
+    return rng.normal(size=(N, n_out))
+
+
+def assert_close(actual, desired, rtol, what, scale=0.0):
+    """Elementwise rtol, with an absolute floor of rtol x the problem's scale (the
+    largest of this array, ``scale``): entries that are tiny only by cancellation,
+    or exactly zero by symmetry, are judged against the whole."""
+    desired = np.asarray(desired, dtype=np.float64)
+    scale = max(np.abs(desired).max(initial=0.0), scale, 1e-300)
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), desired, rtol=rtol,
+                               atol=rtol * scale, err_msg=what)
+
+
+@st.composite
+def problems(draw):
+    L = draw(st.integers(1, 4))
+    sizes = [draw(st.integers(1, 7)) for _ in range(L + 1)]
+    out_act, loss = draw(st.sampled_from(PAIRS))
+    hidden = [draw(st.sampled_from(HIDDEN)) for _ in range(L - 1)]
+    bias = draw(st.sampled_from(["all", "none", "mixed"]))
+    bias = {"all": True, "none": False,
+            "mixed": [bool(k % 2) for k in range(L)]}[bias]
+    return dict(
+        sizes=sizes, activations=hidden + [out_act], loss=loss, bias=bias,
+        reduction=draw(st.sampled_from(["mean", "sum"])),
+        l2=draw(st.sampled_from([0.0, 0.05])),
+        N=draw(st.sampled_from([1, 2, 5, 17, 40])),
+        labels=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**16)),
+    )
+
+
+def check(problem, dtype, input_grad=True):
+    pr = problem
+    net = Network(pr["sizes"], pr["activations"], pr["loss"], reduction=pr["reduction"],
+                  l2=pr["l2"], bias=pr["bias"], dtype=dtype)
+    rng = np.random.default_rng(pr["seed"])
+    # weights at the scale of an initialized network (std 1/sqrt(n_in)); saturated
+    # units are exercised by test_large_pre_activations_stay_finite_and_match
+    params = net.params_from(
+        [rng.normal(size=(m, n)) / np.sqrt(n) for n, m in zip(pr["sizes"][:-1], pr["sizes"][1:])],
+        [rng.normal(size=m) if b else None for m, b in zip(pr["sizes"][1:], net.bias)])
+    X = rng.normal(size=(pr["N"], pr["sizes"][0])).astype(dtype)
+    Y = targets(rng, pr["loss"], pr["N"], pr["sizes"][-1], pr["labels"])
+    if Y.dtype.kind == "f":
+        Y = Y.astype(dtype)
+    net64 = Network(pr["sizes"], pr["activations"], pr["loss"], reduction=pr["reduction"],
+                    l2=pr["l2"], bias=pr["bias"])
+    p64 = params.astype(np.float64)
+
+    J, g, dX = net.loss_and_grad(params, X, Y, input_grad=True)
+    J_ref, g_ref, dX_ref = reference.loss_and_grad(net64, p64, X.astype(np.float64), Y,
+                                                   input_grad=True)
+    rtol = RTOL[dtype]
+    assert g.dtype == dX.dtype == np.dtype(dtype)
+    assert_close(J, J_ref, rtol, "loss")
+    scale = max(np.abs(g_ref.flat).max(), abs(J_ref))
+    for l in range(1, net.n_layers + 1):
+        assert_close(g.W[l], g_ref.W[l], rtol, f"dJ/dW[{l}]", scale)
+        if net.bias[l - 1]:
+            assert_close(g.b[l], g_ref.b[l], rtol, f"dJ/db[{l}]", scale)
+    assert_close(dX, dX_ref, rtol, "dJ/dX", scale)
+    assert_close(net.forward(params, X), reference.forward(net64, p64, X.astype(np.float64)),
+                 rtol, "forward")
+    assert_close(net.loss(params, X, Y), J_ref, rtol, "loss()")
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def path(request, monkeypatch):
+    from fastbp import _engine
+
+    monkeypatch.setattr(_engine, "SERIAL_BELOW", 10**18 if request.param == "serial" else 0)
+    return request.param
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(problem=problems())
+def test_kernels_match_reference(problem, dtype, path):
+    check(problem, dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("hidden", HIDDEN)
+@pytest.mark.parametrize("out_act, loss", PAIRS)
+def test_every_activation_and_loss(hidden, out_act, loss, dtype):
+    """The full grid once, deterministic: 2 hidden layers, awkward widths, both
+    reductions and bias patterns folded into one problem each."""
+    for reduction, bias in (("mean", True), ("sum", [False, True, False])):
+        check(dict(sizes=[5, 7, 1, 4], activations=[hidden, hidden, out_act], loss=loss,
+                   bias=bias, reduction=reduction, l2=0.01, N=33, labels=True, seed=7),
+              dtype)
+
+
+@pytest.mark.parametrize("out_act, loss", PAIRS)
+def test_large_pre_activations_stay_finite_and_match(out_act, loss):
+    """|z| up to ~1e3: no overflow in sigmoid, softmax or the cross-entropies
+    (logits, log-sum-exp), and the same numbers as the reference."""
+    net = Network([3, 4, 3], ["tanh", out_act], loss, reduction="sum")
+    rng = np.random.default_rng(0)
+    W1 = rng.normal(size=(4, 3))
+    W2 = np.array([[300.0, -200.0, 100.0, 250.0], [-300.0, 200.0, -100.0, 240.0],
+                   [10.0, 20.0, -30.0, -260.0]])
+    p = net.params_from([W1, W2], [np.zeros(4), np.array([100.0, -50.0, 0.0])])
+    X = 5.0 * rng.normal(size=(8, 3))
+    Y = targets(rng, loss, 8, 3, labels=False)
+    J, g, dX = net.loss_and_grad(p, X, Y, input_grad=True)
+    Z = np.tanh(X @ W1.T) @ W2.T + p.b[2]
+    assert np.abs(Z).max() > 500
+    assert np.isfinite(J) and np.isfinite(g.flat).all() and np.isfinite(dX).all()
+    J_ref, g_ref, dX_ref = reference.loss_and_grad(net, p, X, Y, input_grad=True)
+    assert_close(J, J_ref, 1e-10, "loss")
+    scale = max(np.abs(g_ref.flat).max(), abs(J_ref))
+    assert_close(g.flat, g_ref.flat, 1e-10, "grad", scale)
+    assert_close(dX, dX_ref, 1e-10, "dX", scale)
