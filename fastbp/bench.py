@@ -17,6 +17,7 @@ flops) and one backward pass (deltas and weight gradients, 4 N n_w), so
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import math
@@ -283,9 +284,9 @@ def rel_error(value: np.ndarray, expected: np.ndarray) -> float:
 
 
 def _oracle(w, net, params, X, Y, labels, ref):
-    """(loss, flat gradient) in float64, and the final parameters of the training
-    run, from ``fastbp.reference`` (or, when it is absent, the NumPy peer)."""
-    net64 = w.network() if w.dtype == "float64" else _as64(w).network()
+    """(loss, flat gradient) of workload ``w`` computed in float64 from the same
+    values, by ``fastbp.reference`` (or, when it is absent, the NumPy peer)."""
+    net64 = _as64(w).network()
     p64, X64, Y64 = params.astype(np.float64), X.astype(np.float64), Y.astype(np.float64)
     if ref is not None:
         J, g = ref.loss_and_grad(net64, p64, X64, Y64)
@@ -296,9 +297,7 @@ def _oracle(w, net, params, X, Y, labels, ref):
 
 
 def _as64(w):
-    from dataclasses import replace
-
-    return replace(w, dtype="float64")
+    return dataclasses.replace(w, dtype="float64")
 
 
 # ---------------------------------------------------------------------------- run
