@@ -7,7 +7,8 @@ scikit-learn are installed) computes the same gradient (or training run) on the
 same seeded inputs; each result is checked against the reference before anything
 is timed, then the contenders are timed round-robin in this one process and the
 median of each is reported with its ratio to the fastest peer, its GFLOP/s and
-the share of the machine's NumPy matmul peak that represents.
+the share of the machine's NumPy matmul peak (timed in the same rounds) that
+represents.
 
 Flop count: a gradient is one forward pass (2 N n_w multiply-adds counted as
 flops) and one backward pass (deltas and weight gradients, 4 N n_w), so
@@ -178,17 +179,26 @@ class Threads:
             self._limits = threadpool_limits(limits=n)
 
 
-def matmul_peak(dtype, n: int = 1024, repeat: int = 7) -> float:
-    """GFLOP/s of NumPy's (BLAS) n x n x n matmul: the best of ``repeat`` runs."""
+PEAK_N = 1024  # the matmul that measures the machine: PEAK_N^3 multiply-adds
+
+
+def matmul(dtype, n: int = PEAK_N):
+    """A callable computing one n x n x n NumPy (BLAS) product of ``dtype``."""
     rng = np.random.default_rng(0)
     A = rng.standard_normal((n, n)).astype(dtype)
     B = rng.standard_normal((n, n)).astype(dtype)
     C = np.empty((n, n), dtype=dtype)
-    np.matmul(A, B, out=C)
+    return lambda: np.matmul(A, B, out=C)
+
+
+def matmul_peak(dtype, n: int = PEAK_N, repeat: int = 7) -> float:
+    """GFLOP/s of NumPy's n x n x n matmul: the best of ``repeat`` runs."""
+    run = matmul(dtype, n)
+    run()
     best = math.inf
     for _ in range(repeat):
         t0 = time.perf_counter()
-        np.matmul(A, B, out=C)
+        run()
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
@@ -316,6 +326,7 @@ class Row:
     ratio_to_best_peer: float | None = None
     gflops: float | None = None
     peak_pct: float | None = None
+    matmul_gflops: float | None = None
     error: float | None = None
 
 
@@ -334,8 +345,13 @@ def load_contenders(names, threads: int):
     return loaded, skipped
 
 
-def bench_workload(w, kind, contenders, skipped, repeat, peak, ref):
-    """Check then time every contender on workload ``w``; returns the rows."""
+def bench_workload(w, kind, contenders, skipped, repeat, ref):
+    """Check then time every contender on workload ``w``; returns the rows.
+
+    A NumPy matmul of the workload's dtype is timed in the same rounds as the
+    contenders: on a shared machine whose load changes during the run, "% of
+    peak" is then relative to the peak reachable under the same conditions.
+    """
     net, params, X, Y, labels = make_data(w)
     flops = w.flops * (w.steps if kind == "train" else 1)
     rows = [Row(w.name, kind, name, "skipped", reason) for name, reason in skipped]
@@ -363,7 +379,11 @@ def bench_workload(w, kind, contenders, skipped, repeat, peak, ref):
             raise CheckError(f"{name}: {what} on {w.name} differ from the reference: max "
                              f"relative error {err:.3g} > {tol:g}")
         prepared[name] = (prep.run, err)
-    timed = interleaved({n: p[0] for n, p in prepared.items()}, repeat)
+    runs = {n: p[0] for n, p in prepared.items()}
+    if runs:
+        runs[" matmul"] = matmul(w.dtype)
+    timed = interleaved(runs, repeat)
+    peak = 2 * PEAK_N**3 / timed.pop(" matmul")[0] / 1e9 if runs else None
     peer_times = [timed[n][0] for n in timed if contenders[n].is_peer]
     best = min(peer_times) if peer_times else None
     for name, (t, number, n_samples) in timed.items():
@@ -371,7 +391,7 @@ def bench_workload(w, kind, contenders, skipped, repeat, peak, ref):
         rows.append(Row(w.name, kind, name, "ok", median_s=t, calls_per_sample=number,
                         samples=n_samples,
                         ratio_to_best_peer=None if best is None else t / best,
-                        gflops=gf, peak_pct=100 * gf / peak[w.dtype],
+                        gflops=gf, peak_pct=100 * gf / peak, matmul_gflops=peak,
                         error=prepared[name][1]))
     order = {n: i for i, n in enumerate(CONTENDERS)}
     rows.sort(key=lambda r: (r.status != "ok", order.get(r.contender, 99)))
@@ -424,7 +444,7 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None) -> dict:
             if kind == "train" and not w.steps:
                 continue
             rows = [asdict(r) for r in
-                    bench_workload(w, kind, contenders, skipped, repeat, peak, ref_mod)]
+                    bench_workload(w, kind, contenders, skipped, repeat, ref_mod)]
             report["results"] += rows
             if on_rows is not None:
                 on_rows(report, rows)
@@ -460,6 +480,10 @@ def format_table(report, rows=None) -> str:
         what = "gradient" if kind == "gradient" else f"training, {w['steps']} steps lr {w['lr']}"
         lines.append(f"{name}  {w['label']}  {'/'.join(w['activations'])} {w['loss']} "
                      f"{w['reduction']} l2={w['l2']:g}  ({what})")
+        ok = [r for r in rows if (r["workload"], r["kind"]) == (name, kind) and r["status"] == "ok"]
+        if ok:
+            lines.append(f"  NumPy {PEAK_N}^3 {w['dtype']} matmul in these rounds: "
+                         f"{ok[0]['matmul_gflops']:.1f} GFLOP/s (= 100% peak)")
         lines.append("  " + header)
         for r in rows:
             if (r["workload"], r["kind"]) != (name, kind):
@@ -480,8 +504,9 @@ def format_header(report) -> str:
     vs = ", ".join(f"{k} {val}" for k, val in v.items())
     out = [
         f"machine: {m['cpu']}, {m['cores']} cores; threads {m['threads']}",
-        (f"matmul peak (NumPy 1024^3, best of 7): {peak['float32']:.1f} GFLOP/s float32, "
-         f"{peak['float64']:.1f} GFLOP/s float64"),
+        (f"matmul peak at start (NumPy {PEAK_N}^3, best of 7): {peak['float32']:.1f} GFLOP/s "
+         f"float32, {peak['float64']:.1f} GFLOP/s float64; '% peak' below is relative to the "
+         "same matmul's median in each workload's rounds"),
         f"versions: {vs}",
         (f"median of up to {report['repeat']} interleaved samples; ratio = time / fastest "
          f"peer's time (peers: {', '.join(_peers.PEERS)}); GFLOP/s from 6 N n_weights per "

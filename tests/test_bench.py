@@ -94,8 +94,7 @@ def _small(name, **changes):
 def _rows(w, kind, names, repeat=2):
     contenders, skipped = bench.load_contenders(names, 1)
     ref = getattr(contenders.get("reference"), "ref", None)
-    peak = {"float32": 1.0, "float64": 1.0}
-    return bench.bench_workload(w, kind, contenders, skipped, repeat, peak, ref)
+    return bench.bench_workload(w, kind, contenders, skipped, repeat, ref)
 
 
 def test_numpy_peer_gradient_matches_fastbp():
@@ -195,6 +194,7 @@ def test_command_json_end_to_end_without_peers():
         r = by[name]
         assert r["status"] == "ok" and r["kind"] == "gradient" and r["workload"] == "C2"
         assert r["median_s"] > 0 and r["gflops"] > 0 and r["samples"] == 3
+        assert r["peak_pct"] == pytest.approx(100 * r["gflops"] / r["matmul_gflops"])
         assert r["error"] <= 1e-8
     assert by["numpy"]["ratio_to_best_peer"] == 1.0
 
