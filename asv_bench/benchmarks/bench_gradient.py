@@ -10,6 +10,7 @@ class Gradient:
     params = (GRADIENT, THREADS)
     param_names = ("workload", "threads")
     timer = common.timer
+    timeout = 300  # C5 with one thread and untuned kernels takes seconds per call
 
     def setup(self, workload, threads):
         common.set_threads(threads)
@@ -29,6 +30,7 @@ class GradientRates:
     params = (GRADIENT, THREADS)
     param_names = ("workload", "threads")
     timer = common.timer
+    timeout = 300  # C5 with one thread and untuned kernels takes seconds per call
     number = 1
     repeat = 1
 

@@ -40,7 +40,7 @@ atexit.register(shutil.rmtree, _cache, True)
 
 
 class Startup:
-    timeout = 300
+    timeout = 300  # a cold start compiles every kernel it needs
     repeat = 3
     number = 1
 

@@ -12,6 +12,7 @@ class Training:
     params = (TRAIN, THREADS)
     param_names = ("workload", "threads")
     timer = common.timer
+    timeout = 300  # the reference loop of 10,000 steps takes seconds
     number = 1
 
     def setup(self, workload, threads):
@@ -29,6 +30,7 @@ class TrainingRates:
     params = (TRAIN, THREADS)
     param_names = ("workload", "threads")
     timer = common.timer
+    timeout = 300  # the reference loop of 10,000 steps takes seconds
     number = 1
     repeat = 1
 
