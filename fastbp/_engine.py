@@ -43,7 +43,9 @@ def _run(parallel_fn, serial_fn, work, *args):
 
 
 def _buffers(layout, N, dtype):
-    S = int(layout[0, _kernels.N_IN] + layout[:, _kernels.N_OUT].sum())
+    """One (N, S) buffer for a^(0..L) (or delta^(0..L)) side by side, S = n_0 + ... + n_L:
+    a^(L) starts at column C_OUT of the last layer."""
+    S = int(layout[-1, _kernels.C_OUT] + layout[-1, _kernels.N_OUT])
     return np.empty((N, S), dtype=dtype)
 
 
@@ -52,9 +54,9 @@ def loss_and_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad):
     N, n_0 = X.shape
     dt = theta.dtype.type
     acts = _buffers(layout, N, theta.dtype)
-    deltas = np.empty_like(acts)
+    deltas = np.empty(acts.shape, dtype=theta.dtype)
     losses = np.empty(N, dtype=theta.dtype)
-    grad = np.empty_like(theta)
+    grad = np.empty(theta.shape, dtype=theta.dtype)
     work = N * (theta.size + n_0)
     J = _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work,
              theta, layout, X, Y, loss_code, dt(scale), dt(l2), input_grad,

@@ -47,9 +47,11 @@ from .functions import (
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1).
 N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT = range(7)
 LAYOUT_COLUMNS = 7
+INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
-BLOCK = 16  # examples per parallel task in phase 1 (a multiple of 4)
-ROWS = 4  # output units per parallel task in phase 2
+BLOCK = 32  # examples per parallel task in phase 1
+ROWS = 16  # output units per parallel task in phase 2 (even)
+CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
 
 
 # ---------------------------------------------------------------- phase 1 workers
@@ -57,50 +59,54 @@ ROWS = 4  # output units per parallel task in phase 2
 
 @njit(cache=True, fastmath=FASTMATH)
 def _forward_layer(theta, lay, acts, e0, e1):
-    """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i, then a^(l) = f_l(z^(l)) for
-    examples e0..e1-1 (000 eq. before (1); 004 section 5).  The output layer's
-    activation is left to ``_output_delta`` (it needs z for a stable loss).
+    """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
+    (000 eq. before (1); 004 section 5).  The activation is applied afterwards
+    (``_activate_layer``, or ``_output_delta`` for the last layer, which needs z
+    for a stable loss).
 
-    Four examples share each pass over a weight row: every loaded W[i, j] feeds
-    four multiply-adds.
+    Register tile: 2 output units x 4 examples, eight dot products sharing one
+    pass over j, so each loaded W[i, j] feeds four multiply-adds and each loaded
+    a_j(e) two.  The row pair is the outer loop so W[i, :] and W[i + 1, :] stay in
+    L1 while every example of the block streams past them.  Past the last row or
+    example the tile repeats the last one (same value, written twice): one loop
+    nest, no remainder code.  Each z_i(e) is one dot product whatever its place
+    in a tile, so results do not depend on the block boundaries.
     """
     n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
     zero = theta.dtype.type(0)
-    e = e0
-    while e + 4 <= e1:
-        for i in range(n_out):
-            w = w_off + i * n_in
-            s0 = zero
-            s1 = zero
-            s2 = zero
-            s3 = zero
+    for i in range(0, n_out, 2):
+        ib = min(i + 1, n_out - 1)
+        W_a = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+        W_b = theta[w_off + ib * n_in:w_off + (ib + 1) * n_in]
+        b_a = theta[b_off + i] if b_off >= 0 else zero
+        b_b = theta[b_off + ib] if b_off >= 0 else zero
+        for e in range(e0, e1, 4):
+            p, q, r, s = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1), min(e + 3, e1 - 1)
+            x_p = acts[p, c_in:c_in + n_in]
+            x_q = acts[q, c_in:c_in + n_in]
+            x_r = acts[r, c_in:c_in + n_in]
+            x_s = acts[s, c_in:c_in + n_in]
+            z_ap = z_aq = z_ar = z_as = zero
+            z_bp = z_bq = z_br = z_bs = zero
             for j in range(n_in):
-                W_ij = theta[w + j]
-                s0 += W_ij * acts[e, c_in + j]
-                s1 += W_ij * acts[e + 1, c_in + j]
-                s2 += W_ij * acts[e + 2, c_in + j]
-                s3 += W_ij * acts[e + 3, c_in + j]
-            if b_off >= 0:
-                s0 += theta[b_off + i]
-                s1 += theta[b_off + i]
-                s2 += theta[b_off + i]
-                s3 += theta[b_off + i]
-            acts[e, c_out + i] = s0
-            acts[e + 1, c_out + i] = s1
-            acts[e + 2, c_out + i] = s2
-            acts[e + 3, c_out + i] = s3
-        e += 4
-    while e < e1:
-        for i in range(n_out):
-            w = w_off + i * n_in
-            s = zero
-            for j in range(n_in):
-                s += theta[w + j] * acts[e, c_in + j]
-            if b_off >= 0:
-                s += theta[b_off + i]
-            acts[e, c_out + i] = s
-        e += 1
+                # z_i(e) += W[i, j] * a_j(e)
+                z_ap += W_a[j] * x_p[j]
+                z_aq += W_a[j] * x_q[j]
+                z_ar += W_a[j] * x_r[j]
+                z_as += W_a[j] * x_s[j]
+                z_bp += W_b[j] * x_p[j]
+                z_bq += W_b[j] * x_q[j]
+                z_br += W_b[j] * x_r[j]
+                z_bs += W_b[j] * x_s[j]
+            acts[p, c_out + i] = z_ap + b_a
+            acts[q, c_out + i] = z_aq + b_a
+            acts[r, c_out + i] = z_ar + b_a
+            acts[s, c_out + i] = z_as + b_a
+            acts[p, c_out + ib] = z_bp + b_b
+            acts[q, c_out + ib] = z_bq + b_b
+            acts[r, c_out + ib] = z_br + b_b
+            acts[s, c_out + ib] = z_bs + b_b
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -184,9 +190,12 @@ def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
 
     ``act_prev`` < 0 means layer l - 1 is the input: then this is the input
     gradient dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25)).
-    The sum over i runs in the outer loop so the inner loop reads the contiguous
-    row W[i, :] (the literal formula reads the column W[:, j]); four examples
-    share each pass over a row.
+    The literal formula reads the column W[:, j]; here the sum over i runs four
+    rows at a time in the outer loop, so the inner loop over j reads four
+    contiguous rows W[i..i+3, :] (kept in L1 while the block's examples stream
+    past) and updates delta^(l-1)(e) once per four multiply-adds.  Rows past the
+    last one enter with delta = 0.  The order of the sum over i is the same for
+    every example, so results do not depend on the block boundaries.
     """
     n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
@@ -194,28 +203,21 @@ def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
     for e in range(e0, e1):
         for j in range(n_in):
             deltas[e, c_in + j] = zero
-    e = e0
-    while e + 4 <= e1:
-        for i in range(n_out):
-            w = w_off + i * n_in
-            d0 = deltas[e, c_out + i]
-            d1 = deltas[e + 1, c_out + i]
-            d2 = deltas[e + 2, c_out + i]
-            d3 = deltas[e + 3, c_out + i]
+    for i in range(0, n_out, 4):
+        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
+        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
+        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
+        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
+        for e in range(e0, e1):
+            d_0 = deltas[e, c_out + i]
+            d_1 = deltas[e, c_out + i1] if i + 1 < n_out else zero
+            d_2 = deltas[e, c_out + i2] if i + 2 < n_out else zero
+            d_3 = deltas[e, c_out + i3] if i + 3 < n_out else zero
+            out = deltas[e, c_in:c_in + n_in]
             for j in range(n_in):
-                W_ij = theta[w + j]
-                deltas[e, c_in + j] += W_ij * d0
-                deltas[e + 1, c_in + j] += W_ij * d1
-                deltas[e + 2, c_in + j] += W_ij * d2
-                deltas[e + 3, c_in + j] += W_ij * d3
-        e += 4
-    while e < e1:
-        for i in range(n_out):
-            w = w_off + i * n_in
-            d = deltas[e, c_out + i]
-            for j in range(n_in):
-                deltas[e, c_in + j] += theta[w + j] * d
-        e += 1
+                # sum_i W[i, j] * delta_i, four terms of it
+                out[j] += W_0[j] * d_0 + W_1[j] * d_1 + W_2[j] * d_2 + W_3[j] * d_3
     if act_prev >= 0:
         for e in range(e0, e1):
             for j in range(n_in):
@@ -243,7 +245,7 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_grad, input_grad,
         for l in range(L - 1, 0, -1):
             _backward_layer(theta, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
         if input_grad:
-            _backward_layer(theta, layout[0], -1, acts, deltas, e0, e1)
+            _backward_layer(theta, layout[0], INPUT, acts, deltas, e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 workers
@@ -255,9 +257,15 @@ def _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0, i1):
     dJ/db^(l)_i = sum_e delta^(l)_i(e), for output units i0..i1-1
     (000 eq. (7)-(8), (13)-(14); 004 eq. (3), (5), (8), (9); 002 eq. (26)-(27)).
 
-    Returns sum of W[i, j]^2 over these rows (for the L2 term of the loss).  The
-    sum over examples runs in example order; up to four rows share each pass over
-    a^(l-1)(e), so every loaded a_j feeds four multiply-adds.
+    Returns sum of W[i, j]^2 over these rows (for the L2 term of the loss).
+
+    The sum over examples runs in example order, four examples per step
+    (examples past N enter with delta = 0), so the grouping depends on N alone.
+    Register tile: 2 rows x 4 examples, so each update of a gradient entry
+    carries four multiply-adds and each loaded a_j(e) feeds two rows.  Examples
+    are taken in chunks of ``CHUNK``: a chunk of a^(l-1) stays in L2 while every
+    row pair of the task passes over it, instead of re-streaming the whole batch
+    for each pair.  The chunking does not change the order of the sums.
     """
     n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
@@ -265,28 +273,35 @@ def _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0, i1):
     zero = theta.dtype.type(0)
     for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
         grad[k] = zero
-    i = i0
-    while i + 4 <= i1:
-        g = w_off + i * n_in
-        for e in range(N):
-            d0 = deltas[e, c_out + i]
-            d1 = deltas[e, c_out + i + 1]
-            d2 = deltas[e, c_out + i + 2]
-            d3 = deltas[e, c_out + i + 3]
-            for j in range(n_in):
-                a_j = acts[e, c_in + j]
-                grad[g + j] += d0 * a_j
-                grad[g + n_in + j] += d1 * a_j
-                grad[g + 2 * n_in + j] += d2 * a_j
-                grad[g + 3 * n_in + j] += d3 * a_j
-        i += 4
-    while i < i1:
-        g = w_off + i * n_in
-        for e in range(N):
-            d = deltas[e, c_out + i]
-            for j in range(n_in):
-                grad[g + j] += d * acts[e, c_in + j]
-        i += 1
+    for c0 in range(0, N, CHUNK):
+        c1 = min(N, c0 + CHUNK)
+        for i in range(i0, i1, 2):
+            ib = min(i + 1, i1 - 1)
+            G_a = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
+            G_b = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
+            for e in range(c0, c1, 4):
+                p, q, r, s = e, min(e + 1, N - 1), min(e + 2, N - 1), min(e + 3, N - 1)
+                d_ap = deltas[p, c_out + i]
+                d_bp = deltas[p, c_out + ib]
+                d_aq = deltas[q, c_out + i] if e + 1 < N else zero
+                d_bq = deltas[q, c_out + ib] if e + 1 < N else zero
+                d_ar = deltas[r, c_out + i] if e + 2 < N else zero
+                d_br = deltas[r, c_out + ib] if e + 2 < N else zero
+                d_as = deltas[s, c_out + i] if e + 3 < N else zero
+                d_bs = deltas[s, c_out + ib] if e + 3 < N else zero
+                x_p = acts[p, c_in:c_in + n_in]
+                x_q = acts[q, c_in:c_in + n_in]
+                x_r = acts[r, c_in:c_in + n_in]
+                x_s = acts[s, c_in:c_in + n_in]
+                for j in range(n_in):
+                    # dW[i, j] += delta_i(e) * a_j(e), four examples at once; both
+                    # rows are read before either is written (ib == i on odd tails)
+                    g_a = G_a[j] + (d_ap * x_p[j] + d_aq * x_q[j] + d_ar * x_r[j]
+                                    + d_as * x_s[j])
+                    g_b = G_b[j] + (d_bp * x_p[j] + d_bq * x_q[j] + d_br * x_r[j]
+                                    + d_bs * x_s[j])
+                    G_a[j] = g_a
+                    G_b[j] = g_b
     if b_off >= 0:
         for i in range(i0, i1):
             s = zero

@@ -63,7 +63,7 @@ class Network:
     """
 
     __slots__ = ("sizes", "activations", "loss_name", "reduction", "l2", "bias", "dtype",
-                 "_layout", "_loss_code")
+                 "_layout", "_loss_code", "_offsets")
 
     def __init__(self, sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True,
                  dtype="float64"):
@@ -95,6 +95,7 @@ class Network:
         set_(self, "dtype", dtype)
         set_(self, "_loss_code", LOSSES[loss])
         set_(self, "_layout", _layout_table(sizes, activations, bias))
+        set_(self, "_offsets", layer_offsets(sizes, bias))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -128,6 +129,11 @@ class Network:
         """Rebuild a network from ``to_dict()``'s output (validated as usual)."""
         d = dict(d)
         return cls(d.pop("sizes"), d.pop("activations"), d.pop("loss"), **d)
+
+    def __reduce__(self):
+        # Rebuilt (and re-validated) from its description: the immutable
+        # __setattr__ rules out pickle's default attribute restore.
+        return (Network.from_dict, (self.to_dict(),))
 
     def __eq__(self, other):
         if not isinstance(other, Network):
@@ -292,7 +298,7 @@ class Network:
         J, grad, dX = _engine.loss_and_grad(
             theta, self._layout, X, Y, self._loss_code, self._scale(X.shape[0]), self.l2,
             bool(input_grad))
-        grads = Params(self.sizes, self.bias, grad)
+        grads = Params._wrap(self.sizes, self.bias, grad, self._offsets)
         if input_grad:
             return float(J), grads, dX
         return float(J), grads

@@ -128,6 +128,25 @@ class Params:
         self.b = Layers(b)
 
     @classmethod
+    def _wrap(cls, sizes: tuple, bias: tuple, flat: np.ndarray, offsets: list) -> Params:
+        """A Params over ``flat`` without the checks of ``__init__``: for vectors the
+        library itself allocated with the right dtype, length and layout.
+        ``sizes`` and ``bias`` must be normalized tuples and ``offsets`` their
+        ``layer_offsets``."""
+        self = object.__new__(cls)
+        W, b = [], []
+        for l, (w_off, b_off, _) in enumerate(offsets, 1):
+            n_out, n_in = sizes[l], sizes[l - 1]
+            W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))
+            b.append(None if b_off < 0 else flat[b_off : b_off + n_out])
+        self.sizes = sizes
+        self.bias = bias
+        self.flat = flat
+        self.W = Layers(W)
+        self.b = Layers(b)
+        return self
+
+    @classmethod
     def zeros(cls, sizes: Sequence[int], bias: Sequence[bool], dtype="float64") -> Params:
         """All-zero parameters (or a gradient buffer) for this layout."""
         return cls(sizes, bias, np.zeros(n_params(sizes, bias), dtype=dtype))

@@ -40,6 +40,20 @@ def test_description_is_normalized_and_immutable(net):
     assert repr(net) == "Network([4, 5, 3], ['tanh', 'softmax'], 'cross_entropy')"
 
 
+def test_pickle_and_copy_round_trip(net):
+    import copy
+    import pickle
+
+    odd = Network([3, 2, 2], ["relu", "sigmoid"], "bce", reduction="sum", l2=0.5,
+                  bias=[False, True], dtype="float32")
+    for n in (net, odd):
+        back = pickle.loads(pickle.dumps(n))
+        assert back == n and back.dtype == n.dtype and back.bias == n.bias
+        assert copy.deepcopy(n) == n
+    p = odd.init(0)
+    assert pickle.loads(pickle.dumps(p)) == p
+
+
 def test_init_schemes_and_seed():
     net = Network([50, 40, 30, 1], ["relu", "sigmoid", "identity"], "sse")
     p = net.init(seed=3)
