@@ -1,5 +1,13 @@
-"""Calls into the compiled kernels: buffer allocation, the serial/parallel choice
-and the threading layer.  Inputs arrive validated and converted (``network.py``)."""
+"""Calls into the compiled kernels: buffers, the serial/parallel choice and the
+threading layer.  Inputs arrive validated and converted (``network.py``).
+
+A call from Python into a compiled driver pays for every argument (numba
+unboxes each array, and a NumPy scalar argument costs more to type than a
+Python float): for a network as small as 003's that is most of the time of a
+gradient.  So the callers here pass Python floats where the dtype allows it
+(float64), reuse their scratch buffers across calls (``Workspaces``), and make
+one driver call per gradient.
+"""
 
 from __future__ import annotations
 
@@ -49,32 +57,103 @@ def _buffers(layout, N, dtype):
     return np.empty((N, S), dtype=dtype)
 
 
-def loss_and_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad):
-    """Return (J, grad, dX or None) for validated, converted inputs."""
+class Workspaces:
+    """Scratch buffers (acts, deltas, losses) of one network, reused across calls.
+
+    ``take(N)`` hands out a set for a batch of N examples that no other caller
+    holds until it comes back with ``give``: a free one when there is one, else
+    a new one.  ``list.pop`` and ``list.append`` are atomic, so concurrent calls
+    from Python threads never share a set.  Only small sets are kept (where an
+    allocation is a visible part of a call), at most ``PER_SIZE`` per batch size
+    and ``SIZES`` batch sizes, so a network never holds on to much memory.
+    """
+
+    MAX_BYTES = 1 << 20
+    PER_SIZE = 2
+    SIZES = 4
+
+    __slots__ = ("_S", "_dtype", "_free", "_layout")
+
+    def __init__(self, layout, dtype):
+        self._layout = layout
+        self._dtype = np.dtype(dtype)
+        self._S = int(layout[-1, _kernels.C_OUT] + layout[-1, _kernels.N_OUT])
+        self._free = {}
+
+    def take(self, N: int):
+        free = self._free.get(N)
+        if free:
+            try:
+                return free.pop()
+            except IndexError:  # another thread took the last one
+                pass
+        shape = (N, self._S)
+        dt = self._dtype
+        return np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt)
+
+    def give(self, N: int, ws) -> None:
+        free = self._free.get(N)
+        if free is None:
+            if 2 * ws[0].nbytes > self.MAX_BYTES:
+                return
+            if len(self._free) >= self.SIZES:
+                self._free = {}  # a new mix of batch sizes: start over
+            free = self._free.setdefault(N, [])
+        if len(free) < self.PER_SIZE:
+            free.append(ws)
+
+
+def loss_and_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, workspaces=None):
+    """Return (J, grad, dX or None) for validated, converted inputs.
+
+    ``scale`` and ``l2`` are scalars of theta's dtype (a Python float stands for
+    float64); ``grad`` is a new vector, the scratch comes from ``workspaces``
+    when given.
+    """
     N, n_0 = X.shape
-    dt = theta.dtype.type
-    acts = _buffers(layout, N, theta.dtype)
-    deltas = np.empty(acts.shape, dtype=theta.dtype)
-    losses = np.empty(N, dtype=theta.dtype)
-    grad = np.empty(theta.shape, dtype=theta.dtype)
-    work = N * (theta.size + n_0)
-    J = _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work,
-             theta, layout, X, Y, loss_code, dt(scale), dt(l2), input_grad,
-             acts, deltas, losses, grad)
+    if workspaces is None:
+        acts = _buffers(layout, N, theta.dtype)
+        ws = (acts, np.empty(acts.shape, dtype=theta.dtype), np.empty(N, dtype=theta.dtype))
+    else:
+        ws = workspaces.take(N)
+    acts, deltas, losses = ws
+    grad = np.empty(theta.shape[0], dtype=theta.dtype)
+    work = N * (theta.shape[0] + n_0)
+    if work < SERIAL_BELOW or not _parallel_ok:
+        J = _kernels.loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
+                                      acts, deltas, losses, grad)
+    elif _probed:
+        J = _kernels.loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
+                                        acts, deltas, losses, grad)
+    else:
+        J = _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work, theta, layout,
+                 X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses, grad)
     dX = deltas[:, :n_0].copy() if input_grad else None
+    if workspaces is not None:
+        workspaces.give(N, ws)
     return J, grad, dX
 
 
-def forward(theta, layout, X, Y=None, loss_code=0):
-    """Output activations (N, n_L), and per-example losses when Y is given."""
+def forward(theta, layout, X, Y=None, loss_code=0, workspaces=None):
+    """Output activations (N, n_L), and per-example losses when Y is given (then a
+    new array; the activations are always a new array)."""
     N, n_0 = X.shape
-    acts = _buffers(layout, N, theta.dtype)
-    losses = np.empty(N, dtype=theta.dtype)
+    if workspaces is None:
+        acts = _buffers(layout, N, theta.dtype)
+        ws = (acts, None, np.empty(N, dtype=theta.dtype))
+    else:
+        ws = workspaces.take(N)
+    acts, losses = ws[0], ws[2]
     want_loss = Y is not None
     if Y is None:
         Y = np.empty((0, int(layout[-1, _kernels.N_OUT])), dtype=theta.dtype)
-    work = N * (theta.size + n_0)
+    work = N * (theta.shape[0] + n_0)
     _run(_kernels.forward_parallel, _kernels.forward_serial, work,
          theta, layout, X, Y, loss_code, want_loss, acts, losses)
     c_L = int(layout[-1, _kernels.C_OUT])
-    return acts[:, c_L:].copy(), losses
+    out = acts[:, c_L:].copy()
+    if want_loss:
+        losses = losses.copy()
+    if workspaces is not None:
+        workspaces.give(N, ws)
+    return out, losses

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _engine, _kernels
-from ._validate import as_float_dtype, as_float_matrix, as_targets, check_finite
+from ._validate import (
+    ROW_SUM_TOL,
+    as_float_dtype,
+    as_float_matrix,
+    as_targets,
+    check_finite,
+    inputs_clean,
+)
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from .params import Params, layer_offsets, n_params
 
@@ -62,8 +69,22 @@ class Network:
     W^(l) has shape (n_l, n_{l-1}) (out x in).  See ``shared/seeds/README.md``.
     """
 
-    __slots__ = ("sizes", "activations", "loss_name", "reduction", "l2", "bias", "dtype",
-                 "_layout", "_loss_code", "_offsets")
+    __slots__ = (
+        "_l2_arg",
+        "_layout",
+        "_loss_code",
+        "_n_params",
+        "_row_sum_tol",
+        "_scalar",
+        "_workspaces",
+        "activations",
+        "bias",
+        "dtype",
+        "l2",
+        "loss_name",
+        "reduction",
+        "sizes",
+    )
 
     def __init__(self, sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True,
                  dtype="float64"):
@@ -95,7 +116,14 @@ class Network:
         set_(self, "dtype", dtype)
         set_(self, "_loss_code", LOSSES[loss])
         set_(self, "_layout", _layout_table(sizes, activations, bias))
-        set_(self, "_offsets", layer_offsets(sizes, bias))
+        set_(self, "_n_params", n_params(sizes, bias))
+        # Scalars handed to the kernels: Python floats for float64 (numba types them
+        # faster than NumPy scalars, and as the same float64), np.float32 otherwise.
+        scalar = float if dtype == np.float64 else dtype.type
+        set_(self, "_scalar", scalar)
+        set_(self, "_l2_arg", scalar(l2))
+        set_(self, "_row_sum_tol", ROW_SUM_TOL[dtype] * sizes[-1])
+        set_(self, "_workspaces", _engine.Workspaces(self._layout, dtype))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -259,6 +287,36 @@ class Network:
         check_finite("params", theta)
         return theta
 
+    def _inputs(self, params, X, Y):
+        """(theta, X, Y) validated and converted for the kernels.
+
+        Arguments that are already what the kernels take (Params of this network,
+        C-contiguous arrays of the network's dtype with the right shapes) are
+        screened by one compiled pass (``inputs_clean``: finite, valid targets)
+        and used as they are.  Anything else, including any input that pass
+        refuses, goes through the full checks and conversions, which raise the
+        error naming the argument.
+        """
+        dt = self.dtype
+        if (type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray
+                and X.dtype is dt and Y.dtype is dt and X.ndim == 2):
+            theta = params.flat
+            N = X.shape[0]
+            n_L = self.sizes[-1]
+            if Y.ndim == 1 and n_L == 1:
+                Y = Y.reshape(N, 1)
+            if (theta.dtype is dt and theta.shape[0] == self._n_params and N > 0
+                    and X.shape[1] == self.sizes[0] and Y.shape == (N, n_L)
+                    and params.sizes == self.sizes and params.bias == self.bias
+                    and theta.flags.c_contiguous and X.flags.c_contiguous
+                    and Y.flags.c_contiguous
+                    and inputs_clean(theta, X, Y, self._loss_code, self._row_sum_tol)):
+                return theta, X, Y
+        theta = self._theta(params)
+        X = as_float_matrix("X", X, self.sizes[0], dt)
+        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, dt)
+        return theta, X, Y
+
     # ------------------------------------------------------------------ computation
 
     def loss_and_grad(self, params, X, Y, *, input_grad=False):
@@ -292,32 +350,30 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
-        theta = self._theta(params)
-        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
-        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+        theta, X, Y = self._inputs(params, X, Y)
+        N = X.shape[0]
+        scale = self._scalar(1.0 / N) if self.reduction == "mean" else self._scalar(1.0)
         J, grad, dX = _engine.loss_and_grad(
-            theta, self._layout, X, Y, self._loss_code, self._scale(X.shape[0]), self.l2,
-            bool(input_grad))
-        grads = Params._wrap(self.sizes, self.bias, grad, self._offsets)
+            theta, self._layout, X, Y, self._loss_code, scale, self._l2_arg,
+            bool(input_grad), self._workspaces)
+        grads = Params._wrap(self.sizes, self.bias, grad)
         if input_grad:
             return float(J), grads, dX
         return float(J), grads
 
     def loss(self, params, X, Y) -> float:
         """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
-        theta = self._theta(params)
-        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
-        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
-        _, losses = _engine.forward(theta, self._layout, X, Y, self._loss_code)
-        dt = self.dtype.type
+        theta, X, Y = self._inputs(params, X, Y)
+        _, losses = _engine.forward(theta, self._layout, X, Y, self._loss_code,
+                                    self._workspaces)
         return float(_kernels.total_loss(theta, self._layout, losses,
-                                         dt(self._scale(X.shape[0])), dt(self.l2)))
+                                         self._scalar(self._scale(X.shape[0])), self._l2_arg))
 
     def forward(self, params, X) -> np.ndarray:
         """Output activations a^(L), shape (N, n_L), in the network's dtype."""
         theta = self._theta(params)
         X = as_float_matrix("X", X, self.sizes[0], self.dtype)
-        out, _ = _engine.forward(theta, self._layout, X)
+        out, _ = _engine.forward(theta, self._layout, X, workspaces=self._workspaces)
         return out
 
     def predict_proba(self, params, X) -> np.ndarray:

@@ -98,7 +98,7 @@ class Params:
         ``b[l]`` has shape ``(n_l,)`` (a view into ``flat``), or None without bias.
     """
 
-    __slots__ = ("sizes", "bias", "flat", "W", "b")
+    __slots__ = ("_views", "bias", "flat", "sizes")
 
     def __init__(self, sizes: Sequence[int], bias: Sequence[bool], flat: np.ndarray):
         sizes = tuple(int(n) for n in sizes)
@@ -116,40 +116,55 @@ class Params:
                 f"flat: expected {expected} parameters for sizes {list(sizes)}, "
                 f"got {flat.shape[0]}"
             )
-        W, b = [], []
-        for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
-            n_out, n_in = sizes[l], sizes[l - 1]
-            W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))
-            b.append(None if b_off < 0 else flat[b_off : b_off + n_out])
         self.sizes = sizes
         self.bias = bias
         self.flat = flat
-        self.W = Layers(W)
-        self.b = Layers(b)
+        self._views = None
 
     @classmethod
-    def _wrap(cls, sizes: tuple, bias: tuple, flat: np.ndarray, offsets: list) -> Params:
+    def _wrap(cls, sizes: tuple, bias: tuple, flat: np.ndarray) -> Params:
         """A Params over ``flat`` without the checks of ``__init__``: for vectors the
         library itself allocated with the right dtype, length and layout.
-        ``sizes`` and ``bias`` must be normalized tuples and ``offsets`` their
-        ``layer_offsets``."""
+        ``sizes`` and ``bias`` must be normalized tuples."""
         self = object.__new__(cls)
-        W, b = [], []
-        for l, (w_off, b_off, _) in enumerate(offsets, 1):
-            n_out, n_in = sizes[l], sizes[l - 1]
-            W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))
-            b.append(None if b_off < 0 else flat[b_off : b_off + n_out])
         self.sizes = sizes
         self.bias = bias
         self.flat = flat
-        self.W = Layers(W)
-        self.b = Layers(b)
+        self._views = None
         return self
+
+    # The per-layer views are built on first use: a gradient returned by
+    # ``Network.loss_and_grad`` is often only read as ``.flat`` (by an optimizer, a
+    # norm, a reduction), and building 2 L views costs more than a tiny network's
+    # whole gradient.  Two threads racing here build equal views; either is kept.
+    def _layer_views(self) -> tuple:
+        views = self._views
+        if views is None:
+            W, b = [], []
+            flat, sizes = self.flat, self.sizes
+            for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, self.bias), 1):
+                n_out, n_in = sizes[l], sizes[l - 1]
+                W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))
+                b.append(None if b_off < 0 else flat[b_off : b_off + n_out])
+            views = self._views = (Layers(W), Layers(b))
+        return views
+
+    @property
+    def W(self) -> Layers:
+        return self._layer_views()[0]
+
+    @property
+    def b(self) -> Layers:
+        return self._layer_views()[1]
 
     @classmethod
     def zeros(cls, sizes: Sequence[int], bias: Sequence[bool], dtype="float64") -> Params:
         """All-zero parameters (or a gradient buffer) for this layout."""
         return cls(sizes, bias, np.zeros(n_params(sizes, bias), dtype=dtype))
+
+    def __reduce__(self):
+        # the views are rebuilt over the unpickled vector, so they stay views
+        return (Params, (self.sizes, self.bias, self.flat))
 
     @property
     def dtype(self) -> np.dtype:

@@ -259,3 +259,59 @@ def test_forward_loss_and_loss_and_grad_agree(net, params, data):
     A = net.forward(params, X)
     np.testing.assert_allclose(A.sum(axis=1), 1.0, rtol=1e-12)
     np.testing.assert_allclose(J, -np.mean(np.log(A[np.arange(6), y])), rtol=1e-12)
+
+
+# ----------------------------------------------------------------- the edge's fast path
+
+
+def test_ready_and_converted_inputs_give_the_same_bits(net, params, data):
+    """C-contiguous arrays of the network's dtype skip the conversions; any other
+    layout or dtype is converted first: both must reach the same numbers."""
+    X, y = data
+    Y = np.eye(3)[y]
+    J, g, dX = net.loss_and_grad(params, X, Y, input_grad=True)
+    for Xo, Yo in [(np.asfortranarray(X), Y), (X, np.asfortranarray(Y)), (X.astype(np.float32), y),
+                   (X[::1], list(Y))]:
+        Jo, go, dXo = net.loss_and_grad(params, Xo, Yo, input_grad=True)
+        Xo64 = np.asarray(Xo, dtype=np.float64)
+        if Xo64.tobytes() == X.tobytes():
+            assert Jo == J and go == g and np.array_equal(dXo, dX)
+    assert net.loss(params, np.asfortranarray(X), Y) == net.loss(params, X, Y)
+
+
+def test_reused_scratch_never_leaks_between_calls():
+    """Results are new arrays: a later call (any batch size) leaves them alone."""
+    net = Network([3, 4, 2], ["tanh", "sigmoid"], "bce")
+    p = net.init(0)
+    rng = np.random.default_rng(1)
+    calls = []
+    for N in (5, 7, 5, 5, 1, 7, 5):
+        X, Y = rng.normal(size=(N, 3)), (rng.random((N, 2)) > 0.5).astype(float)
+        J, g, dX = net.loss_and_grad(p, X, Y, input_grad=True)
+        out = net.forward(p, X)
+        calls.append((X, Y, J, g.flat.copy(), dX.copy(), out.copy(), g, dX, out))
+    for X, Y, J, g0, dX0, out0, g, dX, out in calls:
+        assert np.array_equal(g.flat, g0) and np.array_equal(dX, dX0)
+        assert np.array_equal(out, out0)
+        J2, g2, dX2 = net.loss_and_grad(p, X, Y, input_grad=True)
+        assert J2 == J and np.array_equal(g2.flat, g0) and np.array_equal(dX2, dX0)
+
+
+def test_borderline_targets_are_decided_by_the_full_check():
+    """The compiled screen refuses rows summing to 1 within the tolerance's outer
+    half; the full check then accepts them, as it always did."""
+    net = Network([2, 3], "softmax", "cross_entropy")
+    p = net.init(0)
+    X = np.ones((2, 2))
+    Y = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5 + 2e-8]])  # 2e-8 <= 1e-8 * 3
+    J, _ = net.loss_and_grad(p, X, Y)
+    assert np.isfinite(J)
+    with pytest.raises(ValueError, match="row 1 sums to"):
+        net.loss_and_grad(p, X, Y + np.array([[0, 0, 0], [0, 0, 1e-6]]))
+    bce = Network([2, 1], "sigmoid", "bce")
+    with pytest.raises(ValueError, match=r"Y: bce targets must lie in \[0, 1\]"):
+        bce.loss_and_grad(bce.init(0), X, np.array([0.0, -1e-300]))
+    with pytest.raises(ValueError, match=r"params: contains NaN or inf"):
+        bad = p.copy()
+        bad.flat[-1] = np.nan
+        net.loss_and_grad(bad, X, Y)

@@ -56,3 +56,14 @@ def test_wrong_length_or_dtype_rejected():
         Params([3, 2, 1], [True, True], np.zeros(10))
     with pytest.raises(TypeError, match="flat: dtype must be float32 or float64"):
         Params([3, 2, 1], [True, True], np.zeros(11, dtype=np.int64))
+
+
+def test_views_survive_pickle_and_deepcopy():
+    import copy
+    import pickle
+
+    p = Params([3, 2, 1], [True, False], np.arange(10.0))
+    for q in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p)):
+        assert q == p and q.b[2] is None
+        q.W[1][0, 0] = -1.0  # still a view into q.flat, not a copy of p's
+        assert q.flat[0] == -1.0 and p.flat[0] == 0.0
