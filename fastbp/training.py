@@ -303,10 +303,17 @@ def train(
         Xv, Yv, acts_v, np.empty(Nv, dt), _accuracy_kind(net) if Nv else tk.ACC_NONE,
         patience, np.full(1, np.inf), best_theta,
     ]
-    # serial or parallel drivers, chosen by the work of one call as _engine does
+    # The serial gradient driver, or the parallel one when one step's work could
+    # repay a launch (as _engine decides for one call) AND it wins a timed trial
+    # on this run's first batch: a run makes thousands of launches back to back,
+    # and on a busy machine each can wait for a descheduled thread far longer
+    # than the step itself takes.  Both give the same bits, so the choice never
+    # changes the result.  The validation forward pass (one launch per epoch) is
+    # chosen by its work alone.
     per_example = theta.size + n_0
     loss_grad = _kernels.loss_grad_serial
-    if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
+    if _use_parallel(B * per_example, theta, layout, X, Y, net, B) and \
+            _parallel_wins(theta, layout, X, Y, net, B):
         loss_grad = _kernels.loss_grad_parallel
     forward = _kernels.forward_serial if Nv else tk.no_forward
     if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
@@ -344,8 +351,10 @@ def train(
                 if callback(snapshot):
                     stop_reason = "callback"
                     break
+            # the time of a call includes its fixed cost, so this over-estimates
+            # an epoch: the next chunk stays within _CHUNK_SECONDS
             per_epoch = max((t1 - t0) / k, 1e-9)
-            chunk = max(1, min(8 * chunk, int(_CHUNK_SECONDS / per_epoch)))
+            chunk = max(1, min(256 * chunk, int(_CHUNK_SECONDS / per_epoch)))
     finally:
         if bar is not None:
             bar.close()
@@ -419,6 +428,29 @@ def _use_parallel(work, theta, layout, X, Y, net, B) -> bool:
                      False, acts, np.empty_like(acts), np.empty(B, theta.dtype),
                      np.empty_like(theta))
     return _engine._parallel_ok
+
+
+def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> bool:
+    """Whether the parallel gradient driver beats the serial one on a batch of B
+    rows, timed here and now: the lower of ``rounds`` alternating calls of each (a
+    minimum, since noise only ever adds time).  A parallel call more than four
+    times slower than the serial one ends the trial at once: on a machine busy
+    enough for that, each launch can cost milliseconds."""
+    Xb = np.ascontiguousarray(X[:B])
+    Yb = np.ascontiguousarray(Y[:B])
+    acts = _engine._buffers(layout, B, theta.dtype)
+    args = (theta, layout, Xb, Yb, net._loss_code, theta.dtype.type(1.0 / B),
+            theta.dtype.type(net.l2), False, acts, np.empty_like(acts),
+            np.empty(B, theta.dtype), np.empty_like(theta))
+    best = {}
+    for _ in range(rounds):
+        for fn in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel):
+            t0 = time.perf_counter()
+            fn(*args)
+            best[fn] = min(best.get(fn, math.inf), time.perf_counter() - t0)
+        if best[_kernels.loss_grad_parallel] > 4 * best[_kernels.loss_grad_serial]:
+            return False
+    return best[_kernels.loss_grad_parallel] < best[_kernels.loss_grad_serial]
 
 
 def _split(net, X, Y, validation, split_ss):

@@ -376,6 +376,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     choices = []
     choose = training._use_parallel
     training._use_parallel = lambda *args: choices.append(choose(*args)) or choices[-1]
+    training._parallel_wins = lambda *args: True  # whatever the machine's load
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 40))
     Y = np.eye(8)[rng.integers(0, 8, 600)]
@@ -419,3 +420,34 @@ def test_long_runs_record_every_epoch():
     assert h.loss.shape == h.val_loss.shape == h.time.shape == (3000,)
     assert np.isfinite(h.loss).all() and np.isfinite(h.val_loss).all()
     assert np.all(np.diff(h.time) >= 0) and h.time[0] > 0
+
+
+def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
+    """A batch big enough for the parallel driver: it runs the steps only when the
+    timed trial says so, and either way the run gives the same bits."""
+    from fastbp import _kernels
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 40))
+    Y = np.eye(8)[rng.integers(0, 8, 600)]
+    net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
+    p = net.init(seed=1)
+    assert training._parallel_wins(p.flat, net._layout, X, Y, net, 100) in (True, False)
+    monkeypatch.setattr(training, "_use_parallel", lambda *args: True)
+    real = tk.compiled_train_chunk
+    used, bits = [], []
+    for wins in (False, True):
+        monkeypatch.setattr(training, "_parallel_wins", lambda *args, w=wins: w)
+        drivers = set()
+
+        def spy(dt, drivers=drivers):
+            fn = real(dt)
+            return lambda loss_grad, *args: drivers.add(loss_grad) or fn(loss_grad, *args)
+
+        monkeypatch.setattr(tk, "compiled_train_chunk", spy)
+        h = fastbp.train(net, p, X, Y, optimizer="adam", lr=1e-2, epochs=2, batch_size=100,
+                         seed=5)
+        used.append(drivers)
+        bits.append(h.params.flat.tobytes())
+    assert used == [{_kernels.loss_grad_serial}, {_kernels.loss_grad_parallel}]
+    assert bits[0] == bits[1]
