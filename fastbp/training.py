@@ -319,6 +319,8 @@ def train(
     if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
         forward = _kernels.forward_parallel
     chunk_fn = tk.compiled_train_chunk(dt)
+    loss_grad_ptr = tk.driver_pointer(loss_grad, dt, 0)
+    forward_ptr = tk.driver_pointer(forward, dt, 1)
 
     # -- the run: compiled chunks of epochs, Python in between
     times = np.zeros(history_arrays.shape[1])
@@ -336,7 +338,7 @@ def train(
                 history_arrays = _grow(history_arrays, grown, np.nan)
                 times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(loss_grad, forward, *args, *history_arrays, done, n)
+            k, outcome = chunk_fn(loss_grad_ptr, forward_ptr, *args, *history_arrays, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k

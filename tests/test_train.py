@@ -449,5 +449,7 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
                          seed=5)
         used.append(drivers)
         bits.append(h.params.flat.tobytes())
-    assert used == [{_kernels.loss_grad_serial}, {_kernels.loss_grad_parallel}]
+    serial, parallel = (tk.driver_pointer(d, np.float64, 0)
+                        for d in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel))
+    assert used == [{serial}, {parallel}]
     assert bits[0] == bits[1]
