@@ -35,6 +35,9 @@ DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
 # Python between chunks costs nothing measurable, short enough for a live
 # progress bar and a prompt Ctrl-C.
 _CHUNK_SECONDS = 0.25
+# A run on the parallel driver whose epochs take this many times the serial
+# driver's gradients (as timed by the trial) goes back to the serial driver.
+_GIVE_UP = 2.0
 
 
 class History:
@@ -307,14 +310,18 @@ def train(
     # repay a launch (as _engine decides for one call) AND it wins a timed trial
     # on this run's first batch: a run makes thousands of launches back to back,
     # and on a busy machine each can wait for a descheduled thread far longer
-    # than the step itself takes.  Both give the same bits, so the choice never
-    # changes the result.  The validation forward pass (one launch per epoch) is
-    # chosen by its work alone.
+    # than the step itself takes.  A parallel run whose epochs then take over
+    # _GIVE_UP times what the serial driver's steps would goes back to the serial
+    # driver.  Both give the same bits, so the choice never changes the result.
+    # The validation forward pass (one launch per epoch) is chosen by its work.
     per_example = theta.size + n_0
     loss_grad = _kernels.loss_grad_serial
-    if _use_parallel(B * per_example, theta, layout, X, Y, net, B) and \
-            _parallel_wins(theta, layout, X, Y, net, B):
-        loss_grad = _kernels.loss_grad_parallel
+    serial_epoch = math.inf  # seconds of an epoch's serial gradients, per the trial
+    if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
+        serial_step = _parallel_wins(theta, layout, X, Y, net, B)
+        if serial_step:
+            loss_grad = _kernels.loss_grad_parallel
+            serial_epoch = serial_step * -(-N // B)
     forward = _kernels.forward_serial if Nv else tk.no_forward
     if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
         forward = _kernels.forward_parallel
@@ -357,6 +364,9 @@ def train(
             # an epoch: the next chunk stays within _CHUNK_SECONDS
             per_epoch = max((t1 - t0) / k, 1e-9)
             chunk = max(1, min(256 * chunk, int(_CHUNK_SECONDS / per_epoch)))
+            if per_epoch > _GIVE_UP * serial_epoch:
+                serial_epoch = math.inf
+                loss_grad_ptr = tk.driver_pointer(_kernels.loss_grad_serial, dt, 0)
     finally:
         if bar is not None:
             bar.close()
@@ -432,12 +442,15 @@ def _use_parallel(work, theta, layout, X, Y, net, B) -> bool:
     return _engine._parallel_ok
 
 
-def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> bool:
+def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> float:
     """Whether the parallel gradient driver beats the serial one on a batch of B
     rows, timed here and now: the lower of ``rounds`` alternating calls of each (a
     minimum, since noise only ever adds time).  A parallel call more than four
     times slower than the serial one ends the trial at once: on a machine busy
-    enough for that, each launch can cost milliseconds."""
+    enough for that, each launch can cost milliseconds.
+
+    Returns the serial driver's time per call (seconds) when the parallel one
+    wins, else 0.0."""
     Xb = np.ascontiguousarray(X[:B])
     Yb = np.ascontiguousarray(Y[:B])
     acts = _engine._buffers(layout, B, theta.dtype)
@@ -451,8 +464,9 @@ def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> bool:
             fn(*args)
             best[fn] = min(best.get(fn, math.inf), time.perf_counter() - t0)
         if best[_kernels.loss_grad_parallel] > 4 * best[_kernels.loss_grad_serial]:
-            return False
-    return best[_kernels.loss_grad_parallel] < best[_kernels.loss_grad_serial]
+            return 0.0
+    serial = best[_kernels.loss_grad_serial]
+    return serial if best[_kernels.loss_grad_parallel] < serial else 0.0
 
 
 def _split(net, X, Y, validation, split_ss):

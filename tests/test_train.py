@@ -7,6 +7,7 @@ kernels compile once for the whole module.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -371,12 +372,12 @@ def test_document_000_iris_reaches_96_percent():
 
 
 DETERMINISM_SCRIPT = textwrap.dedent("""
-    import numpy as np, fastbp, sys
+    import math, numpy as np, fastbp, sys
     from fastbp import training
     choices = []
     choose = training._use_parallel
     training._use_parallel = lambda *args: choices.append(choose(*args)) or choices[-1]
-    training._parallel_wins = lambda *args: True  # whatever the machine's load
+    training._parallel_wins = lambda *args: math.inf  # as if the serial driver never ended
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 40))
     Y = np.eye(8)[rng.integers(0, 8, 600)]
@@ -424,7 +425,8 @@ def test_long_runs_record_every_epoch():
 
 def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
     """A batch big enough for the parallel driver: it runs the steps only when the
-    timed trial says so, and either way the run gives the same bits."""
+    timed trial says so (and while its epochs keep up with the serial driver's
+    steps), and every way the run gives the same bits."""
     from fastbp import _kernels
 
     rng = np.random.default_rng(0)
@@ -432,12 +434,14 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
     Y = np.eye(8)[rng.integers(0, 8, 600)]
     net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
     p = net.init(seed=1)
-    assert training._parallel_wins(p.flat, net._layout, X, Y, net, 100) in (True, False)
+    assert training._parallel_wins(p.flat, net._layout, X, Y, net, 100) >= 0.0
     monkeypatch.setattr(training, "_use_parallel", lambda *args: True)
     real = tk.compiled_train_chunk
     used, bits = [], []
-    for wins in (False, True):
-        monkeypatch.setattr(training, "_parallel_wins", lambda *args, w=wins: w)
+    # the trial says: serial wins; parallel wins; parallel wins, but the serial
+    # steps take 1 ps, so the first parallel epoch sends the run back to serial
+    for serial_step in (0.0, math.inf, 1e-12):
+        monkeypatch.setattr(training, "_parallel_wins", lambda *args, s=serial_step: s)
         drivers = set()
 
         def spy(dt, drivers=drivers):
@@ -451,5 +455,5 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
         bits.append(h.params.flat.tobytes())
     serial, parallel = (tk.driver_pointer(d, np.float64, 0)
                         for d in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel))
-    assert used == [{serial}, {parallel}]
-    assert bits[0] == bits[1]
+    assert used == [{serial}, {parallel}, {parallel, serial}]
+    assert bits[0] == bits[1] == bits[2]
