@@ -74,6 +74,7 @@ class Network:
         "_layout",
         "_loss_code",
         "_n_params",
+        "_no_targets",
         "_row_sum_tol",
         "_scalar",
         "_workspaces",
@@ -124,6 +125,8 @@ class Network:
         set_(self, "_l2_arg", scalar(l2))
         set_(self, "_row_sum_tol", ROW_SUM_TOL[dtype] * sizes[-1])
         set_(self, "_workspaces", _engine.Workspaces(self._layout, dtype))
+        # Y of a call without targets (no rows, so nothing can write into it)
+        set_(self, "_no_targets", np.empty((0, sizes[-1]), dtype=dtype))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -287,8 +290,9 @@ class Network:
         check_finite("params", theta)
         return theta
 
-    def _inputs(self, params, X, Y):
-        """(theta, X, Y) validated and converted for the kernels.
+    def _inputs(self, params, X, Y=None):
+        """(theta, X, Y) validated and converted for the kernels (Y stays None
+        when not given).
 
         Arguments that are already what the kernels take (Params of this network,
         C-contiguous arrays of the network's dtype with the right shapes) are
@@ -298,23 +302,26 @@ class Network:
         error naming the argument.
         """
         dt = self.dtype
-        if (type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray
-                and X.dtype is dt and Y.dtype is dt and X.ndim == 2):
+        Yc = self._no_targets if Y is None else Y
+        if (type(params) is Params and type(X) is np.ndarray and type(Yc) is np.ndarray
+                and X.dtype is dt and Yc.dtype is dt and X.ndim == 2):
             theta = params.flat
             N = X.shape[0]
             n_L = self.sizes[-1]
-            if Y.ndim == 1 and n_L == 1:
-                Y = Y.reshape(N, 1)
+            if Yc.ndim == 1 and n_L == 1:
+                Yc = Yc.reshape(N, 1)
             if (theta.dtype is dt and theta.shape[0] == self._n_params and N > 0
-                    and X.shape[1] == self.sizes[0] and Y.shape == (N, n_L)
+                    and X.shape[1] == self.sizes[0]
+                    and Yc.shape == ((N, n_L) if Y is not None else (0, n_L))
                     and params.sizes == self.sizes and params.bias == self.bias
                     and theta.flags.c_contiguous and X.flags.c_contiguous
-                    and Y.flags.c_contiguous
-                    and inputs_clean(theta, X, Y, self._loss_code, self._row_sum_tol)):
-                return theta, X, Y
+                    and Yc.flags.c_contiguous
+                    and inputs_clean(theta, X, Yc, self._loss_code, self._row_sum_tol)):
+                return theta, X, (None if Y is None else Yc)
         theta = self._theta(params)
         X = as_float_matrix("X", X, self.sizes[0], dt)
-        Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, dt)
+        if Y is not None:
+            Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, dt)
         return theta, X, Y
 
     # ------------------------------------------------------------------ computation
@@ -371,8 +378,7 @@ class Network:
 
     def forward(self, params, X) -> np.ndarray:
         """Output activations a^(L), shape (N, n_L), in the network's dtype."""
-        theta = self._theta(params)
-        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
+        theta, X, _ = self._inputs(params, X)
         out, _ = _engine.forward(theta, self._layout, X, workspaces=self._workspaces)
         return out
 
