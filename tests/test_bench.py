@@ -275,3 +275,15 @@ def test_every_asv_method_is_collected():
         if hasattr(cls, "params"):
             assert len(cls.params) == len(cls.param_names)
     assert found == {"time", "timeraw", "peakmem", "track"}
+
+
+def test_fastbp_training_is_checked_against_the_reference_loop():
+    import fastbp
+
+    if not hasattr(fastbp, "train"):
+        pytest.skip("fastbp.train is not in this version")
+    rows = _rows(_small("C1", steps=15), "train", ["fastbp", "reference"])
+    by = {r.contender: r for r in rows}
+    assert by["fastbp"].status == "ok" and by["fastbp"].error <= 1e-12
+    assert by["fastbp"].gflops == pytest.approx(15 * BY_NAME["C1"].flops / by["fastbp"].median_s
+                                                / 1e9)
