@@ -147,8 +147,12 @@ def test_a_wrong_gradient_fails_loudly(monkeypatch):
 
 
 def test_missing_peers_are_skipped_not_fatal(monkeypatch):
+    # "import mod" (and of any submodule already loaded) now raises ImportError
+    for name in list(sys.modules):
+        if name.split(".")[0] in PEER_MODULES:
+            monkeypatch.setitem(sys.modules, name, None)
     for mod in PEER_MODULES:
-        monkeypatch.setitem(sys.modules, mod, None)  # "import mod" now raises ImportError
+        monkeypatch.setitem(sys.modules, mod, None)
     contenders, skipped = bench.load_contenders(["fastbp", "numpy", *PEER_MODULES], 1)
     assert set(contenders) == {"fastbp", "numpy"}
     assert [name for name, _ in skipped] == list(PEER_MODULES)
@@ -275,3 +279,15 @@ def test_every_asv_method_is_collected():
         if hasattr(cls, "params"):
             assert len(cls.params) == len(cls.param_names)
     assert found == {"time", "timeraw", "peakmem", "track"}
+
+
+def test_fastbp_training_is_checked_against_the_reference_loop():
+    import fastbp
+
+    if not hasattr(fastbp, "train"):
+        pytest.skip("fastbp.train is not in this version")
+    rows = _rows(_small("C1", steps=15), "train", ["fastbp", "reference"])
+    by = {r.contender: r for r in rows}
+    assert by["fastbp"].status == "ok" and by["fastbp"].error <= 1e-12
+    assert by["fastbp"].gflops == pytest.approx(15 * BY_NAME["C1"].flops / by["fastbp"].median_s
+                                                / 1e9)
