@@ -61,77 +61,54 @@ class Workspaces:
     """Scratch buffers (acts, deltas, losses) of one network, reused across calls.
 
     ``take(N)`` hands out a set for a batch of N examples that no other caller
-    holds until it comes back with ``give``: a free one when there is one, else
-    a new one.  ``list.pop`` and ``list.append`` are atomic, so concurrent calls
-    from Python threads never share a set.  Only small sets are kept (where an
-    allocation is a visible part of a call), at most ``PER_SIZE`` per batch size
-    and ``SIZES`` batch sizes, so a network never holds on to much memory.
+    holds until it comes back with ``give``: the kept one when there is one, else
+    a new one.  ``dict.pop`` and item assignment are atomic, so concurrent calls
+    from Python threads never share a set (a second concurrent caller simply gets
+    a new one).  Only small sets are kept (where an allocation is a visible part
+    of a call), one per batch size for at most ``SIZES`` batch sizes, so a
+    network never holds on to much memory.
     """
 
     MAX_BYTES = 1 << 20
-    PER_SIZE = 2
     SIZES = 4
 
-    __slots__ = ("_S", "_dtype", "_free", "_layout")
+    __slots__ = ("_S", "_dtype", "_free")
 
     def __init__(self, layout, dtype):
-        self._layout = layout
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, _kernels.C_OUT] + layout[-1, _kernels.N_OUT])
         self._free = {}
 
     def take(self, N: int):
-        free = self._free.get(N)
-        if free:
-            try:
-                return free.pop()
-            except IndexError:  # another thread took the last one
-                pass
-        shape = (N, self._S)
-        dt = self._dtype
-        return np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt)
+        ws = self._free.pop(N, None)
+        if ws is None:
+            shape = (N, self._S)
+            dt = self._dtype
+            ws = np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt)
+        return ws
 
     def give(self, N: int, ws) -> None:
-        free = self._free.get(N)
-        if free is None:
-            if 2 * ws[0].nbytes > self.MAX_BYTES:
-                return
-            if len(self._free) >= self.SIZES:
-                self._free = {}  # a new mix of batch sizes: start over
-            free = self._free.setdefault(N, [])
-        if len(free) < self.PER_SIZE:
-            free.append(ws)
+        free = self._free
+        if N not in free and 2 * ws[0].nbytes <= self.MAX_BYTES:
+            if len(free) >= self.SIZES:
+                free.clear()  # a new mix of batch sizes: start over
+            free[N] = ws
 
 
-def loss_and_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, workspaces=None):
-    """Return (J, grad, dX or None) for validated, converted inputs.
-
-    ``scale`` and ``l2`` are scalars of theta's dtype (a Python float stands for
-    float64); ``grad`` is a new vector, the scratch comes from ``workspaces``
-    when given.
-    """
+def loss_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses,
+              grad):
+    """J from the serial or the parallel gradient driver (same arguments, same
+    bits), by the work of the call: N * (number of parameters + n_0)."""
     N, n_0 = X.shape
-    if workspaces is None:
-        acts = _buffers(layout, N, theta.dtype)
-        ws = (acts, np.empty(acts.shape, dtype=theta.dtype), np.empty(N, dtype=theta.dtype))
-    else:
-        ws = workspaces.take(N)
-    acts, deltas, losses = ws
-    grad = np.empty(theta.shape[0], dtype=theta.dtype)
     work = N * (theta.shape[0] + n_0)
     if work < SERIAL_BELOW or not _parallel_ok:
-        J = _kernels.loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                                      acts, deltas, losses, grad)
-    elif _probed:
-        J = _kernels.loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                                        acts, deltas, losses, grad)
-    else:
-        J = _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work, theta, layout,
-                 X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses, grad)
-    dX = deltas[:, :n_0].copy() if input_grad else None
-    if workspaces is not None:
-        workspaces.give(N, ws)
-    return J, grad, dX
+        return _kernels.loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
+                                         acts, deltas, losses, grad)
+    if _probed:
+        return _kernels.loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2,
+                                           input_grad, acts, deltas, losses, grad)
+    return _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work, theta, layout,
+                X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses, grad)
 
 
 def forward(theta, layout, X, Y=None, loss_code=0, workspaces=None):

@@ -73,10 +73,11 @@ class Network:
         "_l2_arg",
         "_layout",
         "_loss_code",
-        "_n_params",
+        "_mean",
         "_no_targets",
         "_row_sum_tol",
         "_scalar",
+        "_theta_shape",
         "_workspaces",
         "activations",
         "bias",
@@ -117,7 +118,8 @@ class Network:
         set_(self, "dtype", dtype)
         set_(self, "_loss_code", LOSSES[loss])
         set_(self, "_layout", _layout_table(sizes, activations, bias))
-        set_(self, "_n_params", n_params(sizes, bias))
+        set_(self, "_theta_shape", (n_params(sizes, bias),))
+        set_(self, "_mean", reduction == "mean")
         # Scalars handed to the kernels: Python floats for float64 (numba types them
         # faster than NumPy scalars, and as the same float64), np.float32 otherwise.
         scalar = float if dtype == np.float64 else dtype.type
@@ -290,38 +292,47 @@ class Network:
         check_finite("params", theta)
         return theta
 
-    def _inputs(self, params, X, Y=None):
-        """(theta, X, Y) validated and converted for the kernels (Y stays None
-        when not given).
+    def _ready(self, params, X, Y):
+        """Y as the kernels take it (2-D) when ``params``, X and Y need no
+        conversion and pass the compiled screen, else None.
 
-        Arguments that are already what the kernels take (Params of this network,
-        C-contiguous arrays of the network's dtype with the right shapes) are
+        Ready means: Params of this network, C-contiguous arrays of the network's
+        dtype with the right shapes (Y may be 1-D when n_L == 1).  They are then
         screened by one compiled pass (``inputs_clean``: finite, valid targets)
-        and used as they are.  Anything else, including any input that pass
-        refuses, goes through the full checks and conversions, which raise the
-        error naming the argument.
+        instead of a NumPy pass per check.  None sends the caller through the
+        full checks and conversions (``_inputs``), which raise the error naming
+        the argument.  ``Y`` is ``self._no_targets`` for calls without targets.
         """
         dt = self.dtype
-        Yc = self._no_targets if Y is None else Y
-        if (type(params) is Params and type(X) is np.ndarray and type(Yc) is np.ndarray
-                and X.dtype is dt and Yc.dtype is dt and X.ndim == 2):
+        if type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray:
             theta = params.flat
-            N = X.shape[0]
-            n_L = self.sizes[-1]
-            if Yc.ndim == 1 and n_L == 1:
-                Yc = Yc.reshape(N, 1)
-            if (theta.dtype is dt and theta.shape[0] == self._n_params and N > 0
-                    and X.shape[1] == self.sizes[0]
-                    and Yc.shape == ((N, n_L) if Y is not None else (0, n_L))
-                    and params.sizes == self.sizes and params.bias == self.bias
+            sizes = self.sizes
+            shape = X.shape
+            if Y.ndim == 1 and sizes[-1] == 1:
+                Y = Y.reshape(-1, 1)
+            if (X.dtype is dt and Y.dtype is dt and theta.dtype is dt
+                    and len(shape) == 2 and shape[0] > 0 and shape[1] == sizes[0]
+                    and Y.ndim == 2 and Y.shape[1] == sizes[-1]
+                    and (Y.shape[0] == shape[0] or Y is self._no_targets)
+                    and theta.shape == self._theta_shape
+                    and params.sizes == sizes and params.bias == self.bias
                     and theta.flags.c_contiguous and X.flags.c_contiguous
-                    and Yc.flags.c_contiguous
-                    and inputs_clean(theta, X, Yc, self._loss_code, self._row_sum_tol)):
-                return theta, X, (None if Y is None else Yc)
+                    and Y.flags.c_contiguous
+                    and inputs_clean(theta, X, Y, self._loss_code, self._row_sum_tol)):
+                return Y
+        return None
+
+    def _inputs(self, params, X, Y=None):
+        """(theta, X, Y) validated and converted for the kernels (Y stays None
+        when not given): as they are when ``_ready``, else through the full
+        checks and conversions."""
+        Yr = self._ready(params, X, self._no_targets if Y is None else Y)
+        if Yr is not None:
+            return params.flat, X, (None if Y is None else Yr)
         theta = self._theta(params)
-        X = as_float_matrix("X", X, self.sizes[0], dt)
+        X = as_float_matrix("X", X, self.sizes[0], self.dtype)
         if Y is not None:
-            Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, dt)
+            Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
         return theta, X, Y
 
     # ------------------------------------------------------------------ computation
@@ -357,15 +368,31 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
-        theta, X, Y = self._inputs(params, X, Y)
-        N = X.shape[0]
-        scale = self._scalar(1.0 / N) if self.reduction == "mean" else self._scalar(1.0)
-        J, grad, dX = _engine.loss_and_grad(
-            theta, self._layout, X, Y, self._loss_code, scale, self._l2_arg,
-            bool(input_grad), self._workspaces)
+        # Written out flat: for a network as small as 003's, each Python call
+        # and attribute lookup here is a visible part of the whole gradient.
+        Yr = self._ready(params, X, Y)
+        if Yr is None:
+            theta, X, Y = self._inputs(params, X, Y)
+        else:
+            theta, Y = params.flat, Yr
+        N, n_0 = X.shape
+        scale = self._scalar(1.0 / N if self._mean else 1.0)
+        input_grad = bool(input_grad)
+        workspaces = self._workspaces
+        acts, deltas, losses = ws = workspaces.take(N)
+        grad = np.empty(self._theta_shape, self.dtype)
+        if N * (self._theta_shape[0] + n_0) < _engine.SERIAL_BELOW:
+            J = _kernels.loss_grad_serial(theta, self._layout, X, Y, self._loss_code, scale,
+                                          self._l2_arg, input_grad, acts, deltas, losses, grad)
+        else:
+            J = _engine.loss_grad(theta, self._layout, X, Y, self._loss_code, scale,
+                                  self._l2_arg, input_grad, acts, deltas, losses, grad)
         grads = Params._wrap(self.sizes, self.bias, grad)
         if input_grad:
+            dX = deltas[:, :n_0].copy()
+            workspaces.give(N, ws)
             return float(J), grads, dX
+        workspaces.give(N, ws)
         return float(J), grads
 
     def loss(self, params, X, Y) -> float:
