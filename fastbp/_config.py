@@ -11,12 +11,15 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # Work (multiply-adds of one forward pass over the batch, N * number of weights)
 # below which the serial twin of a kernel is used: a parallel launch costs
 # microseconds that a tiny problem cannot repay.
-# Measured with asv_bench/threshold_sweep.py (2 threads, omp, 2-core shared box,
-# load average 2.0-2.5 from two other CPU-bound processes; 21 interleaved
-# samples per point, parallel/serial time): a launch cost 40-300 us whenever a
-# core was free and ~20 ms while both were busy.  All 8 points below a work of
-# 180k lost, by median and by minimum (by minimum: 4.5k 1.55, 46k 1.61,
-# 158k 5.61).  Of the 11 points from 180k to 16M, the parallel driver won 7 by
-# minimum (184k 0.72, 738k 0.56, 1M 0.81, 4M 0.66, 16M 0.88) and 5 by median.
-# Training re-checks the choice with a timed trial (fastbp.training).
+# Measured with asv_bench/threshold_sweep.py (2 threads, omp, this 2-core box
+# shared with other CPU-bound jobs; 21 interleaved samples per point; ratios
+# are parallel/serial time).  The cost of a launch depends on the load, not on
+# the work: ~5-25 us while a core was free (load 1.1: work 1.1k 1.56, 4.5k 1.88
+# by median, 0.78 by minimum), 40-300 us with one busy core, ~20 ms while
+# both were busy (load 2.0-2.5, most of the time).  Under that usual load all
+# 8 points below 180k lost by median and by minimum; of the 11 from 180k to
+# 16M the parallel driver won 7 by minimum (184k 0.72, 738k 0.56, 1M 0.81,
+# 4M 0.66, 16M 0.88) and 5 by median.  200k keeps the problems whose parallel
+# gain is at most ~0.1-0.3 ms away from the ~20 ms stalls; training checks the
+# choice with a timed trial (fastbp.training).
 SERIAL_BELOW = 200_000
