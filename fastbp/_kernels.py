@@ -129,22 +129,24 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
     example's loss to ``losses[e]`` and delta^(L) = scale * dJ/dz^(L) (scale = 1/N
     for the mean, else 1).  Without ``want_loss`` and ``want_delta``, Y is not read.
 
+    softmax: a_k = exp(z_k - lse), lse = m + ln sum_k exp(z_k - m), m = max z (no
+    overflow).  cross_entropy (002 eq. (29), 004 section 3): sum_k y_k (lse - z_k).
     bce (000 eq. (1)): per unit softplus(z) - y z, which equals
-    -[y ln a + (1 - y) ln(1 - a)] without taking ln of a rounded 0; its delta is the
-    cancelled a - y (000 eq. (5a)-(6); 001's advice: no division by a(1 - a)).
-    cross_entropy (002 eq. (29), 004 section 3): sum_k y_k (lse(z) - z_k) with the
-    log-sum-exp shifted by max z (no overflow); a_k = exp(z_k - lse); delta a - y
-    (002 eq. (31), 004 eq. (1)).
+    -[y ln a + (1 - y) ln(1 - a)] without taking ln of a rounded 0.  Both have the
+    cancelled delta a - y (000 eq. (5a)-(6), 002 eq. (31), 004 eq. (1); 001's advice:
+    no division by a(1 - a)).
     sse (002 eq. (5), 003): 1/2 sum (a - y)^2; delta (a - y) f'(z) (002 eq. (23)-(24),
     003 eq. (46)), or for a softmax output the Jacobian of 002 eq. (30):
     delta_k = a_k [(a_k - y_k) - sum_m a_m (a_m - y_m)].
     """
     n_out, act, c = lay[N_OUT], lay[ACT], lay[C_OUT]
     zero = acts.dtype.type(0)
-    cancelled = loss_code == BCE or loss_code == CROSS_ENTROPY
+    half = acts.dtype.type(0.5)
+    softmax = act == SOFTMAX
+    sse = loss_code != BCE and loss_code != CROSS_ENTROPY
     for e in range(e0, e1):
-        J = zero
-        if act == SOFTMAX:
+        lse = zero
+        if softmax:
             m = acts[e, c]
             for k in range(1, n_out):
                 m = max(m, acts[e, c + k])
@@ -152,42 +154,33 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
             for k in range(n_out):
                 s += math.exp(acts[e, c + k] - m)
             lse = m + math.log(s)
-            if want_loss and loss_code == CROSS_ENTROPY:
-                for k in range(n_out):
-                    J += Y[e, k] * (lse - acts[e, c + k])
-            for k in range(n_out):
-                acts[e, c + k] = math.exp(acts[e, c + k] - lse)
-        elif want_loss and loss_code == BCE:  # sigmoid output
-            for k in range(n_out):
-                z = acts[e, c + k]
-                J += max(z, zero) - Y[e, k] * z + log1pexp(-abs(z))
-                acts[e, c + k] = sigmoid(z)
-        else:
-            for k in range(n_out):
-                acts[e, c + k] = activate(act, acts[e, c + k])
+        J = zero
+        dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
+        for k in range(n_out):
+            z = acts[e, c + k]
+            a = math.exp(z - lse) if softmax else activate(act, z)
+            acts[e, c + k] = a
+            if want_loss or want_delta:
+                y = Y[e, k]
+                if loss_code == CROSS_ENTROPY:
+                    J += y * (lse - z)
+                elif loss_code == BCE:
+                    J += max(z, zero) - y * z + log1pexp(-abs(z))
+                else:
+                    J += half * (a - y) * (a - y)
+                    dot += a * (a - y)
         if want_loss:
-            if not cancelled:  # sse
-                for k in range(n_out):
-                    r = acts[e, c + k] - Y[e, k]
-                    J += r * r
-                J *= acts.dtype.type(0.5)
             losses[e] = J
-        if not want_delta:
-            continue
-        if cancelled:
+        if want_delta:
             for k in range(n_out):
-                deltas[e, c + k] = scale * (acts[e, c + k] - Y[e, k])
-        elif act == SOFTMAX:
-            dot = zero
-            for k in range(n_out):
-                dot += acts[e, c + k] * (acts[e, c + k] - Y[e, k])
-            for k in range(n_out):
-                a_k = acts[e, c + k]
-                deltas[e, c + k] = scale * a_k * ((a_k - Y[e, k]) - dot)
-        else:
-            for k in range(n_out):
-                a_k = acts[e, c + k]
-                deltas[e, c + k] = scale * (a_k - Y[e, k]) * derivative_from_a(act, a_k)
+                a = acts[e, c + k]
+                r = a - Y[e, k]
+                if not sse:
+                    deltas[e, c + k] = scale * r
+                elif softmax:
+                    deltas[e, c + k] = scale * a * (r - dot)
+                else:
+                    deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -326,9 +319,16 @@ def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
 
 @njit(cache=True, fastmath=FASTMATH)
 def total_loss(theta, layout, losses, scale, l2):
+    """J from the per-example losses (``Network.loss``), by the same code as the
+    ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
+    return _total_loss(theta, layout, losses, scale, l2)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
     with the squares its J_reg omits: see the errata), each sum in a fixed
-    order, so ``Network.loss`` matches ``loss_and_grad``."""
+    order.  Inlined: a few lines are not worth a compiled function of their own."""
     J = losses.dtype.type(0)
     for e in range(losses.shape[0]):
         J += losses[e]
@@ -362,7 +362,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     for t in prange(T):
         # prange's index is unsigned: cast, or the worker compiles a second time
         _weight_grad_task(theta, layout, acts, deltas, grad, l2, np.int64(t))
-    return total_loss(theta, layout, losses, scale, l2)
+    return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -380,7 +380,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in range(T):
         _weight_grad_task(theta, layout, acts, deltas, grad, l2, t)
-    return total_loss(theta, layout, losses, scale, l2)
+    return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
