@@ -57,8 +57,7 @@ LAYOUT_COLUMNS = 7
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
 BLOCK = 32  # examples per parallel task in phase 1
-ROWS = 16  # output units per parallel task in phase 2 (a multiple of 4)
-JSEG = 256  # columns per pass of a phase 2 row quadruple: its gradient tile stays in L1
+ROWS = 16  # output units per parallel task in phase 2 (even)
 CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
 
 
@@ -270,13 +269,11 @@ def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
 
     The sum over examples runs in example order, four examples per step
     (examples past N enter with delta = 0), so the grouping depends on N alone.
-    Register tile: 4 rows x 4 examples, so each update of a gradient entry
-    carries four multiply-adds and each loaded a_j(e) feeds four rows.  Examples
+    Register tile: 2 rows x 4 examples, so each update of a gradient entry
+    carries four multiply-adds and each loaded a_j(e) feeds two rows.  Examples
     are taken in chunks of ``CHUNK``: a chunk of a^(l-1) stays in L2 while every
-    row quadruple of the task passes over it, instead of re-streaming the whole batch
-    for each quadruple, and the columns in segments of ``JSEG``, so the
-    quadruple's gradient tile stays in L1 while the chunk's examples pass.  Neither
-    changes the order of the sums.
+    row pair of the task passes over it, instead of re-streaming the whole batch
+    for each pair.  The chunking does not change the order of the sums.
     """
     l = 0
     i0 = t * ROWS
@@ -293,50 +290,33 @@ def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
         grad[k] = zero
     for c0 in range(0, N, CHUNK):
         c1 = min(N, c0 + CHUNK)
-        for i in range(i0, i1, 4):
-            for j0 in range(0, n_in, JSEG):
-                j1 = min(n_in, j0 + JSEG)
-                ia, ib, ic = min(i + 1, i1 - 1), min(i + 2, i1 - 1), min(i + 3, i1 - 1)
-                G_0 = grad[w_off + i * n_in + j0:w_off + i * n_in + j1]
-                G_1 = grad[w_off + ia * n_in + j0:w_off + ia * n_in + j1]
-                G_2 = grad[w_off + ib * n_in + j0:w_off + ib * n_in + j1]
-                G_3 = grad[w_off + ic * n_in + j0:w_off + ic * n_in + j1]
-                for e in range(c0, c1, 4):
-                    p, q, r, s = e, min(e + 1, N - 1), min(e + 2, N - 1), min(e + 3, N - 1)
-                    # delta_i(e) of the tile's rows i..i+3 (0 past the last example)
-                    d_0p, d_1p = deltas[p, c_out + i], deltas[p, c_out + ia]
-                    d_2p, d_3p = deltas[p, c_out + ib], deltas[p, c_out + ic]
-                    d_0q = d_1q = d_2q = d_3q = d_0r = d_1r = d_2r = d_3r = zero
-                    d_0s = d_1s = d_2s = d_3s = zero
-                    if e + 1 < N:
-                        d_0q, d_1q = deltas[q, c_out + i], deltas[q, c_out + ia]
-                        d_2q, d_3q = deltas[q, c_out + ib], deltas[q, c_out + ic]
-                    if e + 2 < N:
-                        d_0r, d_1r = deltas[r, c_out + i], deltas[r, c_out + ia]
-                        d_2r, d_3r = deltas[r, c_out + ib], deltas[r, c_out + ic]
-                    if e + 3 < N:
-                        d_0s, d_1s = deltas[s, c_out + i], deltas[s, c_out + ia]
-                        d_2s, d_3s = deltas[s, c_out + ib], deltas[s, c_out + ic]
-                    x_p = acts[p, c_in + j0:c_in + j1]
-                    x_q = acts[q, c_in + j0:c_in + j1]
-                    x_r = acts[r, c_in + j0:c_in + j1]
-                    x_s = acts[s, c_in + j0:c_in + j1]
-                    for j in range(j1 - j0):
-                        # dW[i, j0 + j] += delta_i(e) a_(j0 + j)(e), four examples at once, for
-                        # four rows; all rows are read before any is written (rows repeat
-                        # the last one on tails)
-                        g_0 = G_0[j] + (d_0p * x_p[j] + d_0q * x_q[j] + d_0r * x_r[j]
-                                        + d_0s * x_s[j])
-                        g_1 = G_1[j] + (d_1p * x_p[j] + d_1q * x_q[j] + d_1r * x_r[j]
-                                        + d_1s * x_s[j])
-                        g_2 = G_2[j] + (d_2p * x_p[j] + d_2q * x_q[j] + d_2r * x_r[j]
-                                        + d_2s * x_s[j])
-                        g_3 = G_3[j] + (d_3p * x_p[j] + d_3q * x_q[j] + d_3r * x_r[j]
-                                        + d_3s * x_s[j])
-                        G_0[j] = g_0
-                        G_1[j] = g_1
-                        G_2[j] = g_2
-                        G_3[j] = g_3
+        for i in range(i0, i1, 2):
+            ib = min(i + 1, i1 - 1)
+            G_a = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
+            G_b = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
+            for e in range(c0, c1, 4):
+                p, q, r, s = e, min(e + 1, N - 1), min(e + 2, N - 1), min(e + 3, N - 1)
+                d_ap = deltas[p, c_out + i]
+                d_bp = deltas[p, c_out + ib]
+                d_aq = deltas[q, c_out + i] if e + 1 < N else zero
+                d_bq = deltas[q, c_out + ib] if e + 1 < N else zero
+                d_ar = deltas[r, c_out + i] if e + 2 < N else zero
+                d_br = deltas[r, c_out + ib] if e + 2 < N else zero
+                d_as = deltas[s, c_out + i] if e + 3 < N else zero
+                d_bs = deltas[s, c_out + ib] if e + 3 < N else zero
+                x_p = acts[p, c_in:c_in + n_in]
+                x_q = acts[q, c_in:c_in + n_in]
+                x_r = acts[r, c_in:c_in + n_in]
+                x_s = acts[s, c_in:c_in + n_in]
+                for j in range(n_in):
+                    # dW[i, j] += delta_i(e) * a_j(e), four examples at once; both
+                    # rows are read before either is written (ib == i on odd tails)
+                    g_a = G_a[j] + (d_ap * x_p[j] + d_aq * x_q[j] + d_ar * x_r[j]
+                                    + d_as * x_s[j])
+                    g_b = G_b[j] + (d_bp * x_p[j] + d_bq * x_q[j] + d_br * x_r[j]
+                                    + d_bs * x_s[j])
+                    G_a[j] = g_a
+                    G_b[j] = g_b
     if b_off >= 0:
         for i in range(i0, i1):
             s = zero
