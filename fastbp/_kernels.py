@@ -24,6 +24,14 @@ so results are bit-identical for any thread count:
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
 slice; two drivers, one ``parallel=True`` with ``prange`` and one serial twin
 for small problems, that only loop over the workers.
+
+Compile time shapes the structure.  Every compiled function costs a fixed
+share of a cold start, and each function that calls others links their code
+into its own and has LLVM optimize it all again, once per level.  So there are
+few workers (one per equation group), called directly by the drivers:
+``_example_block`` only sequences them and is inlined into each driver at the
+Numba level (small, so inlining is cheap), and no worker allocates.  A cache
+load is likewise one file per driver.
 """
 
 from __future__ import annotations
@@ -41,7 +49,6 @@ from .functions import (
     activate,
     derivative_from_a,
     log1pexp,
-    sigmoid,
 )
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1).
@@ -58,11 +65,11 @@ CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _forward_layer(theta, lay, acts, e0, e1):
+def _forward_layer(theta, lay, hidden, acts, e0, e1):
     """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
-    (000 eq. before (1); 004 section 5).  The activation is applied afterwards
-    (``_activate_layer``, or ``_output_delta`` for the last layer, which needs z
-    for a stable loss).
+    (000 eq. before (1); 004 section 5), then, for a ``hidden`` layer,
+    a^(l)_i = f_l(z^(l)_i) in place.  The last layer keeps z: ``_output_delta``
+    needs it for a stable loss.
 
     Register tile: 2 output units x 4 examples, eight dot products sharing one
     pass over j, so each loaded W[i, j] feeds four multiply-adds and each loaded
@@ -107,80 +114,72 @@ def _forward_layer(theta, lay, acts, e0, e1):
             acts[q, c_out + ib] = z_bq + b_b
             acts[r, c_out + ib] = z_br + b_b
             acts[s, c_out + ib] = z_bs + b_b
+    if hidden:
+        act = lay[ACT]
+        for e in range(e0, e1):
+            for i in range(n_out):
+                acts[e, c_out + i] = activate(act, acts[e, c_out + i])
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _activate_layer(lay, acts, e0, e1):
-    """a^(l)_i = f_l(z^(l)_i) in place, for a hidden layer's unit-wise activation."""
-    n_out, act, c_out = lay[N_OUT], lay[ACT], lay[C_OUT]
-    for e in range(e0, e1):
-        for i in range(n_out):
-            acts[e, c_out + i] = activate(act, acts[e, c_out + i])
+def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
+                  e0, e1):
+    """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
+    example's loss to ``losses[e]`` and delta^(L) = scale * dJ/dz^(L) (scale = 1/N
+    for the mean, else 1).  Without ``want_loss`` and ``want_delta``, Y is not read.
 
-
-@njit(cache=True, fastmath=FASTMATH)
-def _output_delta(lay, acts, deltas, Y, loss_code, scale, want_delta, e):
-    """Turn z^(L)(e) into a^(L)(e); return the example's loss and, when asked,
-    write delta^(L) = scale * dJ/dz^(L) (scale = 1/N for the mean, else 1).
-
+    softmax: a_k = exp(z_k - lse), lse = m + ln sum_k exp(z_k - m), m = max z (no
+    overflow).  cross_entropy (002 eq. (29), 004 section 3): sum_k y_k (lse - z_k).
     bce (000 eq. (1)): per unit softplus(z) - y z, which equals
-    -[y ln a + (1 - y) ln(1 - a)] without taking ln of a rounded 0; its delta is the
-    cancelled a - y (000 eq. (5a)-(6); 001's advice: no division by a(1 - a)).
-    cross_entropy (002 eq. (29), 004 section 3): sum_k y_k (lse(z) - z_k) with the
-    log-sum-exp shifted by max z; delta a - y (002 eq. (31), 004 eq. (1)).
+    -[y ln a + (1 - y) ln(1 - a)] without taking ln of a rounded 0.  Both have the
+    cancelled delta a - y (000 eq. (5a)-(6), 002 eq. (31), 004 eq. (1); 001's advice:
+    no division by a(1 - a)).
     sse (002 eq. (5), 003): 1/2 sum (a - y)^2; delta (a - y) f'(z) (002 eq. (23)-(24),
     003 eq. (46)), or for a softmax output the Jacobian of 002 eq. (30):
     delta_k = a_k [(a_k - y_k) - sum_m a_m (a_m - y_m)].
     """
     n_out, act, c = lay[N_OUT], lay[ACT], lay[C_OUT]
     zero = acts.dtype.type(0)
-    J = zero
-    if act == SOFTMAX:
-        m = acts[e, c]
-        for k in range(1, n_out):
-            m = max(m, acts[e, c + k])
-        s = zero
-        for k in range(n_out):
-            s += math.exp(acts[e, c + k] - m)
-        lse = m + math.log(s)
-        if loss_code == CROSS_ENTROPY:
+    half = acts.dtype.type(0.5)
+    softmax = act == SOFTMAX
+    sse = loss_code != BCE and loss_code != CROSS_ENTROPY
+    for e in range(e0, e1):
+        lse = zero
+        if softmax:
+            m = acts[e, c]
+            for k in range(1, n_out):
+                m = max(m, acts[e, c + k])
+            s = zero
             for k in range(n_out):
-                J += Y[e, k] * (lse - acts[e, c + k])
-        for k in range(n_out):
-            acts[e, c + k] = math.exp(acts[e, c + k] - lse)
-    elif loss_code == BCE:  # sigmoid output
+                s += math.exp(acts[e, c + k] - m)
+            lse = m + math.log(s)
+        J = zero
+        dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
         for k in range(n_out):
             z = acts[e, c + k]
-            J += max(z, zero) - Y[e, k] * z + log1pexp(-abs(z))
-            acts[e, c + k] = sigmoid(z)
-    else:
-        for k in range(n_out):
-            acts[e, c + k] = activate(act, acts[e, c + k])
-
-    if loss_code == BCE or loss_code == CROSS_ENTROPY:
+            a = math.exp(z - lse) if softmax else activate(act, z)
+            acts[e, c + k] = a
+            if want_loss or want_delta:
+                y = Y[e, k]
+                if loss_code == CROSS_ENTROPY:
+                    J += y * (lse - z)
+                elif loss_code == BCE:
+                    J += max(z, zero) - y * z + log1pexp(-abs(z))
+                else:
+                    J += half * (a - y) * (a - y)
+                    dot += a * (a - y)
+        if want_loss:
+            losses[e] = J
         if want_delta:
             for k in range(n_out):
-                deltas[e, c + k] = scale * (acts[e, c + k] - Y[e, k])
-        return J
-
-    # sse
-    for k in range(n_out):
-        r = acts[e, c + k] - Y[e, k]
-        J += r * r
-    J *= acts.dtype.type(0.5)
-    if want_delta:
-        if act == SOFTMAX:
-            dot = zero
-            for k in range(n_out):
-                dot += acts[e, c + k] * (acts[e, c + k] - Y[e, k])
-            for k in range(n_out):
-                a_k = acts[e, c + k]
-                deltas[e, c + k] = scale * a_k * ((a_k - Y[e, k]) - dot)
-        else:
-            for k in range(n_out):
-                a_k = acts[e, c + k]
-                deltas[e, c + k] = scale * (a_k - Y[e, k]) * derivative_from_a(act, a_k)
-    return J
+                a = acts[e, c + k]
+                r = a - Y[e, k]
+                if not sse:
+                    deltas[e, c + k] = scale * r
+                elif softmax:
+                    deltas[e, c + k] = scale * a * (r - dot)
+                else:
+                    deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -193,9 +192,12 @@ def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
     The literal formula reads the column W[:, j]; here the sum over i runs four
     rows at a time in the outer loop, so the inner loop over j reads four
     contiguous rows W[i..i+3, :] (kept in L1 while the block's examples stream
-    past) and updates delta^(l-1)(e) once per four multiply-adds.  Rows past the
-    last one enter with delta = 0.  The order of the sum over i is the same for
-    every example, so results do not depend on the block boundaries.
+    past) and updates delta^(l-1)(e) once per four multiply-adds, for two
+    examples at once (each loaded W[i, j] feeds two of them).  Rows past the last
+    one enter with delta = 0; past the last example the pair repeats it (read
+    before either is written, so the value is stored twice, not added twice).
+    The order of the sum over i is the same for every example, so results do not
+    depend on the block boundaries or the pairing.
     """
     n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
@@ -209,38 +211,45 @@ def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
         W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
         W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
         W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
-        for e in range(e0, e1):
+        for e in range(e0, e1, 2):
+            f = min(e + 1, e1 - 1)
             d_0 = deltas[e, c_out + i]
             d_1 = deltas[e, c_out + i1] if i + 1 < n_out else zero
             d_2 = deltas[e, c_out + i2] if i + 2 < n_out else zero
             d_3 = deltas[e, c_out + i3] if i + 3 < n_out else zero
-            out = deltas[e, c_in:c_in + n_in]
+            g_0 = deltas[f, c_out + i]
+            g_1 = deltas[f, c_out + i1] if i + 1 < n_out else zero
+            g_2 = deltas[f, c_out + i2] if i + 2 < n_out else zero
+            g_3 = deltas[f, c_out + i3] if i + 3 < n_out else zero
+            out_e = deltas[e, c_in:c_in + n_in]
+            out_f = deltas[f, c_in:c_in + n_in]
             for j in range(n_in):
-                # sum_i W[i, j] * delta_i, four terms of it
-                out[j] += W_0[j] * d_0 + W_1[j] * d_1 + W_2[j] * d_2 + W_3[j] * d_3
+                # sum_i W[i, j] * delta_i(e), four terms of it, for e and f
+                u = out_e[j] + (W_0[j] * d_0 + W_1[j] * d_1 + W_2[j] * d_2 + W_3[j] * d_3)
+                v = out_f[j] + (W_0[j] * g_0 + W_1[j] * g_1 + W_2[j] * g_2 + W_3[j] * g_3)
+                out_e[j] = u
+                out_f[j] = v
     if act_prev >= 0:
         for e in range(e0, e1):
             for j in range(n_in):
                 deltas[e, c_in + j] *= derivative_from_a(act_prev, acts[e, c_in + j])
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _example_block(theta, layout, X, Y, loss_code, scale, want_grad, input_grad,
+@njit(fastmath=FASTMATH, inline="always")
+def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
                    acts, deltas, losses, e0, e1):
-    """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer,
-    the loss and delta^(L), then deltas from the last layer down (002 Table 1)."""
+    """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
+    output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
+    the deltas from the last layer down (002 Table 1)."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
             acts[e, j] = X[e, j]
     L = layout.shape[0]
     for l in range(L):
-        _forward_layer(theta, layout[l], acts, e0, e1)
-        if l < L - 1:
-            _activate_layer(layout[l], acts, e0, e1)
-    for e in range(e0, e1):
-        losses[e] = _output_delta(layout[L - 1], acts, deltas, Y, loss_code, scale,
-                                  want_grad, e)
+        _forward_layer(theta, layout[l], l < L - 1, acts, e0, e1)
+    _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
+                  want_loss, want_grad, e0, e1)
     if want_grad:
         for l in range(L - 1, 0, -1):
             _backward_layer(theta, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
@@ -248,16 +257,15 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_grad, input_grad,
             _backward_layer(theta, layout[0], INPUT, acts, deltas, e0, e1)
 
 
-# ---------------------------------------------------------------- phase 2 workers
+# ---------------------------------------------------------------- phase 2 worker
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0, i1):
+def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
-    dJ/db^(l)_i = sum_e delta^(l)_i(e), for output units i0..i1-1
-    (000 eq. (7)-(8), (13)-(14); 004 eq. (3), (5), (8), (9); 002 eq. (26)-(27)).
-
-    Returns sum of W[i, j]^2 over these rows (for the L2 term of the loss).
+    dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
+    (5), (8), (9); 002 eq. (26)-(27)), for task t: the t-th block of ``ROWS``
+    output units, counting the layers' blocks in order.
 
     The sum over examples runs in example order, four examples per step
     (examples past N enter with delta = 0), so the grouping depends on N alone.
@@ -267,8 +275,15 @@ def _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0, i1):
     row pair of the task passes over it, instead of re-streaming the whole batch
     for each pair.  The chunking does not change the order of the sums.
     """
+    l = 0
+    i0 = t * ROWS
+    while i0 >= layout[l, N_OUT]:  # the layer and first row of task t
+        i0 -= ((layout[l, N_OUT] + ROWS - 1) // ROWS) * ROWS
+        l += 1
+    lay = layout[l]
     n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
+    i1 = min(lay[N_OUT], i0 + ROWS)
     N = acts.shape[0]
     zero = theta.dtype.type(0)
     for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
@@ -308,44 +323,34 @@ def _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0, i1):
             for e in range(N):
                 s += deltas[e, c_out + i]
             grad[b_off + i] = s
-    sq = zero
     if l2 != 0:
-        # 004 section 9, with the squares its J_reg omits (see the errata)
         for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
-            grad[k] += l2 * theta[k]
-            sq += theta[k] * theta[k]
-    return sq
-
-
-@njit(cache=True)
-def _grad_tasks(layout):
-    """(layer, first row) of every phase 2 task: ROWS output units of one layer."""
-    L = layout.shape[0]
-    T = 0
-    for l in range(L):
-        T += (layout[l, N_OUT] + ROWS - 1) // ROWS
-    tasks = np.empty((T, 2), dtype=np.int64)
-    t = 0
-    for l in range(L):
-        for i0 in range(0, layout[l, N_OUT], ROWS):
-            tasks[t, 0] = l
-            tasks[t, 1] = i0
-            t += 1
-    return tasks
+            grad[k] += l2 * theta[k]  # 004 section 9
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _total_loss(losses, sq, scale, l2):
-    """J = scale * sum_e J(e) + l2/2 * sum W^2, summed in a fixed order."""
+def total_loss(theta, layout, losses, scale, l2):
+    """J from the per-example losses (``Network.loss``), by the same code as the
+    ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
+    return _total_loss(theta, layout, losses, scale, l2)
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _total_loss(theta, layout, losses, scale, l2):
+    """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
+    with the squares its J_reg omits: see the errata), each sum in a fixed
+    order.  Inlined: a few lines are not worth a compiled function of their own."""
     J = losses.dtype.type(0)
     for e in range(losses.shape[0]):
         J += losses[e]
     J *= scale
     if l2 != 0:
-        s = losses.dtype.type(0)
-        for t in range(sq.shape[0]):
-            s += sq[t]
-        J += losses.dtype.type(0.5) * l2 * s
+        s = theta.dtype.type(0)
+        for l in range(layout.shape[0]):
+            w_off = layout[l, W_OFF]
+            for k in range(w_off, w_off + layout[l, N_OUT] * layout[l, N_IN]):
+                s += theta[k] * theta[k]
+        J += theta.dtype.type(0.5) * l2 * s
     return J
 
 
@@ -358,17 +363,17 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``; parallel over example blocks, then over row tasks."""
     N = X.shape[0]
+    want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, True, input_grad,
+        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
                        acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
-    tasks = _grad_tasks(layout)
-    sq = np.zeros(tasks.shape[0], dtype=theta.dtype)
-    for t in prange(tasks.shape[0]):
-        lay = layout[tasks[t, 0]]
-        i0 = tasks[t, 1]
-        sq[t] = _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0,
-                                  min(lay[N_OUT], i0 + ROWS))
-    return _total_loss(losses, sq, scale, l2)
+    T = 0
+    for l in range(layout.shape[0]):
+        T += (layout[l, N_OUT] + ROWS - 1) // ROWS
+    for t in prange(T):
+        # prange's index is unsigned: cast, or the worker compiles a second time
+        _weight_grad_task(theta, layout, acts, deltas, grad, l2, np.int64(t))
+    return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -377,94 +382,34 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch."""
     N = X.shape[0]
+    want = N >= 0
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, True, input_grad,
+        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
                        acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
-    tasks = _grad_tasks(layout)
-    sq = np.zeros(tasks.shape[0], dtype=theta.dtype)
-    for t in range(tasks.shape[0]):
-        lay = layout[tasks[t, 0]]
-        i0 = tasks[t, 1]
-        sq[t] = _weight_grad_rows(theta, lay, acts, deltas, grad, l2, i0,
-                                  min(lay[N_OUT], i0 + ROWS))
-    return _total_loss(losses, sq, scale, l2)
+    T = 0
+    for l in range(layout.shape[0]):
+        T += (layout[l, N_OUT] + ROWS - 1) // ROWS
+    for t in range(T):
+        _weight_grad_task(theta, layout, acts, deltas, grad, l2, t)
+    return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
-    """Forward pass (and per-example losses when ``want_loss``) into ``acts``."""
+    """Forward pass (and per-example losses when ``want_loss``) into ``acts``.
+    Without targets (``want_loss`` False) Y is not read."""
     N = X.shape[0]
+    no = N < 0  # False, typed as a plain bool
     for b in prange((N + BLOCK - 1) // BLOCK):
-        e0 = b * BLOCK
-        e1 = min(N, e0 + BLOCK)
-        _forward_block(theta, layout, X, Y, loss_code, want_loss, acts, losses, e0, e1)
+        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
+                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
+    no = N < 0
     for b in range((N + BLOCK - 1) // BLOCK):
-        e0 = b * BLOCK
-        e1 = min(N, e0 + BLOCK)
-        _forward_block(theta, layout, X, Y, loss_code, want_loss, acts, losses, e0, e1)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _forward_block(theta, layout, X, Y, loss_code, want_loss, acts, losses, e0, e1):
-    """Phase 1 without the backward pass.  Without targets (``want_loss`` False) the
-    output activation is applied with the loss code of sse, which only reads Y
-    when computing a loss."""
-    n_0 = X.shape[1]
-    for e in range(e0, e1):
-        for j in range(n_0):
-            acts[e, j] = X[e, j]
-    L = layout.shape[0]
-    for l in range(L):
-        _forward_layer(theta, layout[l], acts, e0, e1)
-        if l < L - 1:
-            _activate_layer(layout[l], acts, e0, e1)
-    lay = layout[L - 1]
-    if want_loss:
-        for e in range(e0, e1):
-            losses[e] = _output_delta(lay, acts, acts, Y, loss_code, theta.dtype.type(0),
-                                      False, e)
-    else:
-        _output_activation(lay, acts, e0, e1)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _output_activation(lay, acts, e0, e1):
-    """a^(L) = f_L(z^(L)); softmax shifted by max z (no overflow for large z)."""
-    n_out, act, c = lay[N_OUT], lay[ACT], lay[C_OUT]
-    if act != SOFTMAX:
-        _activate_layer(lay, acts, e0, e1)
-        return
-    for e in range(e0, e1):
-        m = acts[e, c]
-        for k in range(1, n_out):
-            m = max(m, acts[e, c + k])
-        s = acts.dtype.type(0)
-        for k in range(n_out):
-            acts[e, c + k] = math.exp(acts[e, c + k] - m)
-            s += acts[e, c + k]
-        for k in range(n_out):
-            acts[e, c + k] /= s
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def total_loss(theta, layout, losses, scale, l2):
-    """J from per-example losses, with the L2 term summed in the same per-task
-    grouping as ``loss_grad_*`` so ``Network.loss`` matches ``loss_and_grad``."""
-    tasks = _grad_tasks(layout)
-    sq = np.zeros(tasks.shape[0], dtype=theta.dtype)
-    if l2 != 0:
-        for t in range(tasks.shape[0]):
-            lay = layout[tasks[t, 0]]
-            n_in, w_off, i0 = lay[N_IN], lay[W_OFF], tasks[t, 1]
-            i1 = min(lay[N_OUT], i0 + ROWS)
-            s = theta.dtype.type(0)
-            for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
-                s += theta[k] * theta[k]
-            sq[t] = s
-    return _total_loss(losses, sq, scale, l2)
+        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
+                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
