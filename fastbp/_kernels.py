@@ -380,7 +380,11 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
-    same bits): for problems too small to repay a parallel launch."""
+    same bits): for problems too small to repay a parallel launch.
+
+    Written out rather than compiling one function twice with different options:
+    numba's cache keys an entry by the function and its signature, not by
+    ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
     for b in range((N + BLOCK - 1) // BLOCK):

@@ -282,10 +282,6 @@ def test_every_asv_method_is_collected():
 
 
 def test_fastbp_training_is_checked_against_the_reference_loop():
-    import fastbp
-
-    if not hasattr(fastbp, "train"):
-        pytest.skip("fastbp.train is not in this version")
     rows = _rows(_small("C1", steps=15), "train", ["fastbp", "reference"])
     by = {r.contender: r for r in rows}
     assert by["fastbp"].status == "ok" and by["fastbp"].error <= 1e-12
