@@ -7,15 +7,16 @@ the batch's rows into preallocated buffers, calls a gradient driver of
 and applies the optimizer update to the flat parameter vector in place.
 Nothing is allocated per step by this module.
 
-The gradient and forward drivers arrive as first-class function arguments
-(``numba.types.FunctionType``): ``train_chunk`` calls them through a pointer
-instead of linking their code into its own.  Linking would make LLVM optimize
-and generate the (large) kernels a second time inside the training loop, which
-cost more compile time than the kernels themselves; through a pointer the loop
-compiles in well under a second, the kernels compile once for the whole
-library, and the same loop serves the serial and the parallel drivers.  A
-parallel driver keeps its ``prange`` threads when called this way, and its
-results do not depend on the thread count.
+The gradient and forward drivers arrive as the addresses of their compiled
+code, which ``train_chunk`` turns into first-class functions
+(``numba.types.FunctionType``, see ``_function_at``) and calls through a
+pointer instead of linking their code into its own.  Linking would make LLVM
+optimize and generate the (large) kernels a second time inside the training
+loop, which cost more compile time than the kernels themselves; through a
+pointer the loop compiles in well under a second, the kernels compile once for
+the whole library, and the same loop serves the serial and the parallel
+drivers.  A parallel driver keeps its ``prange`` threads when called this way,
+and its results do not depend on the thread count.
 
 State that must survive from one chunk to the next (optimizer moments, step
 count, shuffling generator, early-stopping record) lives in arrays owned by the
@@ -33,6 +34,8 @@ import math
 
 import numpy as np
 from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from ._config import FASTMATH
 from ._kernels import C_OUT, N_IN, N_OUT, W_OFF, total_loss
@@ -215,12 +218,13 @@ def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     without one never compiles the forward kernels."""
 
 
-def train_chunk(loss_grad, forward, theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu,
+def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu,
                 beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
                 Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
                 Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
                 out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
-    """Run epochs ep0 .. ep0 + n_epochs - 1.
+    """Run epochs ep0 .. ep0 + n_epochs - 1, with the gradient driver and the
+    forward driver at ``loss_grad_addr`` and ``forward_addr`` (``driver_address``).
 
     Each epoch: reshuffle ``order`` (when ``shuffled``), then for each batch of B
     examples (the last one may be smaller): gather its rows (unless ``gather`` is
@@ -237,6 +241,8 @@ def train_chunk(loss_grad, forward, theta, layout, X, Y, loss_code, mean, l2, op
     (int, int)
         Epochs completed in this call, and RUNNING, EARLY_STOP or DIVERGED.
     """
+    loss_grad = _loss_grad_at(loss_grad_addr, theta)
+    forward = _forward_at(forward_addr, theta)
     N = X.shape[0]
     n_steps = (N + B - 1) // B
     has_val = Xv.shape[0] > 0
@@ -279,6 +285,52 @@ def train_chunk(loss_grad, forward, theta, layout, X, Y, loss_code, mean, l2, op
     return n_epochs, RUNNING
 
 
+def _driver_types(dtype):
+    """The first-class function types of a gradient driver and of a forward
+    driver for parameters of ``dtype`` (their signatures in ``fastbp._kernels``)."""
+    f = types.float64 if dtype == np.float64 else types.float32
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    i64, b = types.int64, types.boolean
+    layout = types.Array(types.int64, 2, "C", readonly=True)
+    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec))
+    forward = types.FunctionType(types.none(vec, layout, mat, mat, i64, b, mat, vec))
+    return loss_grad, forward
+
+
+def _function_at(which):
+    """An intrinsic ``fn(addr, theta)``: the compiled driver at address ``addr``
+    (from ``driver_address``) as a first-class function of type
+    ``_driver_types(theta.dtype)[which]``.
+
+    Why not pass the function itself: numba unboxes a first-class function
+    argument through Python calls and an unpickled signature, ~20 us per
+    argument per call, more than a whole chunk of a small run.  An address is a
+    plain integer.  The value holds only the address of the function in numba's
+    own calling convention (``jit_addr``), so calls through it go straight
+    there; its C wrapper and Python object are left empty, as nothing here
+    needs them."""
+
+    @intrinsic
+    def function_at(typingctx, addr, theta):
+        ftype = _driver_types(np.dtype(str(theta.dtype)))[which]
+
+        def codegen(context, builder, signature, args):
+            fn = cgutils.create_struct_proxy(ftype)(context, builder)
+            null = cgutils.voidptr_t(None)
+            fn.c_addr = null
+            fn.py_addr = null
+            fn.jit_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+            return fn._getvalue()
+
+        return ftype(types.int64, theta), codegen
+
+    return function_at
+
+
+_loss_grad_at = _function_at(0)
+_forward_at = _function_at(1)
+
+
 def _signature(dtype):
     """Argument types of ``train_chunk`` for parameters of ``dtype``: one compiled
     version per dtype, whatever the network."""
@@ -288,34 +340,31 @@ def _signature(dtype):
         types.int64, 1, "C")
     layout = types.Array(types.int64, 2, "C", readonly=True)
     b = types.boolean
-    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec))
-    forward = types.FunctionType(types.none(vec, layout, mat, mat, i64, b, mat, vec))
     return types.UniTuple(i64, 2)(
-        loss_grad, forward, vec, layout, mat, mat, i64, b, f, i64, f, f, f, f, f, vec, vec,
+        i64, i64, vec, layout, mat, mat, i64, b, f, i64, f, f, f, f, f, vec, vec,
         i64vec, types.Array(types.uint64, 1, "C"), i64vec, b, b, i64,
         mat, mat, mat, mat, vec, mat, mat, mat, mat, vec, vec,
         mat, mat, mat, vec, i64, i64, f64, vec, f64, f64, f64, i64, i64)
 
 
 _compiled = {}
-_pointers = {}
+_addresses = {}
 
 
-def driver_pointer(driver, dtype, which: int):
-    """``driver`` (a gradient driver for ``which`` = 0, a forward driver for 1) as
-    the first-class function argument ``train_chunk`` takes, built once per
-    driver and dtype.
-
-    Passing the dispatcher itself also works, but then every call of
-    ``train_chunk`` looks up the compiled version and its addresses again
-    (hundreds of microseconds per call); this wrapper holds the address.
-    """
+def driver_address(driver, dtype, which: int) -> int:
+    """The address of ``driver`` (a gradient driver for ``which`` = 0, a forward
+    driver for 1) compiled for ``dtype``, as ``train_chunk`` takes it: found
+    once per driver and dtype (compiling the driver, or loading it from the
+    cache, on first use).  The address stays valid as long as the driver's
+    dispatcher lives, i.e. for the life of the process."""
     key = (driver, np.dtype(dtype), which)
-    wap = _pointers.get(key)
-    if wap is None:
-        sig = _signature(np.dtype(dtype)).args[which].signature
-        wap = _pointers[key] = types.CompileResultWAP(driver.get_compile_result(sig))
-    return wap
+    addr = _addresses.get(key)
+    if addr is None:
+        sig = _driver_types(np.dtype(dtype))[which].signature
+        cres = driver.get_compile_result(sig)
+        addr = _addresses[key] = cres.library.get_pointer_to_function(
+            cres.fndesc.llvm_func_name)
+    return addr
 
 
 def compiled_train_chunk(dtype):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import secrets
 import sys
 import time
 import warnings
@@ -35,6 +36,13 @@ DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
 # Python between chunks costs nothing measurable, short enough for a live
 # progress bar and a prompt Ctrl-C.
 _CHUNK_SECONDS = 0.25
+# Pessimistic costs of a serial step (its fixed part: calls, zeroing, update)
+# and of a multiply-add of the forward pass (with its share of the backward
+# pass, gradient and activations), for sizing the first chunk: measured
+# 0.4-1.1 us (003's network) and 4-6 ns (000's) on a busy 2-core box.
+_STEP_SECONDS = 2e-6
+_MULADD_SECONDS = 1e-8
+_FIRST_CHUNK_SECONDS = 0.05
 # A run on the parallel driver whose epochs take this many times the serial
 # driver's gradients (as timed by the trial) goes back to the serial driver.
 _GIVE_UP = 2.0
@@ -221,7 +229,10 @@ def train(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
-    theta0 = net._theta(params)
+    # arrays that need no conversion pass one compiled screen; anything else goes
+    # through the checks that name the culprit (as in Network.loss_and_grad)
+    Y_ready = net._ready(params, X, Y)
+    theta0 = params.flat if Y_ready is not None else net._theta(params)
     if not _is_bool(inplace):
         raise TypeError(f"inplace: expected a bool, got {inplace!r}")
     if inplace and params.flat.dtype != net.dtype:
@@ -229,8 +240,11 @@ def train(
                          f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
     if inplace and not params.flat.flags.writeable:
         raise ValueError("inplace: params.flat is read-only")
-    X = as_float_matrix("X", X, net.sizes[0], net.dtype)
-    Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+    if Y_ready is not None:
+        Y = Y_ready
+    else:
+        X = as_float_matrix("X", X, net.sizes[0], net.dtype)
+        Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
 
     if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {optimizer!r}")
@@ -265,9 +279,11 @@ def train(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback: expected a callable or None, got {callback!r}")
 
-    ss = np.random.SeedSequence(seed)
-    split_ss, shuffle_ss = ss.spawn(2)
-    X, Y, Xv, Yv = _split(net, X, Y, validation, split_ss)
+    # The seed's two streams (validation split, shuffling) are only drawn when a
+    # run uses them: building them costs more than a whole small run.
+    entropy = secrets.randbits(128) if seed is None else int(seed)  # as SeedSequence(None)
+    streams = _Streams(entropy)
+    X, Y, Xv, Yv = _split(net, X, Y, validation, streams)
 
     # -- everything the compiled loop touches, allocated once
     dt = net.dtype
@@ -299,7 +315,8 @@ def train(
     args = [
         theta, layout, X, Y, net._loss_code, net.reduction == "mean", scalar(net.l2),
         OPTIMIZERS[optimizer], scalar(lr), scalar(momentum), scalar(beta1), scalar(beta2),
-        scalar(eps), m, v, counters, shuffle_ss.generate_state(1, np.uint64),
+        scalar(eps), m, v, counters,
+        streams.shuffle_state() if minibatch and shuffle else np.zeros(1, np.uint64),
         np.arange(N, dtype=np.int64), bool(minibatch and shuffle), minibatch, B,
         Xb, Yb, acts, np.empty_like(acts), np.empty(B, dt),
         Xr, Yr, acts_r, np.empty_like(acts_r), np.empty(r, dt), np.empty_like(theta),
@@ -326,14 +343,14 @@ def train(
     if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
         forward = _kernels.forward_parallel
     chunk_fn = tk.compiled_train_chunk(dt)
-    loss_grad_ptr = tk.driver_pointer(loss_grad, dt, 0)
-    forward_ptr = tk.driver_pointer(forward, dt, 1)
+    loss_grad_addr = tk.driver_address(loss_grad, dt, 0)
+    forward_addr = tk.driver_address(forward, dt, 1)
 
     # -- the run: compiled chunks of epochs, Python in between
     times = np.zeros(history_arrays.shape[1])
     bar = _progress_bar(epochs) if progress else None
     done = 0
-    chunk = 1
+    chunk = _first_chunk(N, B, theta.size + n_0, loss_grad is _kernels.loss_grad_serial)
     outcome = tk.RUNNING
     stop_reason = "completed"
     t_start = time.perf_counter()
@@ -345,7 +362,7 @@ def train(
                 history_arrays = _grow(history_arrays, grown, np.nan)
                 times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(loss_grad_ptr, forward_ptr, *args, *history_arrays, done, n)
+            k, outcome = chunk_fn(loss_grad_addr, forward_addr, *args, *history_arrays, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
@@ -356,7 +373,7 @@ def train(
                 break
             if callback is not None and done < epochs:
                 snapshot = _history(history_arrays, times, done, counters, "completed",
-                                    ss.entropy, net, theta.copy(), Nv)
+                                    entropy, net, theta.copy(), Nv)
                 if callback(snapshot):
                     stop_reason = "callback"
                     break
@@ -366,7 +383,7 @@ def train(
             chunk = max(1, min(256 * chunk, int(_CHUNK_SECONDS / per_epoch)))
             if per_epoch > _GIVE_UP * serial_epoch:
                 serial_epoch = math.inf
-                loss_grad_ptr = tk.driver_pointer(_kernels.loss_grad_serial, dt, 0)
+                loss_grad_addr = tk.driver_address(_kernels.loss_grad_serial, dt, 0)
     finally:
         if bar is not None:
             bar.close()
@@ -381,8 +398,8 @@ def train(
     best = int(counters[tk.BEST_EPOCH])
     if patience and 0 <= best < done - 1:
         theta[:] = best_theta  # snapshot taken when the best epoch ended
-    trained = params if inplace else Params(net.sizes, net.bias, theta)
-    history = _history(history_arrays, times, done, counters, stop_reason, ss.entropy, net,
+    trained = params if inplace else Params._wrap(net.sizes, net.bias, theta)
+    history = _history(history_arrays, times, done, counters, stop_reason, entropy, net,
                        theta, Nv)
     history.params = trained
     if callback is not None:
@@ -412,7 +429,7 @@ def _history(arrays, times, done, counters, stop_reason, seed, net, theta, Nv):
         steps=int(counters[tk.STEP]),
         stop_reason=stop_reason,
         seed=int(seed),
-        params=Params(net.sizes, net.bias, theta),
+        params=Params._wrap(net.sizes, net.bias, theta),
     )
 
 
@@ -469,7 +486,46 @@ def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> float:
     return serial if best[_kernels.loss_grad_parallel] < serial else 0.0
 
 
-def _split(net, X, Y, validation, split_ss):
+class _Streams:
+    """The run's random streams, derived from its seed on first use:
+    ``np.random.SeedSequence(entropy).spawn(2)``, the first for the validation
+    split, the second for shuffling."""
+
+    __slots__ = ("_children", "entropy")
+
+    def __init__(self, entropy: int):
+        self.entropy = entropy
+        self._children = None
+
+    def _child(self, k: int):
+        if self._children is None:
+            self._children = np.random.SeedSequence(self.entropy).spawn(2)
+        return self._children[k]
+
+    def split_rng(self):
+        return np.random.default_rng(self._child(0))
+
+    def shuffle_state(self):
+        """The SplitMix64 state of the compiled shuffle."""
+        return self._child(1).generate_state(1, np.uint64)
+
+
+def _first_chunk(N, B, per_example, serial) -> int:
+    """Epochs in the first compiled chunk: as many as surely fit in
+    ``_FIRST_CHUNK_SECONDS`` by a pessimistic estimate of an epoch (a fixed cost per
+    step plus a cost per multiply-add), at least one.  Later chunks are sized
+    from measured times.  A small run is then one call into compiled code, not
+    three (one epoch, 256 epochs, the rest); a big run starts with one epoch as
+    before.  Runs on the parallel driver start with one epoch, whatever their
+    size: its launches cost what the load of the machine makes them."""
+    if not serial:
+        return 1
+    steps = -(-N // B)
+    epoch = steps * _STEP_SECONDS + N * per_example * _MULADD_SECONDS
+    return max(1, int(_FIRST_CHUNK_SECONDS / epoch))
+
+
+def _split(net, X, Y, validation, streams):
     """(X, Y, Xv, Yv): the training rows and the validation set (possibly empty).
 
     Every array is writeable and C-contiguous, so the compiled loop is one
@@ -491,7 +547,7 @@ def _split(net, X, Y, validation, split_ss):
                              f"{n_val} for validation and {N - n_val} for training; "
                              "each needs at least one")
         held = np.zeros(N, dtype=bool)
-        held[np.random.default_rng(split_ss).permutation(N)[:n_val]] = True
+        held[streams.split_rng().permutation(N)[:n_val]] = True
         X, Y, Xv, Yv = X[~held], Y[~held], X[held], Y[held]
     elif isinstance(validation, (tuple, list)) and len(validation) == 2:
         Xv = as_float_matrix("validation[0]", validation[0], n_0, dt)

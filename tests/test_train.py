@@ -453,7 +453,7 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
                          seed=5)
         used.append(drivers)
         bits.append(h.params.flat.tobytes())
-    serial, parallel = (tk.driver_pointer(d, np.float64, 0)
+    serial, parallel = (tk.driver_address(d, np.float64, 0)
                         for d in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel))
     assert used == [{serial}, {parallel}, {parallel, serial}]
     assert bits[0] == bits[1] == bits[2]
