@@ -23,3 +23,14 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # gain is at most ~0.1-0.3 ms away from the ~20 ms stalls; training checks the
 # choice with a timed trial (fastbp.training).
 SERIAL_BELOW = 200_000
+
+# Entry points that Python or the training loop calls with arrays, and that
+# allocate nothing, are compiled with numba's reference counting off
+# (``_nrt=False``: the serial drivers, total_loss, inputs_clean, train_chunk).
+# Called from Python, such a function takes each array without allocating the
+# record numba counts references on, and the arrays and views it hands down
+# carry none, so the workers' reference counting (an atomic increment and
+# decrement per view) is skipped too, without touching the workers: it was
+# ~30% of a training step of 003's network, and 0.35 us of each gradient
+# call.  Such a function must never allocate (numba refuses to compile an
+# allocation without the reference counting).  The parallel drivers keep it.

@@ -328,7 +328,7 @@ def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
             grad[k] += l2 * theta[k]  # 004 section 9
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def total_loss(theta, layout, losses, scale, l2):
     """J from the per-example losses (``Network.loss``), by the same code as the
     ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
@@ -376,12 +376,13 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
 
+    Compiled without reference counting (``_config``: it allocates nothing).
     Written out rather than compiling one function twice with different options:
     numba's cache keys an entry by the function and its signature, not by
     ``parallel``, so two variants of one function would load each other's code."""
@@ -409,7 +410,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
                        no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, _nrt=False)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]

@@ -212,7 +212,7 @@ def _sum(losses):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Stands in for the forward driver when there is no validation set, so a run
     without one never compiles the forward kernels."""
@@ -371,5 +371,6 @@ def compiled_train_chunk(dtype):
     """``train_chunk`` compiled (or loaded from the cache) for ``dtype``, on first use."""
     dtype = np.dtype(dtype)
     if dtype not in _compiled:
-        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True)(train_chunk)
+        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True, _nrt=False)(
+            train_chunk)
     return _compiled[dtype]

@@ -108,7 +108,7 @@ def as_float_dtype(dtype) -> np.dtype:
 ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
 
 
-@njit(cache=True)
+@njit(cache=True, _nrt=False)
 def inputs_clean(theta, X, Y, loss_code, tol):
     """True when theta, X and Y are all finite and Y are valid targets for
     ``loss_code``: one compiled pass in place of a NumPy pass per check.
