@@ -235,6 +235,55 @@ def _one_epoch_at_a_time(fn):
     return run
 
 
+def _calls_and_result(monkeypatch, net, p, X, Y, first_chunk=None, **kw):
+    """(number of compiled calls, History) of one run, with the first chunk's
+    size forced to ``first_chunk`` epochs when given."""
+    real = tk.compiled_train_chunk
+    calls = []
+
+    def counted(dtype):
+        fn = real(dtype)
+        return lambda *args: calls.append(args[-1]) or fn(*args)
+
+    with monkeypatch.context() as m:
+        m.setattr(training.tk, "compiled_train_chunk", counted)
+        if first_chunk is not None:
+            m.setattr(training, "_first_chunk", lambda *args: first_chunk)
+        h = fastbp.train(net, p, X, Y, **kw)
+    return calls, h
+
+
+@pytest.mark.parametrize("case", ["003", "000"])
+def test_small_run_is_one_compiled_call_with_the_same_bits(monkeypatch, case):
+    """A short run on a small network fits in one compiled call (no timing call
+    of one epoch first), and gives the bits of the same run cut into chunks."""
+    if case == "003":
+        net = fastbp.Network([3, 2, 1], "sigmoid", "sse", reduction="sum", bias=False)
+        X, Y = np.array([[0.5, 0.1, -0.3]]), np.array([[0.7]])
+        epochs = 2000
+    else:
+        net = fastbp.Network([4, 8, 3], "sigmoid", "bce")
+        X, Y = _data(N=150, n_0=4, n_L=3)
+        Y = (Y > Y.mean()).astype(float)
+        epochs = 60
+    p = net.init(seed=16)
+    kw = {"optimizer": "sgd", "lr": 0.5, "epochs": epochs}
+    calls, whole = _calls_and_result(monkeypatch, net, p, X, Y, **kw)
+    assert calls == [epochs]
+    calls, cut = _calls_and_result(monkeypatch, net, p, X, Y, first_chunk=1, **kw)
+    assert calls[0] == 1 and sum(calls) == epochs
+    assert whole.params == cut.params
+    assert np.array_equal(whole.loss, cut.loss)
+
+
+def test_first_chunk_from_the_size_of_an_epoch():
+    # one step of 003's network: a run of up to 0.05 s / (2 us + 11 x 10 ns) epochs
+    assert training._first_chunk(1, 1, 3 * 2 + 2 + 3, True) == 23696
+    # a big batch, or the parallel driver, starts with one epoch (timed, then sized)
+    assert training._first_chunk(10_000, 10_000, 100_000, True) == 1
+    assert training._first_chunk(1, 1, 11, False) == 1
+
+
 def test_history_to_dict_is_plain_data():
     X, Y = _data()
     h = fastbp.train(NET, NET.init(seed=12), X, Y, lr=0.1, epochs=3, validation=(X, Y))
