@@ -350,7 +350,8 @@ def train(
     times = np.zeros(history_arrays.shape[1])
     bar = _progress_bar(epochs) if progress else None
     done = 0
-    chunk = _first_chunk(N, B, theta.size + n_0, loss_grad is _kernels.loss_grad_serial)
+    chunk = _first_chunk(N, B, Nv, theta.size + n_0, loss_grad is _kernels.loss_grad_serial
+                         and forward is not _kernels.forward_parallel)
     outcome = tk.RUNNING
     stop_reason = "completed"
     t_start = time.perf_counter()
@@ -510,18 +511,20 @@ class _Streams:
         return self._child(1).generate_state(1, np.uint64)
 
 
-def _first_chunk(N, B, per_example, serial) -> int:
+def _first_chunk(N, B, Nv, per_example, serial) -> int:
     """Epochs in the first compiled chunk: as many as surely fit in
-    ``_FIRST_CHUNK_SECONDS`` by a pessimistic estimate of an epoch (a fixed cost per
-    step plus a cost per multiply-add), at least one.  Later chunks are sized
+    ``_FIRST_CHUNK_SECONDS`` by a pessimistic estimate of an epoch (a fixed cost
+    per step and per validation pass, plus a cost per multiply-add of the
+    training and validation examples), at least one.  Later chunks are sized
     from measured times.  A small run is then one call into compiled code, not
     three (one epoch, 256 epochs, the rest); a big run starts with one epoch as
-    before.  Runs on the parallel driver start with one epoch, whatever their
-    size: its launches cost what the load of the machine makes them."""
+    before.  Runs on a parallel driver (``serial`` False) start with one epoch,
+    whatever their size: its launches cost what the load of the machine makes
+    them."""
     if not serial:
         return 1
-    steps = -(-N // B)
-    epoch = steps * _STEP_SECONDS + N * per_example * _MULADD_SECONDS
+    steps = -(-N // B) + (Nv > 0)
+    epoch = steps * _STEP_SECONDS + (N + Nv) * per_example * _MULADD_SECONDS
     return max(1, int(_FIRST_CHUNK_SECONDS / epoch))
 
 

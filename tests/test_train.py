@@ -278,10 +278,12 @@ def test_small_run_is_one_compiled_call_with_the_same_bits(monkeypatch, case):
 
 def test_first_chunk_from_the_size_of_an_epoch():
     # one step of 003's network: a run of up to 0.05 s / (2 us + 11 x 10 ns) epochs
-    assert training._first_chunk(1, 1, 3 * 2 + 2 + 3, True) == 23696
-    # a big batch, or the parallel driver, starts with one epoch (timed, then sized)
-    assert training._first_chunk(10_000, 10_000, 100_000, True) == 1
-    assert training._first_chunk(1, 1, 11, False) == 1
+    assert training._first_chunk(1, 1, 0, 3 * 2 + 2 + 3, True) == 23696
+    # a big batch or validation set, or a parallel driver, starts with one epoch
+    # (timed, then sized)
+    assert training._first_chunk(10_000, 10_000, 0, 100_000, True) == 1
+    assert training._first_chunk(1, 1, 10**7, 11, True) == 1
+    assert training._first_chunk(1, 1, 0, 11, False) == 1
 
 
 def test_history_to_dict_is_plain_data():
