@@ -218,8 +218,8 @@ def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     without one never compiles the forward kernels."""
 
 
-def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, mean, l2, opt, lr, mu,
-                beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
+def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, mean, l2, opt,
+                lr, mu, beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
                 Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
                 Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
                 out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
