@@ -16,7 +16,7 @@ import pytest
 from numba import njit
 
 from fastbp._config import ERROR_MODEL, FASTMATH
-from fastbp.functions import exp, sigmoid, tanh
+from fastbp.functions import exp, log1pexp, sigmoid, tanh
 
 DTYPES = (np.float64, np.float32)
 
@@ -137,3 +137,26 @@ def test_tanh_and_sigmoid_are_odd_and_symmetric_exactly():
     # sigmoid(-z) = 1 - sigmoid(z) holds exactly where sigmoid(z) >= 1/2 (Sterbenz)
     s, s_neg = _apply(2, x), _apply(2, -x)
     np.testing.assert_allclose(s + s_neg, 1.0, rtol=0, atol=2 * np.finfo(np.float64).eps)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _log1pexp_all(x, out):
+    for i in range(x.shape[0]):
+        out[i] = log1pexp(x[i])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log1pexp_within_a_few_ulps_against_extended_precision(dtype):
+    # softplus, the bce loss's ln(1 + e^t): from e^t alone (t << 0) to t itself (t >> 0)
+    x = _grid(dtype, -700.0 if dtype == np.float64 else -85.0, 700.0 if dtype == np.float64
+              else 85.0)
+    got = np.empty_like(x)
+    _log1pexp_all(x, got)
+    xl = x.astype(np.longdouble)
+    want = (np.maximum(xl, 0) + np.log1p(np.exp(-np.abs(xl)))).astype(dtype)
+    normal = want >= np.finfo(dtype).tiny
+    assert _ulps(got[normal], want[normal], dtype).max() <= 4.0
+    # e^t ~ t-digits small: ln(1 + e^t) = e^t to the last digits
+    far = x < -40
+    assert far.sum() > 100
+    np.testing.assert_allclose(got[far], np.exp(x[far].astype(np.float64)), rtol=4e-7)
