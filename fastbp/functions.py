@@ -41,144 +41,159 @@ LAST_LAYER_ONLY = ("softmax",)
 # bits for the same call.
 
 
-# ------------------------------------------------------------ exp, expm1
-# libm's exp and tanh are scalar calls: a loop that calls them cannot be
-# vectorized, and on the documents' tanh and sigmoid networks they were a third
-# of the forward pass.  The exponential below is plain arithmetic that LLVM
-# vectorizes with the loop around it:
+# ------------------------------------------------------------ exp, expm1, log1p
+# libm's exp, tanh and log1p are scalar calls: a loop that calls them cannot
+# be vectorized, and on the documents' tanh and sigmoid networks they were a
+# third of the forward pass.  The functions below are plain arithmetic that
+# LLVM vectorizes with the loop around them:
 #
 #     x = k ln 2 + r,  k = rint(x / ln 2),  |r| <= ln(2) / 2
 #     exp(x) = 2^k (1 + q),  q = expm1(r) = r + r^2/2! + ... + r^n/n!
+#     expm1(x) = 2^k q + (2^k - 1)
+#     ln(1 + u) = k ln 2 + 2 atanh(s) = k ln 2 + 2 (s + s^3/3 + s^5/5 + ...),
+#         1 + u = 2^k m, m in [sqrt(2)/2, sqrt(2)], s = (m - 1)/(m + 1)
 #
 # Taylor to r^13 (float64) or r^7 (float32): the first omitted term is below
-# 2^-57 (2^-27) of the result on |r| <= 0.347, so the error is that of the few
-# roundings of Horner's rule (tests/test_functions.py measures it in ulps).
-# Two steps must not be rearranged, and the kernels are compiled with
-# reassociation allowed: r = x - k ln2_hi - k ln2_lo (Cody and Waite: ln2_hi
-# has few enough bits that k ln2_hi is exact; folded into k ln 2 it would cost
-# |k| roundings) and expm1's 2^k q + (2^k - 1) (folded into 2^k (1 + q) - 1 it
-# cancels).  Those are written as LLVM instructions that carry their own
-# fast-math flags ('contract' alone), which numba's fastmath pass leaves as they
-# are.  2^k is built from its exponent bits, in two halves so that 2^k may be
-# subnormal (or overflow) with one rounding, like libm's; that product too is
-# written as instructions of its own, or (p 2^k1) 2^k2 could become p (2^k1 2^k2).
+# 2^-57 (2^-27) of the result on |r| <= 0.347; for ln, |s| <= 0.172 and eleven
+# (six) terms leave less than 2^-55 (2^-26).  So the error is that of a few
+# roundings (tests/test_functions.py measures it in ulps against libm and
+# extended precision).  2^k is built from its exponent bits, in two halves so
+# that it may be subnormal (or overflow) with one rounding, like libm's.
+#
+# They are emitted as LLVM instructions (numba intrinsics), for two reasons.
+# The kernels are compiled with reassociation allowed, and several steps must
+# not be rearranged: Cody and Waite's r = x - k ln2_hi - k ln2_lo (ln2_hi has
+# few enough bits that k ln2_hi is exact; folded into k ln 2 it would cost
+# |k| roundings), expm1's 2^k q + (2^k - 1) (folded into 2^k (1 + q) - 1 it
+# cancels), (p 2^k1) 2^k2 (as p (2^k1 2^k2) it overflows early).  Instructions
+# that carry their own fast-math flags ('contract' alone: fma, no reordering)
+# are left as they are by numba's fastmath pass, so everything here is
+# evaluated as written.  And an intrinsic costs no numba-level inlining, which
+# is slow to compile: written as inlined Python functions these cost ~3 s of
+# a cold start.
 
-_KEEP = ("contract",)  # allows fma only: no reordering
+_KEEP = ("contract",)
 
-# Per precision: ln 2 split (fdlibm's e_exp.c / e_expf.c), the integer k as
-# the low bits of k + 1.5 * 2^p (p = mantissa bits), exponent bias and width.
-_EXP_CONSTANTS = {
-    64: (0.6931471803691238, 1.9082149292705877e-10, 1.5 * 2.0**52, 1023, 52, ir.IntType(64)),
-    32: (0.693145751953125, 1.428606765330187e-06, 1.5 * 2.0**23, 127, 23, ir.IntType(32)),
+# Per precision: ln 2 split (fdlibm's e_exp.c / e_expf.c); the integer k as the
+# low bits of k + 1.5 2^m (m mantissa bits); exponent bias; integer type;
+# (lowest, highest) x of exp beyond which it is 0 or inf; Taylor coefficients of
+# expm1 from 1/1! up; odd-series coefficients 1/1, 1/3, ... of atanh(s)/s.
+_PRECISION = {
+    64: (0.6931471803691238, 1.9082149292705877e-10, 1.5 * 2.0**52, 52, 1023, ir.IntType(64),
+         (-746.0, 710.0), [1 / math.factorial(n) for n in range(1, 14)],
+         [1 / (2 * n + 1) for n in range(11)]),
+    32: (0.693145751953125, 1.428606765330187e-06, 1.5 * 2.0**23, 23, 127, ir.IntType(32),
+         (-105.0, 89.0), [1 / math.factorial(n) for n in range(1, 8)],
+         [1 / (2 * n + 1) for n in range(6)]),
 }
 
 
-@intrinsic
-def _reduce_ln2(typingctx, x):
-    """(k, r) with k = rint(x / ln 2) (a float holding an integer) and
-    r = (x - k ln2_hi) - k ln2_lo, in this order."""
-    if not isinstance(x, types.Float):
-        return None
+class _Emit:
+    """Float arithmetic in one precision with 'contract' as the only fast-math
+    flag, so that numba's fastmath pass leaves it as written."""
 
-    def codegen(context, builder, sig, args):
-        (x,) = args
-        hi, lo, _, _, _, _ = _EXP_CONSTANTS[sig.args[0].bitwidth]
-        ty = x.type
-        rint = builder.module.declare_intrinsic("llvm.rint", [ty])
-        k = builder.call(rint, [builder.fmul(x, ir.Constant(ty, 1 / math.log(2)), flags=_KEEP)])
-        r = builder.fsub(x, builder.fmul(k, ir.Constant(ty, hi), flags=_KEEP), flags=_KEEP)
-        r = builder.fsub(r, builder.fmul(k, ir.Constant(ty, lo), flags=_KEEP), flags=_KEEP)
-        return context.make_tuple(builder, sig.return_type, [k, r])
+    def __init__(self, builder, ty):
+        self.b, self.ty = builder, ty
 
-    return types.UniTuple(x, 2)(x), codegen
+    def c(self, value):
+        return ir.Constant(self.ty, value)
 
+    def add(self, x, y):
+        return self.b.fadd(x, y, flags=_KEEP)
 
-@intrinsic
-def _ldexp(typingctx, p, k):
-    """p 2^k for an integer-valued float k with |k| <= 2 emax, as (p 2^k1) 2^k2,
-    k1 = floor(k / 2), k2 = k - k1: both powers are normal numbers, so the only
-    rounding is the last product's (where p 2^k is subnormal, or overflows).
-    k's integer comes out of the low bits of k + 1.5 2^m (m mantissa bits) and
-    goes into an exponent field: integer vector instructions only (AVX2 has no
-    float64 -> int64 conversion)."""
-    if not isinstance(p, types.Float) or p != k:
-        return None
+    def sub(self, x, y):
+        return self.b.fsub(x, y, flags=_KEEP)
 
-    def codegen(context, builder, sig, args):
-        p, k = args
-        _, _, magic, bias, m, ity = _EXP_CONSTANTS[sig.args[0].bitwidth]
-        ty = k.type
-        shifted = builder.fadd(k, ir.Constant(ty, magic), flags=_KEEP)
-        ki = builder.sub(builder.bitcast(shifted, ity),
-                         builder.bitcast(ir.Constant(ty, magic), ity))
-        k1 = builder.ashr(ki, ir.Constant(ity, 1))
-        for kh in (k1, builder.sub(ki, k1)):
-            bits = builder.shl(builder.add(kh, ir.Constant(ity, bias)), ir.Constant(ity, m))
-            p = builder.fmul(p, builder.bitcast(bits, ty), flags=_KEEP)
+    def mul(self, x, y):
+        return self.b.fmul(x, y, flags=_KEEP)
+
+    def div(self, x, y):
+        return self.b.fdiv(x, y, flags=_KEEP)
+
+    def clamp(self, x, lo, hi):
+        """min(max(x, lo), hi) with NaN passed through (it compares false)."""
+        b = self.b
+        x = b.select(b.fcmp_ordered("<", x, self.c(lo), flags=_KEEP), self.c(lo), x)
+        return b.select(b.fcmp_ordered(">", x, self.c(hi), flags=_KEEP), self.c(hi), x)
+
+    def horner(self, x, coeffs):
+        """coeffs[0] + x (coeffs[1] + x (coeffs[2] + ...))."""
+        p = self.c(coeffs[-1])
+        for a in reversed(coeffs[:-1]):
+            p = self.add(self.c(a), self.mul(x, p))
         return p
 
-    return p(p, k), codegen
+    def reduce_ln2(self, x, P):
+        """(k, r): k = rint(x / ln 2) as an integer-valued float, r = x - k ln 2."""
+        rint = self.b.module.declare_intrinsic("llvm.rint", [self.ty])
+        k = self.b.call(rint, [self.mul(x, self.c(1 / math.log(2)))])
+        r = self.sub(x, self.mul(k, self.c(P[0])))
+        return k, self.sub(r, self.mul(k, self.c(P[1])))
+
+    def expm1_r(self, r, P):
+        """q = expm1(r) = r (1 + r/2! + r^2/3! + ...) for |r| <= ln(2)/2."""
+        return self.mul(r, self.horner(r, P[7]))
+
+    def ldexp(self, p, k, P):
+        """p 2^k as (p 2^k1) 2^k2, k1 = floor(k/2): integer vector instructions
+        only (AVX2 has no float64 -> int64 conversion)."""
+        b, magic, m, bias, ity = self.b, P[2], P[3], P[4], P[5]
+        shifted = self.add(k, self.c(magic))
+        ki = b.sub(b.bitcast(shifted, ity), b.bitcast(self.c(magic), ity))
+        k1 = b.ashr(ki, ir.Constant(ity, 1))
+        for kh in (k1, b.sub(ki, k1)):
+            bits = b.shl(b.add(kh, ir.Constant(ity, bias)), ir.Constant(ity, m))
+            p = self.mul(p, b.bitcast(bits, self.ty))
+        return p
 
 
-@intrinsic
-def _scale_expm1(typingctx, s, q):
-    """s q + (s - 1), evaluated as written (expm1 = 2^k expm1(r) + 2^k - 1)."""
-    if not isinstance(s, types.Float) or s != q:
-        return None
+def _unary_intrinsic(emit):
+    """A numba intrinsic f(x) for float32 and float64 x, its body emitted by
+    ``emit(e, x, P)`` (e an ``_Emit``, P the precision's constants)."""
 
-    def codegen(context, builder, sig, args):
-        s, q = args
-        s_1 = builder.fsub(s, ir.Constant(s.type, 1.0), flags=_KEEP)
-        return builder.fadd(builder.fmul(s, q, flags=_KEEP), s_1, flags=_KEEP)
+    def typer(typingctx, x):
+        if not isinstance(x, types.Float):
+            return None
 
-    return s(s, q), codegen
+        def codegen(context, builder, sig, args):
+            return emit(_Emit(builder, args[0].type), args[0], _PRECISION[sig.args[0].bitwidth])
 
+        return x(x), codegen
 
-@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _expm1_taylor(r):
-    """expm1(r) = r + r^2/2! + ... for |r| <= ln(2)/2, by Horner's rule; degree 13
-    for float64, 7 for float32 (see the block comment above)."""
-    f = type(r)
-    if f(0.1) == 0.1:  # float64 (a float32 0.1 differs from the float64 one)
-        p = f(1 / 6227020800)
-        p = f(1 / 479001600) + r * p
-        p = f(1 / 39916800) + r * p
-        p = f(1 / 3628800) + r * p
-        p = f(1 / 362880) + r * p
-        p = f(1 / 40320) + r * p
-        p = f(1 / 5040) + r * p
-    else:
-        p = f(1 / 5040)
-    p = f(1 / 720) + r * p
-    p = f(1 / 120) + r * p
-    p = f(1 / 24) + r * p
-    p = f(1 / 6) + r * p
-    p = f(1 / 2) + r * p
-    p = f(1) + r * p
-    return r * p
+    typer.__name__ = emit.__name__
+    typer.__doc__ = emit.__doc__
+    return intrinsic(typer)
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def exp(x):
-    """e^x, vectorizable (see the block comment above): within 1-2 ulps of libm's
-    exp for every float, 0 below the smallest subnormal, inf above the largest
-    float, NaN for NaN."""
-    f = type(x)
-    lo, hi = (f(-746), f(710)) if f(0.1) == 0.1 else (f(-105), f(89))
-    x = lo if x < lo else x  # NaN compares false: it stays NaN
-    x = hi if x > hi else x
-    k, r = _reduce_ln2(x)
-    return _ldexp(f(1) + _expm1_taylor(r), k)
+@_unary_intrinsic
+def exp(e, x, P):
+    """e^x within 1 ulp of libm's: 0 below the smallest subnormal, inf above the
+    largest float, NaN for NaN."""
+    x = e.clamp(x, *P[6])
+    k, r = e.reduce_ln2(x, P)
+    return e.ldexp(e.add(e.c(1), e.expm1_r(r, P)), k, P)
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _expm1_neg(x):
-    """e^x - 1 for x <= 0 without cancellation near 0 (clamped at -64, where it
+@_unary_intrinsic
+def _expm1_neg(e, x, P):
+    """e^x - 1 for x <= 0, without cancellation near 0 (clamped at -64, where it
     is -1 in both precisions)."""
-    f = type(x)
-    x = f(-64) if x < f(-64) else x
-    k, r = _reduce_ln2(x)
-    return _scale_expm1(_ldexp(f(1), k), _expm1_taylor(r))
+    x = e.clamp(x, -64.0, 0.0)
+    k, r = e.reduce_ln2(x, P)
+    s = e.ldexp(e.c(1), k, P)
+    return e.add(e.mul(s, e.expm1_r(r, P)), e.sub(s, e.c(1)))
+
+
+@_unary_intrinsic
+def _log1p_unit(e, u, P):
+    """ln(1 + u) for 0 <= u <= 1; m - 1 is u itself when 1 + u <= sqrt(2) (no
+    rounding of 1 + u, so small u keep their digits), else (u - 1)/2."""
+    b = e.b
+    big = b.fcmp_ordered(">", u, e.c(math.sqrt(2) - 1), flags=_KEEP)
+    m1 = b.select(big, e.mul(e.c(0.5), e.sub(u, e.c(1))), u)
+    s = e.div(m1, e.add(e.c(2), m1))
+    series = e.mul(e.mul(e.c(2), s), e.horner(e.mul(s, s), P[8]))
+    return e.add(b.select(big, e.c(math.log(2)), e.c(0)), series)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -236,39 +251,6 @@ def derivative_from_a(code, a):
     if code == RELU:
         return one if a > 0 else type(a)(0)
     return one
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _log1p_unit(u):
-    """ln(1 + u) for 0 <= u <= 1, vectorizable.
-
-    1 + u = 2^k m with k = 0 or 1 and m in [sqrt(2)/2, sqrt(2)], so that
-    ln m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...) with s = (m - 1)/(m + 1),
-    |s| <= 0.172; m - 1 is u itself (k = 0: no rounding of 1 + u, so small u
-    keep their digits) or (u - 1)/2.  Eleven terms (float64) or six (float32)
-    leave a remainder below 2^-55 (2^-26) of the result.
-    """
-    f = type(u)
-    big = u > f(0.41421356237309503)  # 1 + u > sqrt(2)
-    m1 = f(0.5) * (u - f(1)) if big else u
-    s = m1 / (f(2) + m1)
-    s2 = s * s
-    if f(0.1) == 0.1:  # float64
-        p = f(1 / 21)
-        p = f(1 / 19) + s2 * p
-        p = f(1 / 17) + s2 * p
-        p = f(1 / 15) + s2 * p
-        p = f(1 / 13) + s2 * p
-        p = f(1 / 11) + s2 * p
-    else:
-        p = f(1 / 11)
-    p = f(1 / 9) + s2 * p
-    p = f(1 / 7) + s2 * p
-    p = f(1 / 5) + s2 * p
-    p = f(1 / 3) + s2 * p
-    p = f(1) + s2 * p
-    k_ln2 = f(0.6931471805599453) if big else f(0)
-    return k_ln2 + f(2) * s * p
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
