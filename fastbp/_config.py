@@ -24,6 +24,13 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # choice with a timed trial (fastbp.training).
 SERIAL_BELOW = 200_000
 
+# Compiled code uses numpy's error model: a float division by zero gives inf or
+# NaN as IEEE arithmetic says instead of raising.  Under the default ('python')
+# every division carries a zero test and a path that raises, and a loop with
+# one is not vectorized (the activation loops divide: sigmoid, tanh).  The
+# kernels never validate; their inputs were checked before the call.
+ERROR_MODEL = "numpy"
+
 # Entry points that Python or the training loop calls with arrays, and that
 # allocate nothing, are compiled with numba's reference counting off
 # (``_nrt=False``: the serial drivers, total_loss, inputs_clean, train_chunk).

@@ -41,13 +41,14 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._config import FASTMATH
+from ._config import ERROR_MODEL, FASTMATH
 from .functions import (
     BCE,
     CROSS_ENTROPY,
     SOFTMAX,
     activate,
     derivative_from_a,
+    exp,
     log1pexp,
 )
 
@@ -64,7 +65,7 @@ CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
 # ---------------------------------------------------------------- phase 1 workers
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _forward_layer(theta, lay, hidden, acts, e0, e1):
     """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
     (000 eq. before (1); 004 section 5), then, for a ``hidden`` layer,
@@ -121,7 +122,7 @@ def _forward_layer(theta, lay, hidden, acts, e0, e1):
                 acts[e, c_out + i] = activate(act, acts[e, c_out + i])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
                   e0, e1):
     """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
@@ -151,13 +152,13 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                 m = max(m, acts[e, c + k])
             s = zero
             for k in range(n_out):
-                s += math.exp(acts[e, c + k] - m)
+                s += exp(acts[e, c + k] - m)
             lse = m + math.log(s)
         J = zero
         dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
         for k in range(n_out):
             z = acts[e, c + k]
-            a = math.exp(z - lse) if softmax else activate(act, z)
+            a = exp(z - lse) if softmax else activate(act, z)
             acts[e, c + k] = a
             if want_loss or want_delta:
                 y = Y[e, k]
@@ -182,7 +183,7 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
     """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
     (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
@@ -235,7 +236,7 @@ def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
                 deltas[e, c_in + j] *= derivative_from_a(act_prev, acts[e, c_in + j])
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
                    acts, deltas, losses, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
@@ -260,7 +261,7 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, 
 # ---------------------------------------------------------------- phase 2 worker
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
@@ -328,14 +329,14 @@ def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
             grad[k] += l2 * theta[k]  # 004 section 9
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
 def total_loss(theta, layout, losses, scale, l2):
     """J from the per-example losses (``Network.loss``), by the same code as the
     ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
     with the squares its J_reg omits: see the errata), each sum in a fixed
@@ -357,7 +358,7 @@ def _total_loss(theta, layout, losses, scale, l2):
 # ---------------------------------------------------------------- drivers
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
@@ -376,7 +377,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
@@ -399,7 +400,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Forward pass (and per-example losses when ``want_loss``) into ``acts``.
     Without targets (``want_loss`` False) Y is not read."""
@@ -410,7 +411,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
                        no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
-@njit(cache=True, fastmath=FASTMATH, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
