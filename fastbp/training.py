@@ -229,10 +229,7 @@ def train(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
-    # arrays that need no conversion pass one compiled screen; anything else goes
-    # through the checks that name the culprit (as in Network.loss_and_grad)
-    Y_ready = net._ready(params, X, Y)
-    theta0 = params.flat if Y_ready is not None else net._theta(params)
+    theta0 = net._theta(params)
     if not _is_bool(inplace):
         raise TypeError(f"inplace: expected a bool, got {inplace!r}")
     if inplace and params.flat.dtype != net.dtype:
@@ -240,11 +237,8 @@ def train(
                          f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
     if inplace and not params.flat.flags.writeable:
         raise ValueError("inplace: params.flat is read-only")
-    if Y_ready is not None:
-        Y = Y_ready
-    else:
-        X = as_float_matrix("X", X, net.sizes[0], net.dtype)
-        Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+    X = as_float_matrix("X", X, net.sizes[0], net.dtype)
+    Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
 
     if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {optimizer!r}")
