@@ -45,7 +45,10 @@ from ._config import FASTMATH
 from .functions import (
     BCE,
     CROSS_ENTROPY,
+    RELU,
+    SIGMOID,
     SOFTMAX,
+    TANH,
     activate,
     derivative_from_a,
     log1pexp,
@@ -64,6 +67,25 @@ CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
 # ---------------------------------------------------------------- phase 1 workers
 
 
+@njit(fastmath=FASTMATH, inline="always")
+def _activate_rows(code, acts, e0, e1, c, n):
+    """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1.  Called with a
+    constant ``code``, so the branch in ``activate`` folds away and the loop body
+    is one formula (vectorizable when the formula is)."""
+    for e in range(e0, e1):
+        for k in range(c, c + n):
+            acts[e, k] = activate(code, acts[e, k])
+
+
+@njit(fastmath=FASTMATH, inline="always")
+def _derivative_rows(code, acts, deltas, e0, e1, c, n):
+    """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
+    (004 eq. (4); 000 eq. (5b)); ``code`` constant, as in ``_activate_rows``."""
+    for e in range(e0, e1):
+        for k in range(c, c + n):
+            deltas[e, k] *= derivative_from_a(code, acts[e, k])
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _forward_layer(theta, lay, hidden, acts, e0, e1):
     """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
@@ -71,54 +93,70 @@ def _forward_layer(theta, lay, hidden, acts, e0, e1):
     a^(l)_i = f_l(z^(l)_i) in place.  The last layer keeps z: ``_output_delta``
     needs it for a stable loss.
 
-    Register tile: 2 output units x 4 examples, eight dot products sharing one
-    pass over j, so each loaded W[i, j] feeds four multiply-adds and each loaded
-    a_j(e) two.  The row pair is the outer loop so W[i, :] and W[i + 1, :] stay in
-    L1 while every example of the block streams past them.  Past the last row or
-    example the tile repeats the last one (same value, written twice): one loop
-    nest, no remainder code.  Each z_i(e) is one dot product whatever its place
-    in a tile, so results do not depend on the block boundaries.
+    Register tile: 4 output units x 3 examples, twelve dot products sharing one
+    pass over j.  LLVM turns each into a vector accumulator (12 of the 16 ymm
+    registers), so each step loads 7 vectors for 12 multiply-adds.  The row
+    quadruple is the outer loop: W[i..i+3, :] stays in L1 while the block's
+    examples stream past from L2.  Past the last row or example the tile repeats
+    the last one (same value, written twice): one loop nest, no remainder code.
+    Each z_i(e) is one dot product whatever its place in a tile, so results do
+    not depend on the block boundaries.
     """
     n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
     zero = theta.dtype.type(0)
-    for i in range(0, n_out, 2):
-        ib = min(i + 1, n_out - 1)
-        W_a = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_b = theta[w_off + ib * n_in:w_off + (ib + 1) * n_in]
-        b_a = theta[b_off + i] if b_off >= 0 else zero
-        b_b = theta[b_off + ib] if b_off >= 0 else zero
-        for e in range(e0, e1, 4):
-            p, q, r, s = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1), min(e + 3, e1 - 1)
+    for i in range(0, n_out, 4):
+        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
+        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
+        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
+        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
+        b_0 = theta[b_off + i] if b_off >= 0 else zero
+        b_1 = theta[b_off + i1] if b_off >= 0 else zero
+        b_2 = theta[b_off + i2] if b_off >= 0 else zero
+        b_3 = theta[b_off + i3] if b_off >= 0 else zero
+        for e in range(e0, e1, 3):
+            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
             x_p = acts[p, c_in:c_in + n_in]
             x_q = acts[q, c_in:c_in + n_in]
             x_r = acts[r, c_in:c_in + n_in]
-            x_s = acts[s, c_in:c_in + n_in]
-            z_ap = z_aq = z_ar = z_as = zero
-            z_bp = z_bq = z_br = z_bs = zero
+            z_0p = z_0q = z_0r = z_1p = z_1q = z_1r = zero
+            z_2p = z_2q = z_2r = z_3p = z_3q = z_3r = zero
             for j in range(n_in):
                 # z_i(e) += W[i, j] * a_j(e)
-                z_ap += W_a[j] * x_p[j]
-                z_aq += W_a[j] * x_q[j]
-                z_ar += W_a[j] * x_r[j]
-                z_as += W_a[j] * x_s[j]
-                z_bp += W_b[j] * x_p[j]
-                z_bq += W_b[j] * x_q[j]
-                z_br += W_b[j] * x_r[j]
-                z_bs += W_b[j] * x_s[j]
-            acts[p, c_out + i] = z_ap + b_a
-            acts[q, c_out + i] = z_aq + b_a
-            acts[r, c_out + i] = z_ar + b_a
-            acts[s, c_out + i] = z_as + b_a
-            acts[p, c_out + ib] = z_bp + b_b
-            acts[q, c_out + ib] = z_bq + b_b
-            acts[r, c_out + ib] = z_br + b_b
-            acts[s, c_out + ib] = z_bs + b_b
+                z_0p += W_0[j] * x_p[j]
+                z_0q += W_0[j] * x_q[j]
+                z_0r += W_0[j] * x_r[j]
+                z_1p += W_1[j] * x_p[j]
+                z_1q += W_1[j] * x_q[j]
+                z_1r += W_1[j] * x_r[j]
+                z_2p += W_2[j] * x_p[j]
+                z_2q += W_2[j] * x_q[j]
+                z_2r += W_2[j] * x_r[j]
+                z_3p += W_3[j] * x_p[j]
+                z_3q += W_3[j] * x_q[j]
+                z_3r += W_3[j] * x_r[j]
+            acts[p, c_out + i] = z_0p + b_0
+            acts[q, c_out + i] = z_0q + b_0
+            acts[r, c_out + i] = z_0r + b_0
+            acts[p, c_out + i1] = z_1p + b_1
+            acts[q, c_out + i1] = z_1q + b_1
+            acts[r, c_out + i1] = z_1r + b_1
+            acts[p, c_out + i2] = z_2p + b_2
+            acts[q, c_out + i2] = z_2q + b_2
+            acts[r, c_out + i2] = z_2r + b_2
+            acts[p, c_out + i3] = z_3p + b_3
+            acts[q, c_out + i3] = z_3q + b_3
+            acts[r, c_out + i3] = z_3r + b_3
     if hidden:
+        # 004 section 2; one loop per kind (identity: a = z, nothing to do)
         act = lay[ACT]
-        for e in range(e0, e1):
-            for i in range(n_out):
-                acts[e, c_out + i] = activate(act, acts[e, c_out + i])
+        if act == RELU:
+            _activate_rows(RELU, acts, e0, e1, c_out, n_out)
+        elif act == TANH:
+            _activate_rows(TANH, acts, e0, e1, c_out, n_out)
+        elif act == SIGMOID:
+            _activate_rows(SIGMOID, acts, e0, e1, c_out, n_out)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -182,65 +220,107 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
+@njit(fastmath=FASTMATH, inline="always")
+def _transpose_tasks(layout, input_grad):
+    """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
+    weight matrices the backward pass reads."""
+    T = 0
+    for l in range(0 if input_grad else 1, layout.shape[0]):
+        T += (layout[l, N_IN] + ROWS - 1) // ROWS
+    return T
+
+
 @njit(cache=True, fastmath=FASTMATH)
-def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
+def _transpose_task(theta, layout, input_grad, WT, t):
+    """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
+    the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
+    layers whose transpose the backward pass reads (l >= 2, and l = 1 when
+    ``input_grad``) in order.  A copy is O(n_l n_{l-1}), the backward pass that
+    reads it O(N n_l n_{l-1}).
+    """
+    l = 0 if input_grad else 1
+    j0 = t * ROWS
+    while j0 >= layout[l, N_IN]:  # the layer and first column of task t
+        j0 -= ((layout[l, N_IN] + ROWS - 1) // ROWS) * ROWS
+        l += 1
+    n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
+    j1 = min(n_in, j0 + ROWS)
+    for i in range(n_out):
+        for j in range(j0, j1):
+            WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _backward_layer(WT, lay, act_prev, acts, deltas, e0, e1):
     """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
     (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
 
     ``act_prev`` < 0 means layer l - 1 is the input: then this is the input
     gradient dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25)).
-    The literal formula reads the column W[:, j]; here the sum over i runs four
-    rows at a time in the outer loop, so the inner loop over j reads four
-    contiguous rows W[i..i+3, :] (kept in L1 while the block's examples stream
-    past) and updates delta^(l-1)(e) once per four multiply-adds, for two
-    examples at once (each loaded W[i, j] feeds two of them).  Rows past the last
-    one enter with delta = 0; past the last example the pair repeats it (read
-    before either is written, so the value is stored twice, not added twice).
-    The order of the sum over i is the same for every example, so results do not
-    depend on the block boundaries or the pairing.
+    The sum reads the column W[:, j], which is row j of the transposed copy in
+    ``WT`` (``_transpose_task``): contiguous, so the backward pass has the
+    forward pass's register tile, 4 units j x 3 examples, twelve dot products
+    over i sharing one pass, and its remainder rule (repeat the last unit or
+    example).  Each delta_j(e) is one dot product, summed in the same order for
+    every example, so results do not depend on the block boundaries.
     """
     n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = theta.dtype.type(0)
-    for e in range(e0, e1):
-        for j in range(n_in):
-            deltas[e, c_in + j] = zero
-    for i in range(0, n_out, 4):
-        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
-        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
-        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
-        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
-        for e in range(e0, e1, 2):
-            f = min(e + 1, e1 - 1)
-            d_0 = deltas[e, c_out + i]
-            d_1 = deltas[e, c_out + i1] if i + 1 < n_out else zero
-            d_2 = deltas[e, c_out + i2] if i + 2 < n_out else zero
-            d_3 = deltas[e, c_out + i3] if i + 3 < n_out else zero
-            g_0 = deltas[f, c_out + i]
-            g_1 = deltas[f, c_out + i1] if i + 1 < n_out else zero
-            g_2 = deltas[f, c_out + i2] if i + 2 < n_out else zero
-            g_3 = deltas[f, c_out + i3] if i + 3 < n_out else zero
-            out_e = deltas[e, c_in:c_in + n_in]
-            out_f = deltas[f, c_in:c_in + n_in]
-            for j in range(n_in):
-                # sum_i W[i, j] * delta_i(e), four terms of it, for e and f
-                u = out_e[j] + (W_0[j] * d_0 + W_1[j] * d_1 + W_2[j] * d_2 + W_3[j] * d_3)
-                v = out_f[j] + (W_0[j] * g_0 + W_1[j] * g_1 + W_2[j] * g_2 + W_3[j] * g_3)
-                out_e[j] = u
-                out_f[j] = v
-    if act_prev >= 0:
-        for e in range(e0, e1):
-            for j in range(n_in):
-                deltas[e, c_in + j] *= derivative_from_a(act_prev, acts[e, c_in + j])
+    zero = WT.dtype.type(0)
+    for j in range(0, n_in, 4):
+        j1, j2, j3 = min(j + 1, n_in - 1), min(j + 2, n_in - 1), min(j + 3, n_in - 1)
+        V_0 = WT[w_off + j * n_out:w_off + (j + 1) * n_out]  # W[:, j]
+        V_1 = WT[w_off + j1 * n_out:w_off + (j1 + 1) * n_out]
+        V_2 = WT[w_off + j2 * n_out:w_off + (j2 + 1) * n_out]
+        V_3 = WT[w_off + j3 * n_out:w_off + (j3 + 1) * n_out]
+        for e in range(e0, e1, 3):
+            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
+            d_p = deltas[p, c_out:c_out + n_out]
+            d_q = deltas[q, c_out:c_out + n_out]
+            d_r = deltas[r, c_out:c_out + n_out]
+            s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
+            s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
+            for i in range(n_out):
+                # sum_i W[i, j] * delta_i(e)
+                s_0p += V_0[i] * d_p[i]
+                s_0q += V_0[i] * d_q[i]
+                s_0r += V_0[i] * d_r[i]
+                s_1p += V_1[i] * d_p[i]
+                s_1q += V_1[i] * d_q[i]
+                s_1r += V_1[i] * d_r[i]
+                s_2p += V_2[i] * d_p[i]
+                s_2q += V_2[i] * d_q[i]
+                s_2r += V_2[i] * d_r[i]
+                s_3p += V_3[i] * d_p[i]
+                s_3q += V_3[i] * d_q[i]
+                s_3r += V_3[i] * d_r[i]
+            deltas[p, c_in + j] = s_0p
+            deltas[q, c_in + j] = s_0q
+            deltas[r, c_in + j] = s_0r
+            deltas[p, c_in + j1] = s_1p
+            deltas[q, c_in + j1] = s_1q
+            deltas[r, c_in + j1] = s_1r
+            deltas[p, c_in + j2] = s_2p
+            deltas[q, c_in + j2] = s_2q
+            deltas[r, c_in + j2] = s_2r
+            deltas[p, c_in + j3] = s_3p
+            deltas[q, c_in + j3] = s_3q
+            deltas[r, c_in + j3] = s_3r
+    # one loop per kind; identity (f' = 1) and the input (act_prev < 0) skip it
+    if act_prev == RELU:
+        _derivative_rows(RELU, acts, deltas, e0, e1, c_in, n_in)
+    elif act_prev == TANH:
+        _derivative_rows(TANH, acts, deltas, e0, e1, c_in, n_in)
+    elif act_prev == SIGMOID:
+        _derivative_rows(SIGMOID, acts, deltas, e0, e1, c_in, n_in)
 
 
 @njit(fastmath=FASTMATH, inline="always")
-def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
-                   acts, deltas, losses, e0, e1):
+def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
+                   input_grad, acts, deltas, losses, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
-    the deltas from the last layer down (002 Table 1)."""
+    the deltas from the last layer down (002 Table 1), reading W^T from ``WT``."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
@@ -252,9 +332,9 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, 
                   want_loss, want_grad, e0, e1)
     if want_grad:
         for l in range(L - 1, 0, -1):
-            _backward_layer(theta, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
+            _backward_layer(WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
         if input_grad:
-            _backward_layer(theta, layout[0], INPUT, acts, deltas, e0, e1)
+            _backward_layer(WT, layout[0], INPUT, acts, deltas, e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 worker
@@ -364,8 +444,11 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``deltas[:, :n_0]``; parallel over example blocks, then over row tasks."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
+    # grad is free until phase 2 writes it: it holds W^T for the backward pass
+    for t in prange(_transpose_tasks(layout, input_grad)):
+        _transpose_task(theta, layout, input_grad, grad, np.int64(t))
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
+        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
                        acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
@@ -387,8 +470,10 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
+    for t in range(_transpose_tasks(layout, input_grad)):
+        _transpose_task(theta, layout, input_grad, grad, t)
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
+        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
                        acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
@@ -405,8 +490,8 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
-                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+                       no, no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -415,5 +500,5 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     N = X.shape[0]
     no = N < 0
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
-                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+                       no, no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
