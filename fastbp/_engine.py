@@ -57,8 +57,14 @@ def _buffers(layout, N, dtype):
     return np.empty((N, S), dtype=dtype)
 
 
+def _panels(layout, N, dtype):
+    """The gradient drivers' scratch for a batch of up to N examples: a^(l) and
+    delta^(l) transposed for the weight-gradient sums (``_kernels.panel_rows``)."""
+    return np.empty(N * _kernels.panel_rows(layout), dtype=dtype)
+
+
 class Workspaces:
-    """Scratch buffers (acts, deltas, losses) of one network, reused across calls.
+    """Scratch buffers (acts, deltas, losses, panels) of one network, reused across calls.
 
     ``take(N)`` hands out a set for a batch of N examples that no other caller
     holds until it comes back with ``give``: the kept one when there is one, else
@@ -72,11 +78,12 @@ class Workspaces:
     MAX_BYTES = 1 << 20
     SIZES = 4
 
-    __slots__ = ("_S", "_dtype", "_free")
+    __slots__ = ("_S", "_P", "_dtype", "_free")
 
     def __init__(self, layout, dtype):
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, _kernels.C_OUT] + layout[-1, _kernels.N_OUT])
+        self._P = _kernels.panel_rows(layout)
         self._free = {}
 
     def take(self, N: int):
@@ -84,31 +91,32 @@ class Workspaces:
         if ws is None:
             shape = (N, self._S)
             dt = self._dtype
-            ws = np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt)
+            ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
+                  np.empty(N * self._P, dt))
         return ws
 
     def give(self, N: int, ws) -> None:
         free = self._free
-        if N not in free and 2 * ws[0].nbytes <= self.MAX_BYTES:
+        if N not in free and 2 * ws[0].nbytes + ws[3].nbytes <= self.MAX_BYTES:
             if len(free) >= self.SIZES:
                 free.clear()  # a new mix of batch sizes: start over
             free[N] = ws
 
 
 def loss_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses,
-              grad):
+              grad, panels):
     """J from the serial or the parallel gradient driver (same arguments, same
     bits), by the work of the call: N * (number of parameters + n_0)."""
     N, n_0 = X.shape
     work = N * (theta.shape[0] + n_0)
     if work < SERIAL_BELOW or not _parallel_ok:
         return _kernels.loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                                         acts, deltas, losses, grad)
+                                         acts, deltas, losses, grad, panels)
     if _probed:
         return _kernels.loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2,
-                                           input_grad, acts, deltas, losses, grad)
+                                           input_grad, acts, deltas, losses, grad, panels)
     return _run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work, theta, layout,
-                X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses, grad)
+                X, Y, loss_code, scale, l2, input_grad, acts, deltas, losses, grad, panels)
 
 
 def forward(theta, layout, X, Y=None, loss_code=0, workspaces=None):
@@ -117,7 +125,7 @@ def forward(theta, layout, X, Y=None, loss_code=0, workspaces=None):
     N, n_0 = X.shape
     if workspaces is None:
         acts = _buffers(layout, N, theta.dtype)
-        ws = (acts, None, np.empty(N, dtype=theta.dtype))
+        ws = (acts, None, np.empty(N, dtype=theta.dtype), None)
     else:
         ws = workspaces.take(N)
     acts, losses = ws[0], ws[2]

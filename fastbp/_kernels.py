@@ -60,8 +60,19 @@ LAYOUT_COLUMNS = 7
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
 BLOCK = 32  # examples per parallel task in phase 1
-ROWS = 16  # output units per parallel task in phase 2 (even)
-CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
+ROWS = 16  # output units per parallel task in phase 2 (columns of W^(l) per transpose task)
+CHUNK = 1024  # examples per pass of a phase 2 task over the panels
+COLS = 48  # units j per pass of a phase 2 task over a^(l-1) (a multiple of 3)
+
+
+def panel_rows(layout) -> int:
+    """Rows of the panel matrix phase 2 reads (see ``_to_panels``): S_a + S_d with
+    S_a = n_0 + ... + n_{L-1} (a^(0) .. a^(L-1)) and S_d = n_1 + ... + n_L
+    (delta^(1) .. delta^(L)).  The drivers' ``panels`` holds N times as many
+    values (a buffer sized for N serves any batch of at most N examples)."""
+    L = layout.shape[0]
+    S = int(layout[L - 1, C_OUT] + layout[L - 1, N_OUT])
+    return 2 * S - int(layout[0, N_IN]) - int(layout[L - 1, N_OUT])
 
 
 # ---------------------------------------------------------------- phase 1 workers
@@ -316,23 +327,50 @@ def _backward_layer(WT, lay, act_prev, acts, deltas, e0, e1):
 
 
 @njit(fastmath=FASTMATH, inline="always")
+def _to_panels(buf, c, n, panels, row, e0, e1):
+    """Columns c..c+n-1 of ``buf``'s rows e0..e1-1 into rows row..row+n-1 of the
+    panel matrix: ``panels[u * N + e]``, one unit's values over the batch,
+    contiguous in e, as phase 2's dot products over the examples read them.
+    Rows a^(0) .. a^(L-1) come first (panel row = column of ``acts``), then
+    delta^(1) .. delta^(L) (panel row = S_a + column of ``deltas`` - n_0).
+    Written while the block's rows are still in cache, by the block that owns
+    those examples, so the copy is cheap and race-free."""
+    N = buf.shape[0]
+    for u in range(n):
+        for e in range(e0, e1):
+            panels[(row + u) * N + e] = buf[e, c + u]
+
+
+@njit(fastmath=FASTMATH, inline="always")
 def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
-                   input_grad, acts, deltas, losses, e0, e1):
+                   input_grad, acts, deltas, losses, panels, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
-    the deltas from the last layer down (002 Table 1), reading W^T from ``WT``."""
+    the deltas from the last layer down (002 Table 1), reading W^T from ``WT``.
+    With ``want_grad``, every a^(l) (l < L) and delta^(l) (l >= 1) also goes to
+    ``panels`` for phase 2."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
             acts[e, j] = X[e, j]
     L = layout.shape[0]
+    if want_grad:
+        _to_panels(acts, 0, n_0, panels, 0, e0, e1)
     for l in range(L):
         _forward_layer(theta, layout[l], l < L - 1, acts, e0, e1)
+        if want_grad and l < L - 1:
+            c = layout[l, C_OUT]
+            _to_panels(acts, c, layout[l, N_OUT], panels, c, e0, e1)
     _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
+        d_row = layout[L - 1, C_IN] + layout[L - 1, N_IN] - n_0  # S_a - n_0
+        c = layout[L - 1, C_OUT]
+        _to_panels(deltas, c, layout[L - 1, N_OUT], panels, d_row + c, e0, e1)
         for l in range(L - 1, 0, -1):
             _backward_layer(WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
+            c = layout[l, C_IN]
+            _to_panels(deltas, c, layout[l, N_IN], panels, d_row + c, e0, e1)
         if input_grad:
             _backward_layer(WT, layout[0], INPUT, acts, deltas, e0, e1)
 
@@ -341,67 +379,87 @@ def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_gr
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
+def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
     (5), (8), (9); 002 eq. (26)-(27)), for task t: the t-th block of ``ROWS``
     output units, counting the layers' blocks in order.
 
-    The sum over examples runs in example order, four examples per step
-    (examples past N enter with delta = 0), so the grouping depends on N alone.
-    Register tile: 2 rows x 4 examples, so each update of a gradient entry
-    carries four multiply-adds and each loaded a_j(e) feeds two rows.  Examples
-    are taken in chunks of ``CHUNK``: a chunk of a^(l-1) stays in L2 while every
-    row pair of the task passes over it, instead of re-streaming the whole batch
-    for each pair.  The chunking does not change the order of the sums.
+    Both factors are read from the transposed panels (``_panel_task``), where
+    delta_i and a_j are contiguous over e, so each dW[i, j] is a dot product
+    over the examples and this is the forward pass's register tile again:
+    4 units i x 3 units j, twelve dot products sharing one pass over e.  The
+    examples are taken in chunks of ``CHUNK`` (a chunk of a delta_i row and the
+    rows a_j of ``COLS`` units stay in cache while the task's tiles pass over
+    them); each chunk's twelve sums are added to the gradient entries, all read
+    before any is written, so a tile that repeats a unit at the edge stores one
+    value twice rather than adding it twice.  The grouping of every sum
+    depends on N alone, so results do not depend on the tasks.
     """
     l = 0
     i0 = t * ROWS
     while i0 >= layout[l, N_OUT]:  # the layer and first row of task t
         i0 -= ((layout[l, N_OUT] + ROWS - 1) // ROWS) * ROWS
         l += 1
+    L = layout.shape[0]
     lay = layout[l]
     n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
     i1 = min(lay[N_OUT], i0 + ROWS)
-    N = acts.shape[0]
+    # rows of the panel matrix: a_j^(l-1) at c_in + j, delta_i^(l) at S_a + c_out + i - n_0
+    a_row = lay[C_IN]
+    d_row = layout[L - 1, C_IN] + layout[L - 1, N_IN] + lay[C_OUT] - layout[0, N_IN]
     zero = theta.dtype.type(0)
     for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
         grad[k] = zero
     for c0 in range(0, N, CHUNK):
         c1 = min(N, c0 + CHUNK)
-        for i in range(i0, i1, 2):
-            ib = min(i + 1, i1 - 1)
-            G_a = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
-            G_b = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
-            for e in range(c0, c1, 4):
-                p, q, r, s = e, min(e + 1, N - 1), min(e + 2, N - 1), min(e + 3, N - 1)
-                d_ap = deltas[p, c_out + i]
-                d_bp = deltas[p, c_out + ib]
-                d_aq = deltas[q, c_out + i] if e + 1 < N else zero
-                d_bq = deltas[q, c_out + ib] if e + 1 < N else zero
-                d_ar = deltas[r, c_out + i] if e + 2 < N else zero
-                d_br = deltas[r, c_out + ib] if e + 2 < N else zero
-                d_as = deltas[s, c_out + i] if e + 3 < N else zero
-                d_bs = deltas[s, c_out + ib] if e + 3 < N else zero
-                x_p = acts[p, c_in:c_in + n_in]
-                x_q = acts[q, c_in:c_in + n_in]
-                x_r = acts[r, c_in:c_in + n_in]
-                x_s = acts[s, c_in:c_in + n_in]
-                for j in range(n_in):
-                    # dW[i, j] += delta_i(e) * a_j(e), four examples at once; both
-                    # rows are read before either is written (ib == i on odd tails)
-                    g_a = G_a[j] + (d_ap * x_p[j] + d_aq * x_q[j] + d_ar * x_r[j]
-                                    + d_as * x_s[j])
-                    g_b = G_b[j] + (d_bp * x_p[j] + d_bq * x_q[j] + d_br * x_r[j]
-                                    + d_bs * x_s[j])
-                    G_a[j] = g_a
-                    G_b[j] = g_b
+        for j0 in range(0, n_in, COLS):
+            jn = min(n_in, j0 + COLS)
+            for i in range(i0, i1, 4):
+                ia, ib, ic = min(i + 1, i1 - 1), min(i + 2, i1 - 1), min(i + 3, i1 - 1)
+                D_0 = panels[(d_row + i) * N + c0:(d_row + i) * N + c1]
+                D_1 = panels[(d_row + ia) * N + c0:(d_row + ia) * N + c1]
+                D_2 = panels[(d_row + ib) * N + c0:(d_row + ib) * N + c1]
+                D_3 = panels[(d_row + ic) * N + c0:(d_row + ic) * N + c1]
+                G_0 = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
+                G_1 = grad[w_off + ia * n_in:w_off + (ia + 1) * n_in]
+                G_2 = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
+                G_3 = grad[w_off + ic * n_in:w_off + (ic + 1) * n_in]
+                for j in range(j0, jn, 3):
+                    jb, jc = min(j + 1, jn - 1), min(j + 2, jn - 1)
+                    A_p = panels[(a_row + j) * N + c0:(a_row + j) * N + c1]
+                    A_q = panels[(a_row + jb) * N + c0:(a_row + jb) * N + c1]
+                    A_r = panels[(a_row + jc) * N + c0:(a_row + jc) * N + c1]
+                    s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
+                    s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
+                    for e in range(c1 - c0):
+                        # dW[i, j] += delta_i(e) * a_j(e)
+                        s_0p += D_0[e] * A_p[e]
+                        s_0q += D_0[e] * A_q[e]
+                        s_0r += D_0[e] * A_r[e]
+                        s_1p += D_1[e] * A_p[e]
+                        s_1q += D_1[e] * A_q[e]
+                        s_1r += D_1[e] * A_r[e]
+                        s_2p += D_2[e] * A_p[e]
+                        s_2q += D_2[e] * A_q[e]
+                        s_2r += D_2[e] * A_r[e]
+                        s_3p += D_3[e] * A_p[e]
+                        s_3q += D_3[e] * A_q[e]
+                        s_3r += D_3[e] * A_r[e]
+                    g_0p, g_0q, g_0r = G_0[j] + s_0p, G_0[jb] + s_0q, G_0[jc] + s_0r
+                    g_1p, g_1q, g_1r = G_1[j] + s_1p, G_1[jb] + s_1q, G_1[jc] + s_1r
+                    g_2p, g_2q, g_2r = G_2[j] + s_2p, G_2[jb] + s_2q, G_2[jc] + s_2r
+                    g_3p, g_3q, g_3r = G_3[j] + s_3p, G_3[jb] + s_3q, G_3[jc] + s_3r
+                    G_0[j], G_0[jb], G_0[jc] = g_0p, g_0q, g_0r
+                    G_1[j], G_1[jb], G_1[jc] = g_1p, g_1q, g_1r
+                    G_2[j], G_2[jb], G_2[jc] = g_2p, g_2q, g_2r
+                    G_3[j], G_3[jb], G_3[jc] = g_3p, g_3q, g_3r
     if b_off >= 0:
         for i in range(i0, i1):
+            D_i = panels[(d_row + i) * N:(d_row + i + 1) * N]
             s = zero
             for e in range(N):
-                s += deltas[e, c_out + i]
+                s += D_i[e]
             grad[b_off + i] = s
     if l2 != 0:
         for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
@@ -439,9 +497,10 @@ def _total_loss(theta, layout, losses, scale, l2):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                       acts, deltas, losses, grad):
+                       acts, deltas, losses, grad, panels):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; parallel over example blocks, then over row tasks."""
+    ``deltas[:, :n_0]``; parallel over transpose tasks, then example blocks, then
+    row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values) is scratch."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     # grad is free until phase 2 writes it: it holds W^T for the backward pass
@@ -449,19 +508,19 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
         _transpose_task(theta, layout, input_grad, grad, np.int64(t))
     for b in prange((N + BLOCK - 1) // BLOCK):
         _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in prange(T):
         # prange's index is unsigned: cast, or the worker compiles a second time
-        _weight_grad_task(theta, layout, acts, deltas, grad, l2, np.int64(t))
+        _weight_grad_task(theta, layout, panels, N, grad, l2, np.int64(t))
     return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                     acts, deltas, losses, grad):
+                     acts, deltas, losses, grad, panels):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
 
@@ -474,12 +533,12 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
         _transpose_task(theta, layout, input_grad, grad, t)
     for b in range((N + BLOCK - 1) // BLOCK):
         _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in range(T):
-        _weight_grad_task(theta, layout, acts, deltas, grad, l2, t)
+        _weight_grad_task(theta, layout, panels, N, grad, l2, t)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
@@ -491,7 +550,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     no = N < 0  # False, typed as a plain bool
     for b in prange((N + BLOCK - 1) // BLOCK):
         _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
-                       no, no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -501,4 +560,4 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     no = N < 0
     for b in range((N + BLOCK - 1) // BLOCK):
         _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
-                       no, no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
