@@ -256,9 +256,12 @@ def _transpose_task(theta, layout, input_grad, WT, t):
         l += 1
     n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
     j1 = min(n_in, j0 + ROWS)
-    for i in range(n_out):
+    # 8 rows of W at a time: their lines stay in L1 while the task's columns
+    # are written out as 8-long runs of the rows of W^T
+    for i0 in range(0, n_out, 8):
         for j in range(j0, j1):
-            WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
+            for i in range(i0, min(n_out, i0 + 8)):
+                WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
