@@ -11,15 +11,34 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
 - ``acts``   (N, S): row e holds a^(0)(e), a^(1)(e), ..., a^(L)(e) side by side,
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
+- ``panels`` (gradient drivers only, N * ``panel_rows(layout)`` values): the
+  same a^(0..L-1) and delta^(1..L) transposed, one row per unit, contiguous
+  over the examples (``_to_panels``).
 
-Two phases, each race-free and with a reduction order fixed by the data alone,
-so results are bit-identical for any thread count:
+Three phases, each race-free and with a reduction order fixed by the data
+alone, so results are bit-identical for any thread count:
 
+0. per block of ``ROWS`` columns of a W^(l) (parallel over blocks): W^(l)T into
+   ``grad``, which holds nothing until phase 2 writes it (``_transpose_task``).
 1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
-   output delta, backward; a block writes only its own rows of the buffers.
+   output delta, backward, and the block's columns of the panels; a block
+   writes only its own rows of the buffers and its own columns of the panels.
 2. per (layer, block of ``ROWS`` output units) task (parallel over tasks):
-   dJ/dW[i, j] = sum_e delta_i(e) a_j(e) and dJ/db_i, the sum over e in example
-   order; a task writes only its own rows of the gradient.
+   dJ/dW[i, j] = sum_e delta_i(e) a_j(e) and dJ/db_i from the panels; a task
+   writes only its own rows of the gradient.
+
+One register tile does the multiply-adds of all three equations: 4 x 3 dot
+products sharing one pass over a contiguous sum index, z_i(e) over j (rows of
+W and of a^(l-1)), delta_j(e) over i (rows of W^T and of delta^(l)), dW[i, j]
+over e (panel rows of delta_i and a_j); only a backward sum over fewer than
+``SHORT`` units runs over the rows of W instead.  With reassociation allowed
+LLVM turns each of the twelve scalar sums into a vector accumulator: 12 of the
+16 ymm registers, 7 loads per 12 fused multiply-adds, and the sum's grouping
+fixed by its length alone.  The BLAS form (an outer-product block of accumulators held
+in registers across the sum) is not reachable from Numba: LLVM either
+vectorizes such a loop across the sum index with gathers or leaves it scalar,
+so the copies (W^T, the panels) are what make every operand contiguous.  Each
+copy costs O(weights) or O(N S), the products O(N weights).
 
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
 slice; two drivers, one ``parallel=True`` with ``prange`` and one serial twin
@@ -63,6 +82,7 @@ BLOCK = 32  # examples per parallel task in phase 1
 ROWS = 16  # output units per parallel task in phase 2 (columns of W^(l) per transpose task)
 CHUNK = 1024  # examples per pass of a phase 2 task over the panels
 COLS = 48  # units j per pass of a phase 2 task over a^(l-1) (a multiple of 3)
+SHORT = 16  # backward sums over fewer units i than this run over the rows of W
 
 
 def panel_rows(layout) -> int:
@@ -84,8 +104,9 @@ def _activate_rows(code, acts, e0, e1, c, n):
     constant ``code``, so the branch in ``activate`` folds away and the loop body
     is one formula (vectorizable when the formula is)."""
     for e in range(e0, e1):
-        for k in range(c, c + n):
-            acts[e, k] = activate(code, acts[e, k])
+        a = acts[e, c:c + n]  # indices from 0: no negative-index fix-up in the loop
+        for k in range(n):
+            a[k] = activate(code, a[k])
 
 
 @njit(fastmath=FASTMATH, inline="always")
@@ -93,8 +114,10 @@ def _derivative_rows(code, acts, deltas, e0, e1, c, n):
     """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
     (004 eq. (4); 000 eq. (5b)); ``code`` constant, as in ``_activate_rows``."""
     for e in range(e0, e1):
-        for k in range(c, c + n):
-            deltas[e, k] *= derivative_from_a(code, acts[e, k])
+        a = acts[e, c:c + n]
+        d = deltas[e, c:c + n]
+        for k in range(n):
+            d[k] *= derivative_from_a(code, a[k])
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -265,7 +288,7 @@ def _transpose_task(theta, layout, input_grad, WT, t):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _backward_layer(WT, lay, act_prev, acts, deltas, e0, e1):
+def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
     """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
     (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
 
@@ -275,13 +298,27 @@ def _backward_layer(WT, lay, act_prev, acts, deltas, e0, e1):
     ``WT`` (``_transpose_task``): contiguous, so the backward pass has the
     forward pass's register tile, 4 units j x 3 examples, twelve dot products
     over i sharing one pass, and its remainder rule (repeat the last unit or
-    example).  Each delta_j(e) is one dot product, summed in the same order for
-    every example, so results do not depend on the block boundaries.
+    example).  Below ``SHORT`` terms (an output layer's few units) a dot product
+    would be all remainder code, so the sum runs instead over the rows W[i, :]
+    of ``theta``, each scaled by delta_i(e) and added in i order, vectorized
+    over j.  Either way each delta_j(e) is summed in an order fixed by the
+    layer's shape, the same for every example, so results do not depend on the
+    block boundaries.
     """
     n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
     zero = WT.dtype.type(0)
-    for j in range(0, n_in, 4):
+    if n_out < SHORT:
+        for e in range(e0, e1):
+            out = deltas[e, c_in:c_in + n_in]
+            for j in range(n_in):
+                out[j] = zero
+            for i in range(n_out):
+                d_i = deltas[e, c_out + i]
+                W_i = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+                for j in range(n_in):
+                    out[j] += W_i[j] * d_i  # W[i, j] * delta_i(e)
+    for j in range(0, n_in if n_out >= SHORT else 0, 4):
         j1, j2, j3 = min(j + 1, n_in - 1), min(j + 2, n_in - 1), min(j + 3, n_in - 1)
         V_0 = WT[w_off + j * n_out:w_off + (j + 1) * n_out]  # W[:, j]
         V_1 = WT[w_off + j1 * n_out:w_off + (j1 + 1) * n_out]
@@ -371,11 +408,11 @@ def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_gr
         c = layout[L - 1, C_OUT]
         _to_panels(deltas, c, layout[L - 1, N_OUT], panels, d_row + c, e0, e1)
         for l in range(L - 1, 0, -1):
-            _backward_layer(WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
+            _backward_layer(theta, WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
             c = layout[l, C_IN]
             _to_panels(deltas, c, layout[l, N_IN], panels, d_row + c, e0, e1)
         if input_grad:
-            _backward_layer(WT, layout[0], INPUT, acts, deltas, e0, e1)
+            _backward_layer(theta, WT, layout[0], INPUT, acts, deltas, e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 worker
