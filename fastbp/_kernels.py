@@ -373,8 +373,10 @@ def _to_panels(buf, c, n, panels, row, e0, e1):
     contiguous in e, as phase 2's dot products over the examples read them.
     Rows a^(0) .. a^(L-1) come first (panel row = column of ``acts``), then
     delta^(1) .. delta^(L) (panel row = S_a + column of ``deltas`` - n_0).
-    Written while the block's rows are still in cache, by the block that owns
-    those examples, so the copy is cheap and race-free."""
+    Written at the end of phase 1 by the block that owns those examples, while
+    its rows are still in cache: cheap and race-free.  Two calls (a, then
+    delta) rather than one per layer: each call site is inlined into every
+    driver, and each costs compile time."""
     N = buf.shape[0]
     for u in range(n):
         for e in range(e0, e1):
@@ -394,23 +396,17 @@ def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_gr
         for j in range(n_0):
             acts[e, j] = X[e, j]
     L = layout.shape[0]
-    if want_grad:
-        _to_panels(acts, 0, n_0, panels, 0, e0, e1)
     for l in range(L):
         _forward_layer(theta, layout[l], l < L - 1, acts, e0, e1)
-        if want_grad and l < L - 1:
-            c = layout[l, C_OUT]
-            _to_panels(acts, c, layout[l, N_OUT], panels, c, e0, e1)
     _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
-        d_row = layout[L - 1, C_IN] + layout[L - 1, N_IN] - n_0  # S_a - n_0
-        c = layout[L - 1, C_OUT]
-        _to_panels(deltas, c, layout[L - 1, N_OUT], panels, d_row + c, e0, e1)
         for l in range(L - 1, 0, -1):
             _backward_layer(theta, WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
-            c = layout[l, C_IN]
-            _to_panels(deltas, c, layout[l, N_IN], panels, d_row + c, e0, e1)
+        S_a = layout[L - 1, C_IN] + layout[L - 1, N_IN]
+        _to_panels(acts, 0, S_a, panels, 0, e0, e1)
+        S_d = layout[L - 1, C_OUT] + layout[L - 1, N_OUT] - n_0
+        _to_panels(deltas, n_0, S_d, panels, S_a, e0, e1)
         if input_grad:
             _backward_layer(theta, WT, layout[0], INPUT, acts, deltas, e0, e1)
 
