@@ -18,8 +18,9 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
 Three phases, each race-free and with a reduction order fixed by the data
 alone, so results are bit-identical for any thread count:
 
-0. per block of ``ROWS`` columns of a W^(l) (parallel over blocks): W^(l)T into
-   ``grad``, which holds nothing until phase 2 writes it (``_transpose_task``).
+0. per block of ``ROWS`` columns of a W^(l) (serial: see the drivers): W^(l)T
+   into ``grad``, which holds nothing until phase 2 writes it
+   (``_transpose_task``).
 1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
    output delta, backward, and the block's columns of the panels; a block
    writes only its own rows of the buffers and its own columns of the panels.
@@ -535,13 +536,17 @@ def _total_loss(theta, layout, losses, scale, l2):
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, panels):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; parallel over transpose tasks, then example blocks, then
-    row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values) is scratch."""
+    ``deltas[:, :n_0]``; W^T copied serially, then parallel over example blocks,
+    then over row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values)
+    is scratch."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    # grad is free until phase 2 writes it: it holds W^T for the backward pass
-    for t in prange(_transpose_tasks(layout, input_grad)):
-        _transpose_task(theta, layout, input_grad, grad, np.int64(t))
+    # grad is free until phase 2 writes it: it holds W^T for the backward pass.
+    # Serial: the O(weights) copies are a few % of a gradient (C5: ~4 ms), while
+    # each parallel region costs a launch, ~12 ms when another process holds a
+    # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
+    for t in range(_transpose_tasks(layout, input_grad)):
+        _transpose_task(theta, layout, input_grad, grad, t)
     for b in prange((N + BLOCK - 1) // BLOCK):
         _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
                        acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
