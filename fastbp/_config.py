@@ -23,3 +23,10 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 # gain is at most ~0.1-0.3 ms away from the ~20 ms stalls; training checks the
 # choice with a timed trial (fastbp.training).
 SERIAL_BELOW = 200_000
+
+# Compiled code uses numpy's error model: a float division by zero gives inf or
+# NaN as IEEE arithmetic says instead of raising.  Under the default ('python')
+# every division carries a zero test and a path that raises, and a loop with
+# one is not vectorized (the activation loops divide: sigmoid, tanh).  The
+# kernels never validate; their inputs were checked before the call.
+ERROR_MODEL = "numpy"

@@ -61,7 +61,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._config import FASTMATH
+from ._config import ERROR_MODEL, FASTMATH
 from .functions import (
     BCE,
     CROSS_ENTROPY,
@@ -71,6 +71,7 @@ from .functions import (
     TANH,
     activate,
     derivative_from_a,
+    exp,
     log1pexp,
 )
 
@@ -99,7 +100,7 @@ def panel_rows(layout) -> int:
 # ---------------------------------------------------------------- phase 1 workers
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _activate_rows(code, acts, e0, e1, c, n):
     """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1.  Called with a
     constant ``code``, so the branch in ``activate`` folds away and the loop body
@@ -110,7 +111,7 @@ def _activate_rows(code, acts, e0, e1, c, n):
             a[k] = activate(code, a[k])
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _derivative_rows(code, acts, deltas, e0, e1, c, n):
     """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
     (004 eq. (4); 000 eq. (5b)); ``code`` constant, as in ``_activate_rows``."""
@@ -121,7 +122,7 @@ def _derivative_rows(code, acts, deltas, e0, e1, c, n):
             d[k] *= derivative_from_a(code, a[k])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _forward_layer(theta, lay, hidden, acts, e0, e1):
     """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
     (000 eq. before (1); 004 section 5), then, for a ``hidden`` layer,
@@ -194,7 +195,7 @@ def _forward_layer(theta, lay, hidden, acts, e0, e1):
             _activate_rows(SIGMOID, acts, e0, e1, c_out, n_out)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
                   e0, e1):
     """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
@@ -224,13 +225,13 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                 m = max(m, acts[e, c + k])
             s = zero
             for k in range(n_out):
-                s += math.exp(acts[e, c + k] - m)
+                s += exp(acts[e, c + k] - m)
             lse = m + math.log(s)
         J = zero
         dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
         for k in range(n_out):
             z = acts[e, c + k]
-            a = math.exp(z - lse) if softmax else activate(act, z)
+            a = exp(z - lse) if softmax else activate(act, z)
             acts[e, c + k] = a
             if want_loss or want_delta:
                 y = Y[e, k]
@@ -255,7 +256,7 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _transpose_tasks(layout, input_grad):
     """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
     weight matrices the backward pass reads."""
@@ -265,7 +266,7 @@ def _transpose_tasks(layout, input_grad):
     return T
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _transpose_task(theta, layout, input_grad, WT, t):
     """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
     the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
@@ -288,7 +289,7 @@ def _transpose_task(theta, layout, input_grad, WT, t):
                 WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
     """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
     (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
@@ -367,7 +368,7 @@ def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
         _derivative_rows(SIGMOID, acts, deltas, e0, e1, c_in, n_in)
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _to_panels(buf, c, n, panels, row, e0, e1):
     """Columns c..c+n-1 of ``buf``'s rows e0..e1-1 into rows row..row+n-1 of the
     panel matrix: ``panels[u * N + e]``, one unit's values over the batch,
@@ -384,7 +385,7 @@ def _to_panels(buf, c, n, panels, row, e0, e1):
             panels[(row + u) * N + e] = buf[e, c + u]
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
                    input_grad, acts, deltas, losses, panels, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
@@ -415,7 +416,7 @@ def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_gr
 # ---------------------------------------------------------------- phase 2 worker
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
@@ -503,14 +504,14 @@ def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
             grad[k] += l2 * theta[k]  # 004 section 9
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def total_loss(theta, layout, losses, scale, l2):
     """J from the per-example losses (``Network.loss``), by the same code as the
     ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(fastmath=FASTMATH, inline="always")
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
     with the squares its J_reg omits: see the errata), each sum in a fixed
@@ -532,7 +533,7 @@ def _total_loss(theta, layout, losses, scale, l2):
 # ---------------------------------------------------------------- drivers
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, panels):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
@@ -559,7 +560,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad, panels):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
@@ -583,7 +584,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Forward pass (and per-example losses when ``want_loss``) into ``acts``.
     Without targets (``want_loss`` False) Y is not read."""
@@ -594,7 +595,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
                        no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]

@@ -34,7 +34,7 @@ import math
 import numpy as np
 from numba import njit, types
 
-from ._config import FASTMATH
+from ._config import ERROR_MODEL, FASTMATH
 from ._kernels import C_OUT, N_IN, N_OUT, W_OFF, total_loss
 
 # Optimizer codes (names live in fastbp.train.OPTIMIZERS).
@@ -56,7 +56,7 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def _splitmix64(state):
     """Next 64-bit output of SplitMix64; ``state`` is a uint64 array of length 1."""
     state[0] += _GOLDEN
@@ -66,7 +66,7 @@ def _splitmix64(state):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def shuffle(order, state):
     """Fisher-Yates shuffle of ``order`` in place, driven by SplitMix64.
 
@@ -81,7 +81,7 @@ def shuffle(order, state):
         order[j] = t
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _gather(X, Y, order, b0, nb, Xb, Yb):
     """Rows order[b0 .. b0 + nb - 1] of X and Y into the batch buffers."""
     for r in range(nb):
@@ -92,7 +92,7 @@ def _gather(X, Y, order, b0, nb, Xb, Yb):
             Yb[r, k] = Y[e, k]
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _weight_sq(theta, layout):
     """sum of W^(l)[i, j]^2 over every weight (not the biases), for the L2 term."""
     s = theta.dtype.type(0)
@@ -103,7 +103,7 @@ def _weight_sq(theta, layout):
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
     """One optimizer step on the flat vector, in place (t = 1, 2, ... is the step).
 
@@ -139,7 +139,7 @@ def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
             theta[k] -= lr * (m[k] / c1) / (math.sqrt(v[k] / c2) + eps)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def _accuracy(layout, acts, Y, kind):
     """Fraction of examples classified right from the output columns of ``acts``.
 
@@ -170,7 +170,7 @@ def _accuracy(layout, acts, Y, kind):
     return right / N
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience, counters,
                best_value, best_theta, out_loss, out_val_loss, out_val_acc, acts_v, Yv):
     """Record epoch ``ep``; track the best epoch (on validation loss when there is
@@ -201,7 +201,7 @@ def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience
     return RUNNING
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _sum(losses):
     s = losses.dtype.type(0)
     for e in range(losses.shape[0]):
@@ -209,7 +209,7 @@ def _sum(losses):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, error_model=ERROR_MODEL)
 def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     """Stands in for the forward driver when there is no validation set, so a run
     without one never compiles the forward kernels."""
@@ -324,5 +324,6 @@ def compiled_train_chunk(dtype):
     """``train_chunk`` compiled (or loaded from the cache) for ``dtype``, on first use."""
     dtype = np.dtype(dtype)
     if dtype not in _compiled:
-        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True)(train_chunk)
+        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True,
+                                error_model=ERROR_MODEL)(train_chunk)
     return _compiled[dtype]

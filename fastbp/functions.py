@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
+from llvmlite import ir
 from numba import njit, types
-from numba.extending import overload
+from numba.extending import intrinsic
 
-from ._config import FASTMATH
+from ._config import ERROR_MODEL, FASTMATH
 
 # name -> integer code passed to the kernels (the single place names live)
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
@@ -40,51 +41,190 @@ LAST_LAYER_ONLY = ("softmax",)
 # bits for the same call.
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+# ------------------------------------------------------------ exp, expm1, log1p
+# libm's exp, tanh and log1p are scalar calls: a loop that calls them cannot
+# be vectorized, and on the documents' tanh and sigmoid networks they were a
+# third of the forward pass.  The functions below are plain arithmetic that
+# LLVM vectorizes with the loop around them:
+#
+#     x = k ln 2 + r,  k = rint(x / ln 2),  |r| <= ln(2) / 2
+#     exp(x) = 2^k (1 + q),  q = expm1(r) = r + r^2/2! + ... + r^n/n!
+#     expm1(x) = 2^k q + (2^k - 1)
+#     ln(1 + u) = k ln 2 + 2 atanh(s) = k ln 2 + 2 (s + s^3/3 + s^5/5 + ...),
+#         1 + u = 2^k m, m in [sqrt(2)/2, sqrt(2)], s = (m - 1)/(m + 1)
+#
+# Taylor to r^13 (float64) or r^7 (float32): the first omitted term is below
+# 2^-57 (2^-27) of the result on |r| <= 0.347; for ln, |s| <= 0.172 and eleven
+# (six) terms leave less than 2^-55 (2^-26).  So the error is that of a few
+# roundings (tests/test_functions.py measures it in ulps against libm and
+# extended precision).  2^k is built from its exponent bits, in two halves so
+# that it may be subnormal (or overflow) with one rounding, like libm's.
+#
+# They are emitted as LLVM instructions (numba intrinsics), for two reasons.
+# The kernels are compiled with reassociation allowed, and several steps must
+# not be rearranged: Cody and Waite's r = x - k ln2_hi - k ln2_lo (ln2_hi has
+# few enough bits that k ln2_hi is exact; folded into k ln 2 it would cost
+# |k| roundings), expm1's 2^k q + (2^k - 1) (folded into 2^k (1 + q) - 1 it
+# cancels), (p 2^k1) 2^k2 (as p (2^k1 2^k2) it overflows early).  Instructions
+# that carry their own fast-math flags ('contract' alone: fma, no reordering)
+# are left as they are by numba's fastmath pass, so everything here is
+# evaluated as written.  And an intrinsic costs no numba-level inlining, which
+# is slow to compile: written as inlined Python functions these cost ~3 s of
+# a cold start.
+
+_KEEP = ("contract",)
+
+# Per precision: ln 2 split (fdlibm's e_exp.c / e_expf.c); the integer k as the
+# low bits of k + 1.5 2^m (m mantissa bits); exponent bias; integer type;
+# (lowest, highest) x of exp beyond which it is 0 or inf; Taylor coefficients of
+# expm1 from 1/1! up; odd-series coefficients 1/1, 1/3, ... of atanh(s)/s.
+_PRECISION = {
+    64: (0.6931471803691238, 1.9082149292705877e-10, 1.5 * 2.0**52, 52, 1023, ir.IntType(64),
+         (-746.0, 710.0), [1 / math.factorial(n) for n in range(1, 14)],
+         [1 / (2 * n + 1) for n in range(11)]),
+    32: (0.693145751953125, 1.428606765330187e-06, 1.5 * 2.0**23, 23, 127, ir.IntType(32),
+         (-105.0, 89.0), [1 / math.factorial(n) for n in range(1, 8)],
+         [1 / (2 * n + 1) for n in range(6)]),
+}
+
+
+class _Emit:
+    """Float arithmetic in one precision with 'contract' as the only fast-math
+    flag, so that numba's fastmath pass leaves it as written."""
+
+    def __init__(self, builder, ty):
+        self.b, self.ty = builder, ty
+
+    def c(self, value):
+        return ir.Constant(self.ty, value)
+
+    def add(self, x, y):
+        return self.b.fadd(x, y, flags=_KEEP)
+
+    def sub(self, x, y):
+        return self.b.fsub(x, y, flags=_KEEP)
+
+    def mul(self, x, y):
+        return self.b.fmul(x, y, flags=_KEEP)
+
+    def div(self, x, y):
+        return self.b.fdiv(x, y, flags=_KEEP)
+
+    def clamp(self, x, lo, hi):
+        """min(max(x, lo), hi) with NaN passed through (it compares false)."""
+        b = self.b
+        x = b.select(b.fcmp_ordered("<", x, self.c(lo), flags=_KEEP), self.c(lo), x)
+        return b.select(b.fcmp_ordered(">", x, self.c(hi), flags=_KEEP), self.c(hi), x)
+
+    def horner(self, x, coeffs):
+        """coeffs[0] + x (coeffs[1] + x (coeffs[2] + ...))."""
+        p = self.c(coeffs[-1])
+        for a in reversed(coeffs[:-1]):
+            p = self.add(self.c(a), self.mul(x, p))
+        return p
+
+    def reduce_ln2(self, x, P):
+        """(k, r): k = rint(x / ln 2) as an integer-valued float, r = x - k ln 2."""
+        rint = self.b.module.declare_intrinsic("llvm.rint", [self.ty])
+        k = self.b.call(rint, [self.mul(x, self.c(1 / math.log(2)))])
+        r = self.sub(x, self.mul(k, self.c(P[0])))
+        return k, self.sub(r, self.mul(k, self.c(P[1])))
+
+    def expm1_r(self, r, P):
+        """q = expm1(r) = r (1 + r/2! + r^2/3! + ...) for |r| <= ln(2)/2."""
+        return self.mul(r, self.horner(r, P[7]))
+
+    def ldexp(self, p, k, P):
+        """p 2^k as (p 2^k1) 2^k2, k1 = floor(k/2): integer vector instructions
+        only (AVX2 has no float64 -> int64 conversion)."""
+        b, magic, m, bias, ity = self.b, P[2], P[3], P[4], P[5]
+        shifted = self.add(k, self.c(magic))
+        ki = b.sub(b.bitcast(shifted, ity), b.bitcast(self.c(magic), ity))
+        k1 = b.ashr(ki, ir.Constant(ity, 1))
+        for kh in (k1, b.sub(ki, k1)):
+            bits = b.shl(b.add(kh, ir.Constant(ity, bias)), ir.Constant(ity, m))
+            p = self.mul(p, b.bitcast(bits, self.ty))
+        return p
+
+
+def _unary_intrinsic(emit):
+    """A numba intrinsic f(x) for float32 and float64 x, its body emitted by
+    ``emit(e, x, P)`` (e an ``_Emit``, P the precision's constants)."""
+
+    def typer(typingctx, x):
+        if not isinstance(x, types.Float):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return emit(_Emit(builder, args[0].type), args[0], _PRECISION[sig.args[0].bitwidth])
+
+        return x(x), codegen
+
+    typer.__name__ = emit.__name__
+    typer.__doc__ = emit.__doc__
+    return intrinsic(typer)
+
+
+@_unary_intrinsic
+def exp(e, x, P):
+    """e^x within 1 ulp of libm's: 0 below the smallest subnormal, inf above the
+    largest float, NaN for NaN."""
+    x = e.clamp(x, *P[6])
+    k, r = e.reduce_ln2(x, P)
+    return e.ldexp(e.add(e.c(1), e.expm1_r(r, P)), k, P)
+
+
+@_unary_intrinsic
+def _expm1_neg(e, x, P):
+    """e^x - 1 for x <= 0, without cancellation near 0 (clamped at -64, where it
+    is -1 in both precisions)."""
+    x = e.clamp(x, -64.0, 0.0)
+    k, r = e.reduce_ln2(x, P)
+    s = e.ldexp(e.c(1), k, P)
+    return e.add(e.mul(s, e.expm1_r(r, P)), e.sub(s, e.c(1)))
+
+
+@_unary_intrinsic
+def _log1p_unit(e, u, P):
+    """ln(1 + u) for 0 <= u <= 1; m - 1 is u itself when 1 + u <= sqrt(2) (no
+    rounding of 1 + u, so small u keep their digits), else (u - 1)/2."""
+    b = e.b
+    big = b.fcmp_ordered(">", u, e.c(math.sqrt(2) - 1), flags=_KEEP)
+    m1 = b.select(big, e.mul(e.c(0.5), e.sub(u, e.c(1))), u)
+    s = e.div(m1, e.add(e.c(2), m1))
+    series = e.mul(e.mul(e.c(2), s), e.horner(e.mul(s, s), P[8]))
+    return e.add(b.select(big, e.c(math.log(2)), e.c(0)), series)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def sigmoid(z):
-    """Logistic function without overflow: exp is only taken of -|z|.
+    """Logistic function without overflow: exp is only taken of -|z|, and
+    1 / (1 + e) or e / (1 + e) is one division picked by a select, so a loop
+    over units vectorizes.
 
     Constants take z's type (``type(z)(1)``): a bare ``1.0`` is a float64 and would
-    promote float32 code to float64 arithmetic and float64 ``exp``.
+    promote float32 code to float64 arithmetic.
     """
     one = type(z)(1)
-    if z >= 0:
-        return one / (one + math.exp(-z))
-    e = math.exp(z)
-    return e / (one + e)
+    e = exp(-abs(z))
+    num = one if z >= 0 else e
+    return num / (one + e)
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def tanh(z):
-    """tanh; in compiled code a float32 version of its own (see ``_tanh_typed``)."""
-    return math.tanh(z)
+    """tanh z = -m / (2 + m) with m = expm1(-2|z|), odd in z.
+
+    Accurate at every |z| (m ~ -2|z| keeps its relative precision for small z,
+    where (1 - e) / (1 + e) would cancel) and vectorizable, in both precisions.
+    """
+    f = type(z)
+    m = _expm1_neg(f(-2) * abs(z))
+    t = -m / (f(2) + m)
+    return t if z >= 0 else -t
 
 
-@overload(tanh, jit_options={"fastmath": FASTMATH}, inline="always")
-def _tanh_typed(z):
-    """float64: libm's tanh.  float32: libm's tanhf costs ~5x an expf here, so
-    tanh|z| = (1 - e) / (1 + e) with e = exp(-2|z|) (no overflow: the exponent is
-    <= 0), and below |z| = 1/8, where 1 - e would cancel, the odd series
-    z - z^3/3 + 2 z^5/15 - 17 z^7/315 (next term < 2e-9 relative there).  Both
-    are within a few float32 ulps of tanh."""
-    if isinstance(z, types.Float) and z.bitwidth == 32:
-
-        def tanh32(z):
-            one = type(z)(1)
-            x = abs(z)
-            if x < type(z)(0.125):
-                x2 = x * x
-                t = x + x * x2 * (type(z)(-1 / 3) + x2 * (type(z)(2 / 15)
-                                                         + x2 * type(z)(-17 / 315)))
-            else:
-                e = math.exp(type(z)(-2) * x)
-                t = (one - e) / (one + e)
-            return t if z >= 0 else -t
-
-        return tanh32
-    return lambda z: math.tanh(z)
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def activate(code, z):
     """a = f(z) for the unit-wise activations (softmax is done per layer)."""
     if code == SIGMOID:
@@ -96,7 +236,7 @@ def activate(code, z):
     return z
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def derivative_from_a(code, a):
     """f'(z) written in terms of a = f(z), so the forward pass need not keep z.
 
@@ -113,9 +253,8 @@ def derivative_from_a(code, a):
     return one
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def log1pexp(t):
-    """ln(1 + e^t) without overflow or loss of precision for large |t|."""
-    if t > 0:
-        return t + math.log1p(math.exp(-t))
-    return math.log1p(math.exp(t))
+    """ln(1 + e^t) = max(t, 0) + ln(1 + e^-|t|), without overflow or loss of
+    precision for large |t|, vectorizable."""
+    return max(t, type(t)(0)) + _log1p_unit(exp(-abs(t)))
