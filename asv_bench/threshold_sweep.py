@@ -77,7 +77,8 @@ def main(batches=BATCHES) -> None:
                 Y = (rng.random((N, sizes[-1])) > 0.5).astype(float)
             A = _engine._buffers(net._layout, N, theta.dtype)
             args = (theta, net._layout, X, Y, net._loss_code, 1.0 / N, 0.0, False, A,
-                    np.empty_like(A), np.empty(N), np.empty_like(theta))
+                    np.empty_like(A), np.empty(N), np.empty_like(theta),
+                    _engine._panels(net._layout, N, theta.dtype))
             ser, par = _samples([lambda a=args: _kernels.loss_grad_serial(*a),
                                  lambda a=args: _kernels.loss_grad_parallel(*a)])
             sm, pm = statistics.median(ser), statistics.median(par)

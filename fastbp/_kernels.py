@@ -11,15 +11,35 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
 - ``acts``   (N, S): row e holds a^(0)(e), a^(1)(e), ..., a^(L)(e) side by side,
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
+- ``panels`` (gradient drivers only, N * ``panel_rows(layout)`` values): the
+  same a^(0..L-1) and delta^(1..L) transposed, one row per unit, contiguous
+  over the examples (``_to_panels``).
 
-Two phases, each race-free and with a reduction order fixed by the data alone,
-so results are bit-identical for any thread count:
+Three phases, each race-free and with a reduction order fixed by the data
+alone, so results are bit-identical for any thread count:
 
+0. per block of ``ROWS`` columns of a W^(l) (serial: see the drivers): W^(l)T
+   into ``grad``, which holds nothing until phase 2 writes it
+   (``_transpose_task``).
 1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
-   output delta, backward; a block writes only its own rows of the buffers.
+   output delta, backward, and the block's columns of the panels; a block
+   writes only its own rows of the buffers and its own columns of the panels.
 2. per (layer, block of ``ROWS`` output units) task (parallel over tasks):
-   dJ/dW[i, j] = sum_e delta_i(e) a_j(e) and dJ/db_i, the sum over e in example
-   order; a task writes only its own rows of the gradient.
+   dJ/dW[i, j] = sum_e delta_i(e) a_j(e) and dJ/db_i from the panels; a task
+   writes only its own rows of the gradient.
+
+One register tile does the multiply-adds of all three equations: 4 x 3 dot
+products sharing one pass over a contiguous sum index, z_i(e) over j (rows of
+W and of a^(l-1)), delta_j(e) over i (rows of W^T and of delta^(l)), dW[i, j]
+over e (panel rows of delta_i and a_j); only a backward sum over fewer than
+``SHORT`` units runs over the rows of W instead.  With reassociation allowed
+LLVM turns each of the twelve scalar sums into a vector accumulator: 12 of the
+16 ymm registers, 7 loads per 12 fused multiply-adds, and the sum's grouping
+fixed by its length alone.  The BLAS form (an outer-product block of accumulators held
+in registers across the sum) is not reachable from Numba: LLVM either
+vectorizes such a loop across the sum index with gathers or leaves it scalar,
+so the copies (W^T, the panels) are what make every operand contiguous.  Each
+copy costs O(weights) or O(N S), the products O(N weights).
 
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
 slice; two drivers, one ``parallel=True`` with ``prange`` and one serial twin
@@ -45,7 +65,10 @@ from ._config import ERROR_MODEL, FASTMATH
 from .functions import (
     BCE,
     CROSS_ENTROPY,
+    RELU,
+    SIGMOID,
     SOFTMAX,
+    TANH,
     activate,
     derivative_from_a,
     exp,
@@ -58,11 +81,45 @@ LAYOUT_COLUMNS = 7
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
 BLOCK = 32  # examples per parallel task in phase 1
-ROWS = 16  # output units per parallel task in phase 2 (even)
-CHUNK = 64  # examples per pass of a phase 2 task over a^(l-1) (a multiple of 4)
+ROWS = 16  # output units per parallel task in phase 2 (columns of W^(l) per transpose task)
+CHUNK = 1024  # examples per pass of a phase 2 task over the panels
+COLS = 48  # units j per pass of a phase 2 task over a^(l-1) (a multiple of 3)
+SHORT = 16  # backward sums over fewer units i than this run over the rows of W
+
+
+def panel_rows(layout) -> int:
+    """Rows of the panel matrix phase 2 reads (see ``_to_panels``): S_a + S_d with
+    S_a = n_0 + ... + n_{L-1} (a^(0) .. a^(L-1)) and S_d = n_1 + ... + n_L
+    (delta^(1) .. delta^(L)).  The drivers' ``panels`` holds N times as many
+    values (a buffer sized for N serves any batch of at most N examples)."""
+    L = layout.shape[0]
+    S = int(layout[L - 1, C_OUT] + layout[L - 1, N_OUT])
+    return 2 * S - int(layout[0, N_IN]) - int(layout[L - 1, N_OUT])
 
 
 # ---------------------------------------------------------------- phase 1 workers
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _activate_rows(code, acts, e0, e1, c, n):
+    """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1.  Called with a
+    constant ``code``, so the branch in ``activate`` folds away and the loop body
+    is one formula (vectorizable when the formula is)."""
+    for e in range(e0, e1):
+        a = acts[e, c:c + n]  # indices from 0: no negative-index fix-up in the loop
+        for k in range(n):
+            a[k] = activate(code, a[k])
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _derivative_rows(code, acts, deltas, e0, e1, c, n):
+    """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
+    (004 eq. (4); 000 eq. (5b)); ``code`` constant, as in ``_activate_rows``."""
+    for e in range(e0, e1):
+        a = acts[e, c:c + n]
+        d = deltas[e, c:c + n]
+        for k in range(n):
+            d[k] *= derivative_from_a(code, a[k])
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -72,54 +129,70 @@ def _forward_layer(theta, lay, hidden, acts, e0, e1):
     a^(l)_i = f_l(z^(l)_i) in place.  The last layer keeps z: ``_output_delta``
     needs it for a stable loss.
 
-    Register tile: 2 output units x 4 examples, eight dot products sharing one
-    pass over j, so each loaded W[i, j] feeds four multiply-adds and each loaded
-    a_j(e) two.  The row pair is the outer loop so W[i, :] and W[i + 1, :] stay in
-    L1 while every example of the block streams past them.  Past the last row or
-    example the tile repeats the last one (same value, written twice): one loop
-    nest, no remainder code.  Each z_i(e) is one dot product whatever its place
-    in a tile, so results do not depend on the block boundaries.
+    Register tile: 4 output units x 3 examples, twelve dot products sharing one
+    pass over j.  LLVM turns each into a vector accumulator (12 of the 16 ymm
+    registers), so each step loads 7 vectors for 12 multiply-adds.  The row
+    quadruple is the outer loop: W[i..i+3, :] stays in L1 while the block's
+    examples stream past from L2.  Past the last row or example the tile repeats
+    the last one (same value, written twice): one loop nest, no remainder code.
+    Each z_i(e) is one dot product whatever its place in a tile, so results do
+    not depend on the block boundaries.
     """
     n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
     zero = theta.dtype.type(0)
-    for i in range(0, n_out, 2):
-        ib = min(i + 1, n_out - 1)
-        W_a = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_b = theta[w_off + ib * n_in:w_off + (ib + 1) * n_in]
-        b_a = theta[b_off + i] if b_off >= 0 else zero
-        b_b = theta[b_off + ib] if b_off >= 0 else zero
-        for e in range(e0, e1, 4):
-            p, q, r, s = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1), min(e + 3, e1 - 1)
+    for i in range(0, n_out, 4):
+        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
+        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
+        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
+        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
+        b_0 = theta[b_off + i] if b_off >= 0 else zero
+        b_1 = theta[b_off + i1] if b_off >= 0 else zero
+        b_2 = theta[b_off + i2] if b_off >= 0 else zero
+        b_3 = theta[b_off + i3] if b_off >= 0 else zero
+        for e in range(e0, e1, 3):
+            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
             x_p = acts[p, c_in:c_in + n_in]
             x_q = acts[q, c_in:c_in + n_in]
             x_r = acts[r, c_in:c_in + n_in]
-            x_s = acts[s, c_in:c_in + n_in]
-            z_ap = z_aq = z_ar = z_as = zero
-            z_bp = z_bq = z_br = z_bs = zero
+            z_0p = z_0q = z_0r = z_1p = z_1q = z_1r = zero
+            z_2p = z_2q = z_2r = z_3p = z_3q = z_3r = zero
             for j in range(n_in):
                 # z_i(e) += W[i, j] * a_j(e)
-                z_ap += W_a[j] * x_p[j]
-                z_aq += W_a[j] * x_q[j]
-                z_ar += W_a[j] * x_r[j]
-                z_as += W_a[j] * x_s[j]
-                z_bp += W_b[j] * x_p[j]
-                z_bq += W_b[j] * x_q[j]
-                z_br += W_b[j] * x_r[j]
-                z_bs += W_b[j] * x_s[j]
-            acts[p, c_out + i] = z_ap + b_a
-            acts[q, c_out + i] = z_aq + b_a
-            acts[r, c_out + i] = z_ar + b_a
-            acts[s, c_out + i] = z_as + b_a
-            acts[p, c_out + ib] = z_bp + b_b
-            acts[q, c_out + ib] = z_bq + b_b
-            acts[r, c_out + ib] = z_br + b_b
-            acts[s, c_out + ib] = z_bs + b_b
+                z_0p += W_0[j] * x_p[j]
+                z_0q += W_0[j] * x_q[j]
+                z_0r += W_0[j] * x_r[j]
+                z_1p += W_1[j] * x_p[j]
+                z_1q += W_1[j] * x_q[j]
+                z_1r += W_1[j] * x_r[j]
+                z_2p += W_2[j] * x_p[j]
+                z_2q += W_2[j] * x_q[j]
+                z_2r += W_2[j] * x_r[j]
+                z_3p += W_3[j] * x_p[j]
+                z_3q += W_3[j] * x_q[j]
+                z_3r += W_3[j] * x_r[j]
+            acts[p, c_out + i] = z_0p + b_0
+            acts[q, c_out + i] = z_0q + b_0
+            acts[r, c_out + i] = z_0r + b_0
+            acts[p, c_out + i1] = z_1p + b_1
+            acts[q, c_out + i1] = z_1q + b_1
+            acts[r, c_out + i1] = z_1r + b_1
+            acts[p, c_out + i2] = z_2p + b_2
+            acts[q, c_out + i2] = z_2q + b_2
+            acts[r, c_out + i2] = z_2r + b_2
+            acts[p, c_out + i3] = z_3p + b_3
+            acts[q, c_out + i3] = z_3q + b_3
+            acts[r, c_out + i3] = z_3r + b_3
     if hidden:
+        # 004 section 2; one loop per kind (identity: a = z, nothing to do)
         act = lay[ACT]
-        for e in range(e0, e1):
-            for i in range(n_out):
-                acts[e, c_out + i] = activate(act, acts[e, c_out + i])
+        if act == RELU:
+            _activate_rows(RELU, acts, e0, e1, c_out, n_out)
+        elif act == TANH:
+            _activate_rows(TANH, acts, e0, e1, c_out, n_out)
+        elif act == SIGMOID:
+            _activate_rows(SIGMOID, acts, e0, e1, c_out, n_out)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -183,65 +256,143 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _transpose_tasks(layout, input_grad):
+    """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
+    weight matrices the backward pass reads."""
+    T = 0
+    for l in range(0 if input_grad else 1, layout.shape[0]):
+        T += (layout[l, N_IN] + ROWS - 1) // ROWS
+    return T
+
+
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _backward_layer(theta, lay, act_prev, acts, deltas, e0, e1):
+def _transpose_task(theta, layout, input_grad, WT, t):
+    """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
+    the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
+    layers whose transpose the backward pass reads (l >= 2, and l = 1 when
+    ``input_grad``) in order.  A copy is O(n_l n_{l-1}), the backward pass that
+    reads it O(N n_l n_{l-1}).
+    """
+    l = 0 if input_grad else 1
+    j0 = t * ROWS
+    while j0 >= layout[l, N_IN]:  # the layer and first column of task t
+        j0 -= ((layout[l, N_IN] + ROWS - 1) // ROWS) * ROWS
+        l += 1
+    n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
+    j1 = min(n_in, j0 + ROWS)
+    # 8 rows of W at a time: their lines stay in L1 while the task's columns
+    # are written out as 8-long runs of the rows of W^T
+    for i0 in range(0, n_out, 8):
+        for j in range(j0, j1):
+            for i in range(i0, min(n_out, i0 + 8)):
+                WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
     """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
     (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
 
     ``act_prev`` < 0 means layer l - 1 is the input: then this is the input
     gradient dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25)).
-    The literal formula reads the column W[:, j]; here the sum over i runs four
-    rows at a time in the outer loop, so the inner loop over j reads four
-    contiguous rows W[i..i+3, :] (kept in L1 while the block's examples stream
-    past) and updates delta^(l-1)(e) once per four multiply-adds, for two
-    examples at once (each loaded W[i, j] feeds two of them).  Rows past the last
-    one enter with delta = 0; past the last example the pair repeats it (read
-    before either is written, so the value is stored twice, not added twice).
-    The order of the sum over i is the same for every example, so results do not
-    depend on the block boundaries or the pairing.
+    The sum reads the column W[:, j], which is row j of the transposed copy in
+    ``WT`` (``_transpose_task``): contiguous, so the backward pass has the
+    forward pass's register tile, 4 units j x 3 examples, twelve dot products
+    over i sharing one pass, and its remainder rule (repeat the last unit or
+    example).  Below ``SHORT`` terms (an output layer's few units) a dot product
+    would be all remainder code, so the sum runs instead over the rows W[i, :]
+    of ``theta``, each scaled by delta_i(e) and added in i order, vectorized
+    over j.  Either way each delta_j(e) is summed in an order fixed by the
+    layer's shape, the same for every example, so results do not depend on the
+    block boundaries.
     """
     n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
     c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = theta.dtype.type(0)
-    for e in range(e0, e1):
-        for j in range(n_in):
-            deltas[e, c_in + j] = zero
-    for i in range(0, n_out, 4):
-        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
-        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
-        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
-        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
-        for e in range(e0, e1, 2):
-            f = min(e + 1, e1 - 1)
-            d_0 = deltas[e, c_out + i]
-            d_1 = deltas[e, c_out + i1] if i + 1 < n_out else zero
-            d_2 = deltas[e, c_out + i2] if i + 2 < n_out else zero
-            d_3 = deltas[e, c_out + i3] if i + 3 < n_out else zero
-            g_0 = deltas[f, c_out + i]
-            g_1 = deltas[f, c_out + i1] if i + 1 < n_out else zero
-            g_2 = deltas[f, c_out + i2] if i + 2 < n_out else zero
-            g_3 = deltas[f, c_out + i3] if i + 3 < n_out else zero
-            out_e = deltas[e, c_in:c_in + n_in]
-            out_f = deltas[f, c_in:c_in + n_in]
-            for j in range(n_in):
-                # sum_i W[i, j] * delta_i(e), four terms of it, for e and f
-                u = out_e[j] + (W_0[j] * d_0 + W_1[j] * d_1 + W_2[j] * d_2 + W_3[j] * d_3)
-                v = out_f[j] + (W_0[j] * g_0 + W_1[j] * g_1 + W_2[j] * g_2 + W_3[j] * g_3)
-                out_e[j] = u
-                out_f[j] = v
-    if act_prev >= 0:
+    zero = WT.dtype.type(0)
+    if n_out < SHORT:
         for e in range(e0, e1):
+            out = deltas[e, c_in:c_in + n_in]
             for j in range(n_in):
-                deltas[e, c_in + j] *= derivative_from_a(act_prev, acts[e, c_in + j])
+                out[j] = zero
+            for i in range(n_out):
+                d_i = deltas[e, c_out + i]
+                W_i = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
+                for j in range(n_in):
+                    out[j] += W_i[j] * d_i  # W[i, j] * delta_i(e)
+    for j in range(0, n_in if n_out >= SHORT else 0, 4):
+        j1, j2, j3 = min(j + 1, n_in - 1), min(j + 2, n_in - 1), min(j + 3, n_in - 1)
+        V_0 = WT[w_off + j * n_out:w_off + (j + 1) * n_out]  # W[:, j]
+        V_1 = WT[w_off + j1 * n_out:w_off + (j1 + 1) * n_out]
+        V_2 = WT[w_off + j2 * n_out:w_off + (j2 + 1) * n_out]
+        V_3 = WT[w_off + j3 * n_out:w_off + (j3 + 1) * n_out]
+        for e in range(e0, e1, 3):
+            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
+            d_p = deltas[p, c_out:c_out + n_out]
+            d_q = deltas[q, c_out:c_out + n_out]
+            d_r = deltas[r, c_out:c_out + n_out]
+            s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
+            s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
+            for i in range(n_out):
+                # sum_i W[i, j] * delta_i(e)
+                s_0p += V_0[i] * d_p[i]
+                s_0q += V_0[i] * d_q[i]
+                s_0r += V_0[i] * d_r[i]
+                s_1p += V_1[i] * d_p[i]
+                s_1q += V_1[i] * d_q[i]
+                s_1r += V_1[i] * d_r[i]
+                s_2p += V_2[i] * d_p[i]
+                s_2q += V_2[i] * d_q[i]
+                s_2r += V_2[i] * d_r[i]
+                s_3p += V_3[i] * d_p[i]
+                s_3q += V_3[i] * d_q[i]
+                s_3r += V_3[i] * d_r[i]
+            deltas[p, c_in + j] = s_0p
+            deltas[q, c_in + j] = s_0q
+            deltas[r, c_in + j] = s_0r
+            deltas[p, c_in + j1] = s_1p
+            deltas[q, c_in + j1] = s_1q
+            deltas[r, c_in + j1] = s_1r
+            deltas[p, c_in + j2] = s_2p
+            deltas[q, c_in + j2] = s_2q
+            deltas[r, c_in + j2] = s_2r
+            deltas[p, c_in + j3] = s_3p
+            deltas[q, c_in + j3] = s_3q
+            deltas[r, c_in + j3] = s_3r
+    # one loop per kind; identity (f' = 1) and the input (act_prev < 0) skip it
+    if act_prev == RELU:
+        _derivative_rows(RELU, acts, deltas, e0, e1, c_in, n_in)
+    elif act_prev == TANH:
+        _derivative_rows(TANH, acts, deltas, e0, e1, c_in, n_in)
+    elif act_prev == SIGMOID:
+        _derivative_rows(SIGMOID, acts, deltas, e0, e1, c_in, n_in)
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
-                   acts, deltas, losses, e0, e1):
+def _to_panels(buf, c, n, panels, row, e0, e1):
+    """Columns c..c+n-1 of ``buf``'s rows e0..e1-1 into rows row..row+n-1 of the
+    panel matrix: ``panels[u * N + e]``, one unit's values over the batch,
+    contiguous in e, as phase 2's dot products over the examples read them.
+    Rows a^(0) .. a^(L-1) come first (panel row = column of ``acts``), then
+    delta^(1) .. delta^(L) (panel row = S_a + column of ``deltas`` - n_0).
+    Written at the end of phase 1 by the block that owns those examples, while
+    its rows are still in cache: cheap and race-free.  Two calls (a, then
+    delta) rather than one per layer: each call site is inlined into every
+    driver, and each costs compile time."""
+    N = buf.shape[0]
+    for u in range(n):
+        for e in range(e0, e1):
+            panels[(row + u) * N + e] = buf[e, c + u]
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
+                   input_grad, acts, deltas, losses, panels, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
-    the deltas from the last layer down (002 Table 1)."""
+    the deltas from the last layer down (002 Table 1), reading W^T from ``WT``.
+    With ``want_grad``, every a^(l) (l < L) and delta^(l) (l >= 1) also goes to
+    ``panels`` for phase 2."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
@@ -253,76 +404,100 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, 
                   want_loss, want_grad, e0, e1)
     if want_grad:
         for l in range(L - 1, 0, -1):
-            _backward_layer(theta, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
+            _backward_layer(theta, WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
+        S_a = layout[L - 1, C_IN] + layout[L - 1, N_IN]
+        _to_panels(acts, 0, S_a, panels, 0, e0, e1)
+        S_d = layout[L - 1, C_OUT] + layout[L - 1, N_OUT] - n_0
+        _to_panels(deltas, n_0, S_d, panels, S_a, e0, e1)
         if input_grad:
-            _backward_layer(theta, layout[0], INPUT, acts, deltas, e0, e1)
+            _backward_layer(theta, WT, layout[0], INPUT, acts, deltas, e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 worker
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _weight_grad_task(theta, layout, acts, deltas, grad, l2, t):
+def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
     (5), (8), (9); 002 eq. (26)-(27)), for task t: the t-th block of ``ROWS``
     output units, counting the layers' blocks in order.
 
-    The sum over examples runs in example order, four examples per step
-    (examples past N enter with delta = 0), so the grouping depends on N alone.
-    Register tile: 2 rows x 4 examples, so each update of a gradient entry
-    carries four multiply-adds and each loaded a_j(e) feeds two rows.  Examples
-    are taken in chunks of ``CHUNK``: a chunk of a^(l-1) stays in L2 while every
-    row pair of the task passes over it, instead of re-streaming the whole batch
-    for each pair.  The chunking does not change the order of the sums.
+    Both factors are read from the transposed panels (``_panel_task``), where
+    delta_i and a_j are contiguous over e, so each dW[i, j] is a dot product
+    over the examples and this is the forward pass's register tile again:
+    4 units i x 3 units j, twelve dot products sharing one pass over e.  The
+    examples are taken in chunks of ``CHUNK`` (a chunk of a delta_i row and the
+    rows a_j of ``COLS`` units stay in cache while the task's tiles pass over
+    them); each chunk's twelve sums are added to the gradient entries, all read
+    before any is written, so a tile that repeats a unit at the edge stores one
+    value twice rather than adding it twice.  The grouping of every sum
+    depends on N alone, so results do not depend on the tasks.
     """
     l = 0
     i0 = t * ROWS
     while i0 >= layout[l, N_OUT]:  # the layer and first row of task t
         i0 -= ((layout[l, N_OUT] + ROWS - 1) // ROWS) * ROWS
         l += 1
+    L = layout.shape[0]
     lay = layout[l]
     n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
     i1 = min(lay[N_OUT], i0 + ROWS)
-    N = acts.shape[0]
+    # rows of the panel matrix: a_j^(l-1) at c_in + j, delta_i^(l) at S_a + c_out + i - n_0
+    a_row = lay[C_IN]
+    d_row = layout[L - 1, C_IN] + layout[L - 1, N_IN] + lay[C_OUT] - layout[0, N_IN]
     zero = theta.dtype.type(0)
     for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
         grad[k] = zero
     for c0 in range(0, N, CHUNK):
         c1 = min(N, c0 + CHUNK)
-        for i in range(i0, i1, 2):
-            ib = min(i + 1, i1 - 1)
-            G_a = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
-            G_b = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
-            for e in range(c0, c1, 4):
-                p, q, r, s = e, min(e + 1, N - 1), min(e + 2, N - 1), min(e + 3, N - 1)
-                d_ap = deltas[p, c_out + i]
-                d_bp = deltas[p, c_out + ib]
-                d_aq = deltas[q, c_out + i] if e + 1 < N else zero
-                d_bq = deltas[q, c_out + ib] if e + 1 < N else zero
-                d_ar = deltas[r, c_out + i] if e + 2 < N else zero
-                d_br = deltas[r, c_out + ib] if e + 2 < N else zero
-                d_as = deltas[s, c_out + i] if e + 3 < N else zero
-                d_bs = deltas[s, c_out + ib] if e + 3 < N else zero
-                x_p = acts[p, c_in:c_in + n_in]
-                x_q = acts[q, c_in:c_in + n_in]
-                x_r = acts[r, c_in:c_in + n_in]
-                x_s = acts[s, c_in:c_in + n_in]
-                for j in range(n_in):
-                    # dW[i, j] += delta_i(e) * a_j(e), four examples at once; both
-                    # rows are read before either is written (ib == i on odd tails)
-                    g_a = G_a[j] + (d_ap * x_p[j] + d_aq * x_q[j] + d_ar * x_r[j]
-                                    + d_as * x_s[j])
-                    g_b = G_b[j] + (d_bp * x_p[j] + d_bq * x_q[j] + d_br * x_r[j]
-                                    + d_bs * x_s[j])
-                    G_a[j] = g_a
-                    G_b[j] = g_b
+        for j0 in range(0, n_in, COLS):
+            jn = min(n_in, j0 + COLS)
+            for i in range(i0, i1, 4):
+                ia, ib, ic = min(i + 1, i1 - 1), min(i + 2, i1 - 1), min(i + 3, i1 - 1)
+                D_0 = panels[(d_row + i) * N + c0:(d_row + i) * N + c1]
+                D_1 = panels[(d_row + ia) * N + c0:(d_row + ia) * N + c1]
+                D_2 = panels[(d_row + ib) * N + c0:(d_row + ib) * N + c1]
+                D_3 = panels[(d_row + ic) * N + c0:(d_row + ic) * N + c1]
+                G_0 = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
+                G_1 = grad[w_off + ia * n_in:w_off + (ia + 1) * n_in]
+                G_2 = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
+                G_3 = grad[w_off + ic * n_in:w_off + (ic + 1) * n_in]
+                for j in range(j0, jn, 3):
+                    jb, jc = min(j + 1, jn - 1), min(j + 2, jn - 1)
+                    A_p = panels[(a_row + j) * N + c0:(a_row + j) * N + c1]
+                    A_q = panels[(a_row + jb) * N + c0:(a_row + jb) * N + c1]
+                    A_r = panels[(a_row + jc) * N + c0:(a_row + jc) * N + c1]
+                    s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
+                    s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
+                    for e in range(c1 - c0):
+                        # dW[i, j] += delta_i(e) * a_j(e)
+                        s_0p += D_0[e] * A_p[e]
+                        s_0q += D_0[e] * A_q[e]
+                        s_0r += D_0[e] * A_r[e]
+                        s_1p += D_1[e] * A_p[e]
+                        s_1q += D_1[e] * A_q[e]
+                        s_1r += D_1[e] * A_r[e]
+                        s_2p += D_2[e] * A_p[e]
+                        s_2q += D_2[e] * A_q[e]
+                        s_2r += D_2[e] * A_r[e]
+                        s_3p += D_3[e] * A_p[e]
+                        s_3q += D_3[e] * A_q[e]
+                        s_3r += D_3[e] * A_r[e]
+                    g_0p, g_0q, g_0r = G_0[j] + s_0p, G_0[jb] + s_0q, G_0[jc] + s_0r
+                    g_1p, g_1q, g_1r = G_1[j] + s_1p, G_1[jb] + s_1q, G_1[jc] + s_1r
+                    g_2p, g_2q, g_2r = G_2[j] + s_2p, G_2[jb] + s_2q, G_2[jc] + s_2r
+                    g_3p, g_3q, g_3r = G_3[j] + s_3p, G_3[jb] + s_3q, G_3[jc] + s_3r
+                    G_0[j], G_0[jb], G_0[jc] = g_0p, g_0q, g_0r
+                    G_1[j], G_1[jb], G_1[jc] = g_1p, g_1q, g_1r
+                    G_2[j], G_2[jb], G_2[jc] = g_2p, g_2q, g_2r
+                    G_3[j], G_3[jb], G_3[jc] = g_3p, g_3q, g_3r
     if b_off >= 0:
         for i in range(i0, i1):
+            D_i = panels[(d_row + i) * N:(d_row + i + 1) * N]
             s = zero
             for e in range(N):
-                s += deltas[e, c_out + i]
+                s += D_i[e]
             grad[b_off + i] = s
     if l2 != 0:
         for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
@@ -360,26 +535,34 @@ def _total_loss(theta, layout, losses, scale, l2):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                       acts, deltas, losses, grad):
+                       acts, deltas, losses, grad, panels):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; parallel over example blocks, then over row tasks."""
+    ``deltas[:, :n_0]``; W^T copied serially, then parallel over example blocks,
+    then over row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values)
+    is scratch."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
+    # grad is free until phase 2 writes it: it holds W^T for the backward pass.
+    # Serial: the O(weights) copies are a few % of a gradient (C5: ~4 ms), while
+    # each parallel region costs a launch, ~12 ms when another process holds a
+    # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
+    for t in range(_transpose_tasks(layout, input_grad)):
+        _transpose_task(theta, layout, input_grad, grad, t)
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
+                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in prange(T):
         # prange's index is unsigned: cast, or the worker compiles a second time
-        _weight_grad_task(theta, layout, acts, deltas, grad, l2, np.int64(t))
+        _weight_grad_task(theta, layout, panels, N, grad, l2, np.int64(t))
     return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                     acts, deltas, losses, grad):
+                     acts, deltas, losses, grad, panels):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
 
@@ -389,14 +572,16 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
+    for t in range(_transpose_tasks(layout, input_grad)):
+        _transpose_task(theta, layout, input_grad, grad, t)
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
+                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
     T = 0
     for l in range(layout.shape[0]):
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in range(T):
-        _weight_grad_task(theta, layout, acts, deltas, grad, l2, t)
+        _weight_grad_task(theta, layout, panels, N, grad, l2, t)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
@@ -407,8 +592,8 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
-                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
@@ -417,5 +602,5 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
     N = X.shape[0]
     no = N < 0
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss, no,
-                       no, acts, acts, losses, b * BLOCK, min(N, b * BLOCK + BLOCK))
+        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))

@@ -220,7 +220,7 @@ def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
 
 def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, mean, l2, opt,
                 lr, mu, beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
-                Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad,
+                Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad, panels,
                 Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
                 out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
     """Run epochs ep0 .. ep0 + n_epochs - 1, with the gradient driver and the
@@ -265,7 +265,8 @@ def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, me
             ab = acts if full else acts_r
             db = deltas if full else deltas_r
             lb = losses if full else losses_r
-            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad)
+            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad,
+                      panels)
             data += _sum(lb)
             if l2 != 0:
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
@@ -292,7 +293,8 @@ def _driver_types(dtype):
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     i64, b = types.int64, types.boolean
     layout = types.Array(types.int64, 2, "C", readonly=True)
-    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec))
+    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec,
+                                     vec))
     forward = types.FunctionType(types.none(vec, layout, mat, mat, i64, b, mat, vec))
     return loss_grad, forward
 
@@ -343,7 +345,7 @@ def _signature(dtype):
     return types.UniTuple(i64, 2)(
         i64, i64, vec, layout, mat, mat, i64, b, f, i64, f, f, f, f, f, vec, vec,
         i64vec, types.Array(types.uint64, 1, "C"), i64vec, b, b, i64,
-        mat, mat, mat, mat, vec, mat, mat, mat, mat, vec, vec,
+        mat, mat, mat, mat, vec, mat, mat, mat, mat, vec, vec, vec,
         mat, mat, mat, vec, i64, i64, f64, vec, f64, f64, f64, i64, i64)
 
 

@@ -379,14 +379,15 @@ class Network:
         scale = self._scalar(1.0 / N if self._mean else 1.0)
         input_grad = bool(input_grad)
         workspaces = self._workspaces
-        acts, deltas, losses = ws = workspaces.take(N)
+        acts, deltas, losses, panels = ws = workspaces.take(N)
         grad = np.empty(self._theta_shape, self.dtype)
         if N * (self._theta_shape[0] + n_0) < _engine.SERIAL_BELOW:
             J = _kernels.loss_grad_serial(theta, self._layout, X, Y, self._loss_code, scale,
-                                          self._l2_arg, input_grad, acts, deltas, losses, grad)
+                                          self._l2_arg, input_grad, acts, deltas, losses, grad,
+                                          panels)
         else:
             J = _engine.loss_grad(theta, self._layout, X, Y, self._loss_code, scale,
-                                  self._l2_arg, input_grad, acts, deltas, losses, grad)
+                                  self._l2_arg, input_grad, acts, deltas, losses, grad, panels)
         grads = Params._wrap(self.sizes, self.bias, grad)
         if input_grad:
             dX = deltas[:, :n_0].copy()

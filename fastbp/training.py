@@ -314,7 +314,8 @@ def train(
         np.arange(N, dtype=np.int64), bool(minibatch and shuffle), minibatch, B,
         Xb, Yb, acts, np.empty_like(acts), np.empty(B, dt),
         Xr, Yr, acts_r, np.empty_like(acts_r), np.empty(r, dt), np.empty_like(theta),
-        Xv, Yv, acts_v, np.empty(Nv, dt), _accuracy_kind(net) if Nv else tk.ACC_NONE,
+        _engine._panels(layout, B, dt), Xv, Yv, acts_v, np.empty(Nv, dt),
+        _accuracy_kind(net) if Nv else tk.ACC_NONE,
         patience, np.full(1, np.inf), best_theta,
     ]
     # The serial gradient driver, or the parallel one when one step's work could
@@ -450,7 +451,7 @@ def _use_parallel(work, theta, layout, X, Y, net, B) -> bool:
         _engine._run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work,
                      theta, layout, Xp, Yp, net._loss_code, scale, theta.dtype.type(net.l2),
                      False, acts, np.empty_like(acts), np.empty(B, theta.dtype),
-                     np.empty_like(theta))
+                     np.empty_like(theta), _engine._panels(layout, B, theta.dtype))
     return _engine._parallel_ok
 
 
@@ -468,7 +469,8 @@ def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> float:
     acts = _engine._buffers(layout, B, theta.dtype)
     args = (theta, layout, Xb, Yb, net._loss_code, theta.dtype.type(1.0 / B),
             theta.dtype.type(net.l2), False, acts, np.empty_like(acts),
-            np.empty(B, theta.dtype), np.empty_like(theta))
+            np.empty(B, theta.dtype), np.empty_like(theta),
+            _engine._panels(layout, B, theta.dtype))
     best = {}
     for _ in range(rounds):
         for fn in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel):

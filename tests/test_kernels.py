@@ -119,6 +119,19 @@ def test_every_activation_and_loss(hidden, out_act, loss, dtype):
               dtype)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes, N", [([37, 23, 19, 5], 70), ([20, 17, 3], 1100)])
+def test_wide_layers_and_long_batches(sizes, N, dtype, path):
+    """Widths past the random problems' (up to 7): the backward tile over W^T
+    (16 or more units i) next to the short-sum form (fewer), widths that leave
+    partial tiles, and a batch longer than the weight gradient's chunk of
+    examples, so its partial sums are carried across chunks."""
+    hidden = len(sizes) - 2
+    check({"sizes": sizes, "activations": ["tanh"] * hidden + ["softmax"],
+           "loss": "cross_entropy", "bias": [True] * hidden + [False], "reduction": "mean",
+           "l2": 0.01, "N": N, "labels": True, "seed": 3}, dtype)
+
+
 @pytest.mark.parametrize("out_act, loss", PAIRS)
 def test_large_pre_activations_stay_finite_and_match(out_act, loss):
     """|z| up to ~1e3: no overflow in sigmoid, softmax or the cross-entropies

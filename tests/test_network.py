@@ -315,3 +315,21 @@ def test_borderline_targets_are_decided_by_the_full_check():
         bad = p.copy()
         bad.flat[-1] = np.nan
         net.loss_and_grad(bad, X, Y)
+
+
+def test_workspaces_keep_small_sets_and_at_most_one_large_one():
+    from fastbp import _engine
+
+    net = Network([3, 4, 2], ["tanh", "sigmoid"], "bce")
+    ws = _engine.Workspaces(net._layout, np.float64)
+    small, big, bigger = 5, 20_000, 30_000  # sets of ~1 kB, ~5 MB, ~7 MB
+    kept = {}
+    for N in (small, big):
+        kept[N] = ws.take(N)
+        ws.give(N, kept[N])
+    assert ws.take(small) is kept[small] and ws.take(big) is kept[big]
+    for N in (small, big):
+        ws.give(N, kept[N])
+    ws.give(bigger, ws.take(bigger))  # replaces the large set, not the small one
+    assert ws.take(big) is not kept[big]
+    assert ws.take(small) is kept[small]
