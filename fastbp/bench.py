@@ -180,6 +180,9 @@ class Threads:
 
 
 PEAK_N = 1024  # the matmul that measures the machine: PEAK_N^3 multiply-adds
+# Pause before each timed sample (seconds), longer than OpenBLAS's ~0.1 s of
+# spinning after a call: see ``interleaved``.
+SETTLE = 0.25
 
 
 def matmul(dtype, n: int = PEAK_N):
@@ -232,7 +235,7 @@ def cpu_name() -> str:
 
 
 def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
-                budget: float = 20.0) -> dict:
+                budget: float = 20.0, settle: float = 0.0) -> dict:
     """Median seconds per call of each callable, timed round-robin.
 
     Each callable is first calibrated to ``number`` calls per sample (so that a
@@ -242,6 +245,17 @@ def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
     ``budget`` seconds (and has at least 3 samples) sits out the remaining rounds,
     so one slow peer cannot make the run last hours.  The garbage collector is
     off while timing, as in ``timeit``.
+
+    ``settle`` seconds of sleep precede every sample, so that the worker threads
+    of the callable timed just before have gone to sleep: OpenBLAS's threads
+    spin for ~0.1 s after each call (2^28 cycles by default), and on a machine
+    with as many cores as threads a spinning pool takes the cores from the next
+    contender's threads.  Measured on the 2-core machine (fastbp's C3-1000-f32
+    gradient, 2 threads, median of 30, each call after a 1024^3 float32 NumPy
+    matmul and a pause): 2.0 ms with no pause, 10-13 ms after 1-50 ms, 2.4 ms
+    after 200 ms; 1.6 ms alone.  After the pause one untimed call wakes the
+    contender's own threads and brings its data back into the caches (C4-256
+    right after a 0.25 s pause: 7.2 ms, back to back 5.5 ms).
 
     Returns ``{name: (median seconds per call, calls per sample, samples,
     fastest sample's seconds per call)}``.
@@ -264,6 +278,9 @@ def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
                 if spent[name] > budget and len(samples[name]) >= 3:
                     continue
                 fn, n = runs[name], number[name]
+                if settle:
+                    time.sleep(settle)
+                    fn()  # untimed: wakes its threads and warms its caches again
                 t0 = time.perf_counter()
                 for _ in range(n):
                     fn()
@@ -347,7 +364,7 @@ def load_contenders(names, threads: int):
     return loaded, skipped
 
 
-def bench_workload(w, kind, contenders, skipped, repeat, ref):
+def bench_workload(w, kind, contenders, skipped, repeat, ref, settle=0.0):
     """Check then time every contender on workload ``w``; returns the rows.
 
     A NumPy matmul of the workload's dtype is timed in the same rounds as the
@@ -385,7 +402,7 @@ def bench_workload(w, kind, contenders, skipped, repeat, ref):
     runs = {n: p[0] for n, p in prepared.items()}
     if runs:
         runs[" matmul"] = matmul(w.dtype)
-    timed = interleaved(runs, repeat)
+    timed = interleaved(runs, repeat, settle=settle)
     # the peak is the matmul's best sample: the machine's reach in these rounds
     peak = 2 * PEAK_N**3 / timed.pop(" matmul")[3] / 1e9 if runs else None
     peer_times = [timed[n][0] for n in timed if contenders[n].is_peer]
@@ -414,7 +431,7 @@ def _train_oracle(w, net, params, X, Y, contenders):
     return _peers.NumpyContender().training(w, net64, p64, X64, Y64, None).result()[1]
 
 
-def collect(workloads, kinds, names, threads, repeat, on_rows=None) -> dict:
+def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0) -> dict:
     """Run the comparison; returns the JSON-able report.
 
     ``on_rows(report, rows)``, when given, is called after each workload with the
@@ -438,6 +455,7 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None) -> dict:
                     "matmul_peak_gflops": peak, "platform": platform.platform()},
         "versions": versions(),
         "repeat": repeat,
+        "settle_s": settle,
         "notes": notes,
         "workloads": {w.name: {**asdict(w), "label": w.label, "n_weights": w.n_weights,
                                "flops_per_gradient": w.flops} for w in workloads},
@@ -448,7 +466,7 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None) -> dict:
             if kind == "train" and not w.steps:
                 continue
             rows = [asdict(r) for r in
-                    bench_workload(w, kind, contenders, skipped, repeat, ref_mod)]
+                    bench_workload(w, kind, contenders, skipped, repeat, ref_mod, settle)]
             report["results"] += rows
             if on_rows is not None:
                 on_rows(report, rows)
@@ -547,6 +565,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="threads for every library (default: all usable cores)")
     p.add_argument("--repeat", type=int, default=15,
                    help="interleaved samples per contender (default: %(default)s)")
+    p.add_argument("--settle", type=float, default=SETTLE, metavar="SECONDS",
+                   help="pause before every sample, so that the thread pool of the library "
+                        "timed before it has gone idle (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -574,6 +595,8 @@ def run(args) -> int:
         return _usage(str(e))
     if args.repeat < 1:
         return _usage(f"--repeat: expected an integer >= 1, got {args.repeat}")
+    if not 0 <= args.settle <= 10:
+        return _usage(f"--settle: expected seconds between 0 and 10, got {args.settle}")
     threads = usable_cores() if args.threads is None else args.threads
     if threads < 1:
         return _usage(f"--threads: expected an integer >= 1, got {threads}")
@@ -594,7 +617,8 @@ def run(args) -> int:
 
     try:
         report = collect(workloads, kinds, ["fastbp", "reference", *peers], threads,
-                         args.repeat, on_rows=None if args.json else show)
+                         args.repeat, on_rows=None if args.json else show,
+                         settle=args.settle)
     except (CheckError, ValueError, RuntimeError, OSError) as e:
         if getattr(args, "debug", False):
             raise

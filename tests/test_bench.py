@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -183,10 +184,11 @@ def _bench(*args, block_peers=False):
 
 def test_command_json_end_to_end_without_peers():
     out = _bench("--workload", "C2", "--repeat", "3", "--json", "--kind", "gradient",
-                 block_peers=True)
+                 "--settle", "0.01", block_peers=True)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert {"machine", "versions", "repeat", "notes", "workloads", "results"} <= set(report)
+    assert report["settle_s"] == 0.01
     assert report["machine"]["threads"] >= 1
     assert set(report["machine"]["matmul_peak_gflops"]) == {"float32", "float64"}
     assert list(report["workloads"]) == ["C2"]
@@ -205,7 +207,7 @@ def test_command_json_end_to_end_without_peers():
 
 def test_command_with_installed_peers():
     out = _bench("--workload", "C2", "--repeat", "3", "--json", "--kind", "gradient",
-                 "--threads", "1")
+                 "--threads", "1", "--settle", "0")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     for r in report["results"]:
@@ -221,6 +223,7 @@ def test_command_with_installed_peers():
 @pytest.mark.parametrize("args, message", [
     (("--workload", "C9"), "unknown workload 'C9'"),
     (("--repeat", "0"), "--repeat"),
+    (("--settle", "-1"), "--settle"),
     (("--peers", "numpy,tensorflow"), "unknown peer 'tensorflow'"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, message):
@@ -228,6 +231,20 @@ def test_usage_errors_exit_2_with_one_line(args, message):
     assert out.returncode == 2
     assert out.stdout == ""
     assert len(out.stderr.strip().splitlines()) == 1 and message in out.stderr
+
+
+def test_interleaved_settles_and_rewarms_before_every_sample():
+    calls = []
+
+    def fn():
+        calls.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    timed = bench.interleaved({"f": fn}, repeat=3, sample_time=0.0, settle=0.05)
+    # calibration call, then per sample: pause, one untimed call, the timed call
+    assert len(calls) == 1 + 3 * 2 and timed["f"][1:3] == (1, 3)
+    assert time.perf_counter() - t0 >= 3 * 0.05
+    assert all(calls[i + 1] - calls[i] < 0.05 for i in (1, 3, 5))  # warm call, then timed
 
 
 def test_help_and_list():
