@@ -10,11 +10,12 @@ from .gradcheck import gradcheck
 from .io import ModelFileError, load, save
 from .network import Network
 from .params import Params
-from .training import History, train
+from .training import EarlyStopping, History, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EarlyStopping",
     "History",
     "ModelFileError",
     "Network",

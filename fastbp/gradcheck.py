@@ -95,7 +95,7 @@ def gradcheck(
     if X64.ndim != 2:
         raise ValueError(f"X must be 2-D, got shape {X64.shape}")
     # labels -> one-hot once, so the differences perturb only theta and X
-    Y64 = reference._targets(net, Y, X64.shape[0], np.dtype(np.float64))
+    Y64 = reference.targets(net, Y, X64.shape[0], np.dtype(np.float64))
 
     def J():
         return reference.loss(net, theta, X64, Y64)

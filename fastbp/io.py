@@ -59,7 +59,7 @@ def save(path, net: Network, params: Params, *, metadata: dict | None = None) ->
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
-    theta = net._theta(params)
+    theta = net.check_params(params)
     if metadata is not None:
         if not isinstance(metadata, dict):
             raise TypeError(f"metadata: expected a dict, got {type(metadata).__name__}")

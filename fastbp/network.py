@@ -2,7 +2,10 @@
 
 A network is a description (layer widths, activations, loss, reduction, l2, bias
 flags, dtype); its parameters are data (``fastbp.params.Params``).  Every method
-validates and converts its inputs here, then makes ONE call into compiled code.
+validates and converts its inputs here, then makes ONE call into the compiled
+core through the network's plan (``fastbp._core.Plan``): the plan of its
+description, shared by every equal network, which holds whatever the core keeps
+between calls (layout table, scratch buffers, launch policy).
 """
 
 from __future__ import annotations
@@ -12,17 +15,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import _engine, _kernels
-from ._validate import (
+from . import _core
+from ._checks import (
     ROW_SUM_TOL,
+    Real,
     as_float_dtype,
     as_float_matrix,
     as_targets,
     check_finite,
-    inputs_clean,
+    widths,
 )
-from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
-from .params import Params, layer_offsets, n_params
+from ._core import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from .params import Params, as_flat, layer_offsets
 
 LAYOUTS = ("out_in", "in_out", "bias_column")
 
@@ -70,15 +74,7 @@ class Network:
     """
 
     __slots__ = (
-        "_l2_arg",
-        "_layout",
-        "_loss_code",
-        "_mean",
-        "_no_targets",
-        "_row_sum_tol",
-        "_scalar",
-        "_theta_shape",
-        "_workspaces",
+        "_plan",
         "activations",
         "bias",
         "dtype",
@@ -90,7 +86,7 @@ class Network:
 
     def __init__(self, sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True,
                  dtype="float64"):
-        sizes = _check_sizes(sizes)
+        sizes = widths("sizes", sizes)
         L = len(sizes) - 1
         activations = _check_activations(activations, L)
         if not isinstance(loss, str) or loss not in LOSSES:
@@ -102,9 +98,7 @@ class Network:
             )
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction: expected one of {list(REDUCTIONS)}, got {reduction!r}")
-        if isinstance(l2, bool) or not isinstance(l2, numbers.Real) or not np.isfinite(l2) \
-                or l2 < 0:
-            raise ValueError(f"l2: expected a finite number >= 0, got {l2!r}")
+        l2 = Real(low=0.0)("l2", l2)
         bias = _check_bias(bias, L)
         dtype = as_float_dtype(dtype)
 
@@ -116,19 +110,9 @@ class Network:
         set_(self, "l2", float(l2))
         set_(self, "bias", bias)
         set_(self, "dtype", dtype)
-        set_(self, "_loss_code", LOSSES[loss])
-        set_(self, "_layout", _layout_table(sizes, activations, bias))
-        set_(self, "_theta_shape", (n_params(sizes, bias),))
-        set_(self, "_mean", reduction == "mean")
-        # Scalars handed to the kernels: Python floats for float64 (numba types them
-        # faster than NumPy scalars, and as the same float64), np.float32 otherwise.
-        scalar = float if dtype == np.float64 else dtype.type
-        set_(self, "_scalar", scalar)
-        set_(self, "_l2_arg", scalar(l2))
-        set_(self, "_row_sum_tol", ROW_SUM_TOL[dtype] * sizes[-1])
-        set_(self, "_workspaces", _engine.Workspaces(self._layout, dtype))
-        # Y of a call without targets (no rows, so nothing can write into it)
-        set_(self, "_no_targets", np.empty((0, sizes[-1]), dtype=dtype))
+        set_(self, "_plan", _core.plan_for(sizes, [ACTIVATIONS[a] for a in activations], bias,
+                                           LOSSES[loss], reduction == "mean", l2, dtype,
+                                           ROW_SUM_TOL[dtype]))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -141,9 +125,15 @@ class Network:
         return len(self.sizes) - 1
 
     @property
+    def plan(self):
+        """The compiled core's plan of this description (``fastbp._core.Plan``),
+        shared by every equal network: what ``train`` and the adapters call."""
+        return self._plan
+
+    @property
     def n_params(self) -> int:
         """Length of the flat parameter vector."""
-        return n_params(self.sizes, self.bias)
+        return self._plan.n_params
 
     def to_dict(self) -> dict:
         """The description as plain JSON-able data (inverse of ``from_dict``)."""
@@ -278,8 +268,10 @@ class Network:
         check_finite("weights/biases", p.flat)
         return p
 
-    def _theta(self, params) -> np.ndarray:
-        """The validated flat vector of ``params``, in the network's dtype."""
+    def check_params(self, params) -> np.ndarray:
+        """The flat vector of ``params``, validated for this network (layout,
+        length, dimensionality, finiteness) and in its dtype (converted when
+        needed, never modified): what the compiled core may be handed."""
         if not isinstance(params, Params):
             raise TypeError(f"params: expected fastbp.Params, got {type(params).__name__}")
         if params.sizes != self.sizes or params.bias != self.bias:
@@ -288,7 +280,7 @@ class Network:
                 f"{list(params.bias)}); this one has sizes {list(self.sizes)}, bias "
                 f"{list(self.bias)}"
             )
-        theta = np.ascontiguousarray(params.flat, dtype=self.dtype)
+        theta = as_flat("params.flat", params.flat, self.n_params, self.dtype)
         check_finite("params", theta)
         return theta
 
@@ -301,10 +293,11 @@ class Network:
         screened by one compiled pass (``inputs_clean``: finite, valid targets)
         instead of a NumPy pass per check.  None sends the caller through the
         full checks and conversions (``_inputs``), which raise the error naming
-        the argument.  ``Y`` is ``self._no_targets`` for calls without targets.
+        the argument.  ``Y`` is the plan's ``no_targets`` for calls without targets.
         """
         dt = self.dtype
         if type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray:
+            plan = self._plan
             theta = params.flat
             sizes = self.sizes
             shape = X.shape
@@ -313,12 +306,12 @@ class Network:
             if (X.dtype is dt and Y.dtype is dt and theta.dtype is dt
                     and len(shape) == 2 and shape[0] > 0 and shape[1] == sizes[0]
                     and Y.ndim == 2 and Y.shape[1] == sizes[-1]
-                    and (Y.shape[0] == shape[0] or Y is self._no_targets)
-                    and theta.shape == self._theta_shape
+                    and (Y.shape[0] == shape[0] or Y is plan.no_targets)
+                    and theta.shape[0] == plan.n_params
                     and params.sizes == sizes and params.bias == self.bias
                     and theta.flags.c_contiguous and X.flags.c_contiguous
                     and Y.flags.c_contiguous
-                    and inputs_clean(theta, X, Y, self._loss_code, self._row_sum_tol)):
+                    and plan.screen(theta, X, Y)):
                 return Y
         return None
 
@@ -326,10 +319,10 @@ class Network:
         """(theta, X, Y) validated and converted for the kernels (Y stays None
         when not given): as they are when ``_ready``, else through the full
         checks and conversions."""
-        Yr = self._ready(params, X, self._no_targets if Y is None else Y)
+        Yr = self._ready(params, X, self._plan.no_targets if Y is None else Y)
         if Yr is not None:
             return params.flat, X, (None if Y is None else Yr)
-        theta = self._theta(params)
+        theta = self.check_params(params)
         X = as_float_matrix("X", X, self.sizes[0], self.dtype)
         if Y is not None:
             Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
@@ -368,47 +361,26 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
-        # Written out flat: for a network as small as 003's, each Python call
-        # and attribute lookup here is a visible part of the whole gradient.
         Yr = self._ready(params, X, Y)
         if Yr is None:
             theta, X, Y = self._inputs(params, X, Y)
         else:
             theta, Y = params.flat, Yr
-        N, n_0 = X.shape
-        scale = self._scalar(1.0 / N if self._mean else 1.0)
-        input_grad = bool(input_grad)
-        workspaces = self._workspaces
-        acts, deltas, losses, panels = ws = workspaces.take(N)
-        grad = np.empty(self._theta_shape, self.dtype)
-        if N * (self._theta_shape[0] + n_0) < _engine.SERIAL_BELOW:
-            J = _kernels.loss_grad_serial(theta, self._layout, X, Y, self._loss_code, scale,
-                                          self._l2_arg, input_grad, acts, deltas, losses, grad,
-                                          panels)
-        else:
-            J = _engine.loss_grad(theta, self._layout, X, Y, self._loss_code, scale,
-                                  self._l2_arg, input_grad, acts, deltas, losses, grad, panels)
-        grads = Params._wrap(self.sizes, self.bias, grad)
+        J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad))
+        grads = Params.wrap(self.sizes, self.bias, grad)
         if input_grad:
-            dX = deltas[:, :n_0].copy()
-            workspaces.give(N, ws)
-            return float(J), grads, dX
-        workspaces.give(N, ws)
-        return float(J), grads
+            return J, grads, dX
+        return J, grads
 
     def loss(self, params, X, Y) -> float:
         """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
         theta, X, Y = self._inputs(params, X, Y)
-        _, losses = _engine.forward(theta, self._layout, X, Y, self._loss_code,
-                                    self._workspaces)
-        return float(_kernels.total_loss(theta, self._layout, losses,
-                                         self._scalar(self._scale(X.shape[0])), self._l2_arg))
+        return self._plan.loss(theta, X, Y)
 
     def forward(self, params, X) -> np.ndarray:
         """Output activations a^(L), shape (N, n_L), in the network's dtype."""
         theta, X, _ = self._inputs(params, X)
-        out, _ = _engine.forward(theta, self._layout, X, workspaces=self._workspaces)
-        return out
+        return self._plan.forward(theta, X)
 
     def predict_proba(self, params, X) -> np.ndarray:
         """Class probabilities of a classifier: a^(L) for every example.
@@ -452,30 +424,16 @@ class Network:
             return decided[:, 0] if self.sizes[-1] == 1 else decided
         return out
 
-    def _scale(self, N: int) -> float:
-        return 1.0 / N if self.reduction == "mean" else 1.0
-
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _check_sizes(sizes) -> tuple:
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
-        raise TypeError(f"sizes: expected a sequence of layer widths, got {sizes!r}")
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"sizes: need at least 2 widths [n_0, n_1] (L >= 1), got {sizes}")
-    for n in sizes:
-        if isinstance(n, (bool, np.bool_)) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"sizes: widths must be integers, got {n!r} in {sizes}")
-        if n < 1:
-            raise ValueError(f"sizes: widths must be >= 1, got {n} in {sizes}")
-    return tuple(int(n) for n in sizes)
 
 
 def _check_activations(activations, L: int) -> tuple:
     if isinstance(activations, str):
         activations = [activations] * L
+    if isinstance(activations, bytes) or not isinstance(activations, (Sequence, np.ndarray)):
+        raise TypeError(f"activations: expected a name or a sequence of {L} names, "
+                        f"got {activations!r}")
     activations = list(activations)
     if len(activations) != L:
         raise ValueError(f"activations: expected one name or {L} names, got {len(activations)}")
@@ -499,18 +457,6 @@ def _check_bias(bias, L: int) -> tuple:
     if len(flags) != L or not all(isinstance(f, (bool, np.bool_)) for f in flags):
         raise ValueError(f"bias: expected a bool or {L} bools (one per layer), got {bias!r}")
     return tuple(bool(f) for f in flags)
-
-
-def _layout_table(sizes, activations, bias) -> np.ndarray:
-    L = len(sizes) - 1
-    table = np.zeros((L, _kernels.LAYOUT_COLUMNS), dtype=np.int64)
-    col = 0
-    for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
-        table[l - 1] = (sizes[l - 1], sizes[l], w_off, b_off, ACTIVATIONS[activations[l - 1]],
-                        col, col + sizes[l - 1])
-        col += sizes[l - 1]
-    table.setflags(write=False)
-    return table
 
 
 def _as_layer_list(name, seq, L):

@@ -41,6 +41,25 @@ def n_params(sizes: Sequence[int], bias: Sequence[bool]) -> int:
     return layer_offsets(sizes, bias)[-1][2]
 
 
+def as_flat(name: str, flat, n: int, dtype=None) -> np.ndarray:
+    """``flat`` as the compiled core takes a parameter vector: a 1-D
+    C-contiguous float32/float64 ndarray of n values (of ``dtype`` when given:
+    converted, never modified), or a clear error.  Every vector handed to
+    compiled code passes here or through ``Params``, which checks the same."""
+    if not isinstance(flat, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(flat).__name__}")
+    if flat.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name}: dtype must be float32 or float64, got {flat.dtype}")
+    if flat.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D vector of {n} parameters, got shape "
+                         f"{flat.shape}")
+    if flat.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} parameters, got {flat.shape[0]}")
+    if dtype is not None and flat.dtype != dtype or not flat.flags.c_contiguous:
+        flat = np.ascontiguousarray(flat, dtype=dtype or flat.dtype)
+    return flat
+
+
 class Layers(Sequence):
     """Per-layer arrays numbered as in the documents: ``W[1]`` is W^(1), ``W[L]`` the last.
 
@@ -98,7 +117,7 @@ class Params:
         ``b[l]`` has shape ``(n_l,)`` (a view into ``flat``), or None without bias.
     """
 
-    __slots__ = ("_views", "bias", "flat", "sizes")
+    __slots__ = ("_flat", "_views", "bias", "sizes")
 
     def __init__(self, sizes: Sequence[int], bias: Sequence[bool], flat: np.ndarray):
         sizes = tuple(int(n) for n in sizes)
@@ -118,18 +137,33 @@ class Params:
             )
         self.sizes = sizes
         self.bias = bias
-        self.flat = flat
+        self._flat = flat
+        self._views = None
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self._flat
+
+    @flat.setter
+    def flat(self, value) -> None:
+        # A replaced vector is held to the same rules as one passed to __init__,
+        # but never copied: an assignment that would need a copy is refused, so
+        # ``p.flat = v`` always leaves ``p.flat is v``.
+        n = n_params(self.sizes, self.bias)
+        if isinstance(value, np.ndarray) and value.ndim == 1 and not value.flags.c_contiguous:
+            raise ValueError("flat: expected a C-contiguous vector (use np.ascontiguousarray)")
+        self._flat = as_flat("flat", value, n)
         self._views = None
 
     @classmethod
-    def _wrap(cls, sizes: tuple, bias: tuple, flat: np.ndarray) -> Params:
-        """A Params over ``flat`` without the checks of ``__init__``: for vectors the
-        library itself allocated with the right dtype, length and layout.
+    def wrap(cls, sizes: tuple, bias: tuple, flat: np.ndarray) -> Params:
+        """A Params over ``flat`` without the checks of ``__init__`` (no copy, no
+        conversion): for vectors the library itself allocated with the right dtype, length and layout.
         ``sizes`` and ``bias`` must be normalized tuples."""
         self = object.__new__(cls)
         self.sizes = sizes
         self.bias = bias
-        self.flat = flat
+        self._flat = flat
         self._views = None
         return self
 
@@ -141,7 +175,7 @@ class Params:
         views = self._views
         if views is None:
             W, b = [], []
-            flat, sizes = self.flat, self.sizes
+            flat, sizes = self._flat, self.sizes
             for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, self.bias), 1):
                 n_out, n_in = sizes[l], sizes[l - 1]
                 W.append(flat[w_off : w_off + n_out * n_in].reshape(n_out, n_in))

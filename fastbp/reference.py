@@ -130,7 +130,7 @@ def _inputs(net, params, X):
     return X.astype(params.flat.dtype, copy=False)
 
 
-def _targets(net, Y, N, dtype):
+def targets(net, Y, N, dtype):
     """Targets as an (N, n_L) matrix of ``dtype``.
 
     Integer class labels of shape (N,) become one-hot rows for cross_entropy;
@@ -260,7 +260,7 @@ def loss(net, params: Params, X, Y) -> float:
     A0 = _inputs(net, params, X)
     N = A0.shape[0]
     Z, A = _forward_all(net, params, A0)
-    Y = _targets(net, Y, N, A0.dtype)
+    Y = targets(net, Y, N, A0.dtype)
     J = _data_loss(net, Z[-1], A[-1], Y)
     if net.reduction == "mean":
         J = J / N
@@ -306,7 +306,7 @@ def loss_and_grad(net, params: Params, X, Y, *, input_grad: bool = False):
     N = A0.shape[0]
     dtype = A0.dtype
     Z, A = _forward_all(net, params, A0)
-    Y = _targets(net, Y, N, dtype)
+    Y = targets(net, Y, N, dtype)
     L = net.n_layers
 
     J = _data_loss(net, Z[L], A[L], Y)

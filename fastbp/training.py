@@ -1,14 +1,20 @@
 """``fastbp.train`` (in ``fastbp.training``): gradient-based training with the whole run in compiled code.
 
-Python validates, converts and allocates once; then each call into
-``fastbp._train_kernels`` runs a chunk of epochs (every mini-batch, gradient and
-optimizer step) without returning.  Between chunks (about every quarter of a
-second) Python updates the progress bar, calls the user's callback and lets
-Ctrl-C through.  Chunk boundaries never change the result.
+Python validates, converts and allocates once; then each call into the
+compiled training loop (through the network's plan) runs a chunk of epochs
+(every mini-batch, gradient, optimizer step and the stopping rule) without
+returning.  Between chunks (about every quarter of a second) Python updates
+the progress bar, calls the user's callback and lets Ctrl-C through.  Chunk
+boundaries never change the result.
+
+``train`` reads as its four steps: check the options (``_options``), allocate
+the records the compiled loop works on (``_records``), choose the drivers
+(``Plan.training_drivers``) and run the chunks (``_run``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import secrets
@@ -19,17 +25,24 @@ from collections.abc import Callable
 
 import numpy as np
 
-from . import _engine, _kernels
-from . import _train_kernels as tk
-from ._config import SERIAL_BELOW
-from ._validate import as_float_matrix, as_targets
+from . import _core
+from ._checks import (
+    Bool,
+    Callable_,
+    Integer,
+    OneOf,
+    Real,
+    as_float_matrix,
+    as_targets,
+    check,
+    is_bool,
+)
 from .network import Network
 from .params import Params
 
-__all__ = ["OPTIMIZERS", "History", "train"]
+__all__ = ["OPTIMIZERS", "EarlyStopping", "History", "train"]
 
-# name -> code of the compiled update (see ``train`` for the formulas)
-OPTIMIZERS = {"sgd": tk.SGD, "momentum": tk.MOMENTUM, "nesterov": tk.NESTEROV, "adam": tk.ADAM}
+OPTIMIZERS = tuple(_core.OPTIMIZERS)
 DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
 
 # Wall time aimed at for one compiled chunk of epochs: long enough that the
@@ -46,6 +59,88 @@ _FIRST_CHUNK_SECONDS = 0.05
 # A run on the parallel driver whose epochs take this many times the serial
 # driver's gradients (as timed by the trial) goes back to the serial driver.
 _GIVE_UP = 2.0
+
+# The options of ``train`` and what each must be.
+OPTIONS = {
+    "optimizer": OneOf(OPTIMIZERS),
+    "lr": Real(0.0, open_ends=("low",), none=True),
+    "epochs": Integer(1),
+    "batch_size": Integer(1, none=True),
+    "shuffle": Bool(),
+    "seed": Integer(0, high=None, none=True),
+    "momentum": Real(0.0, 1.0, open_ends=("high",)),
+    "nesterov": Bool(),
+    "betas[0]": Real(0.0, 1.0, open_ends=("high",)),
+    "betas[1]": Real(0.0, 1.0, open_ends=("high",)),
+    "eps": Real(0.0, open_ends=("low",)),
+    "progress": Bool(),
+    "callback": Callable_(),
+    "inplace": Bool(),
+}
+
+MONITORS = {"loss": _core.MONITOR_LOSS, "val_loss": _core.MONITOR_VAL_LOSS,
+            "val_accuracy": _core.MONITOR_ACCURACY, "val_r2": _core.MONITOR_VAL_LOSS}
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyStopping:
+    """A stopping rule evaluated in compiled code at the end of every epoch.
+
+    Each epoch's monitored value gets a score s (higher is better): -value for
+    a loss, the value itself for an accuracy or R^2, times ``scale`` first.
+    The epoch improves on the best score so far when s > best; an epoch with
+    s < best + tol counts as one without improvement and any other resets the
+    count; the run stops (``stop_reason="early_stopping"``) once the count
+    reaches ``patience``.  This is scikit-learn's MLP rule with ``patience =
+    n_iter_no_change + 1``; ``train(early_stopping=k)`` is
+    ``EarlyStopping(k)`` on the validation loss.
+
+    Parameters
+    ----------
+    patience : int
+        Epochs without improvement (>= 1) after which the run stops.
+    tol : float, default 0.0
+        Improvement a score must exceed the best by to reset the count (>= 0).
+    monitor : {"auto", "loss", "val_loss", "val_accuracy", "val_r2"}, default "auto"
+        ``"auto"``: the validation loss with a validation set, else the training
+        loss.  ``"val_accuracy"`` needs a classifier (bce or cross_entropy);
+        ``"val_r2"`` an ``sse`` network: 1 - sum of squared residuals / total sum
+        of squares of the validation targets (pooled over the outputs), read
+        from the validation loss (whose L2 term it includes).
+    restore_best : bool, default True
+        Return the parameters of the best epoch rather than the last one.
+    best : float, optional
+        The score to beat (default: none, so the first epoch improves), and
+    count : int, default 0
+        the epochs without improvement so far: the state a run returns in
+        ``History.early_stopping``, to continue a rule across runs.
+    scale : float, default 1.0
+        Factor on the monitored value before its score is taken (> 0): the
+        units ``tol`` is in.
+    """
+
+    patience: int
+    tol: float = 0.0
+    monitor: str = "auto"
+    restore_best: bool = True
+    best: float | None = None
+    count: int = 0
+    scale: float = 1.0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "patience", Integer(1)("early_stopping.patience", self.patience))
+        set_(self, "tol", Real(0.0)("early_stopping.tol", self.tol))
+        OneOf(("auto", *MONITORS))("early_stopping.monitor", self.monitor)
+        Bool()("early_stopping.restore_best", self.restore_best)
+        if self.best is not None:
+            if is_bool(self.best) or not isinstance(self.best, (int, float, np.floating)) \
+                    or math.isnan(self.best):
+                raise ValueError(f"early_stopping.best: expected a number or None, got "
+                                 f"{self.best!r}")
+            set_(self, "best", float(self.best))
+        set_(self, "count", Integer(0)("early_stopping.count", self.count))
+        set_(self, "scale", Real(0.0, open_ends=("low",))("early_stopping.scale", self.scale))
 
 
 class History:
@@ -69,8 +164,10 @@ class History:
         (measured per compiled chunk, spread evenly over the chunk's epochs; the
         first chunk includes any compilation).
     best_epoch : int
-        Index (into the arrays above) of the epoch with the lowest validation
-        loss, or the lowest training loss without validation.
+        Index (into the arrays above) of the epoch with the best score of the
+        stopping rule's monitored value (by default the lowest validation loss,
+        or the lowest training loss without validation); -1 when no epoch beat
+        the best score an ``EarlyStopping`` record carried in.
     epochs : int
         Epochs run (fewer than asked after early stopping or a stop request).
     steps : int
@@ -81,10 +178,15 @@ class History:
         as ``seed`` repeats the run bit for bit.
     params : Params
         The trained parameters (the best epoch's when early stopping restored them).
+    early_stopping : EarlyStopping or None
+        The run's stopping rule with its state at the end (best score, epochs
+        without improvement): passed back as ``early_stopping``, a later run
+        continues the count.  None when the run had no rule.
     """
 
     __slots__ = (
         "best_epoch",
+        "early_stopping",
         "epochs",
         "loss",
         "params",
@@ -97,7 +199,7 @@ class History:
     )
 
     def __init__(self, loss, val_loss, val_accuracy, time, best_epoch, epochs, steps,
-                 stop_reason, seed, params):
+                 stop_reason, seed, params, early_stopping=None):
         self.loss = loss
         self.val_loss = val_loss
         self.val_accuracy = val_accuracy
@@ -108,6 +210,7 @@ class History:
         self.stop_reason = stop_reason
         self.seed = seed
         self.params = params
+        self.early_stopping = early_stopping
 
     def to_dict(self) -> dict:
         """Everything but ``params`` as plain JSON-able Python values (lists, not arrays)."""
@@ -134,6 +237,8 @@ class History:
                 f"stop_reason={self.stop_reason!r})")
 
 
+
+
 def train(
     net: Network,
     params: Params,
@@ -151,7 +256,7 @@ def train(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     validation=None,
-    early_stopping: int | None = None,
+    early_stopping: int | EarlyStopping | None = None,
     progress: bool = False,
     callback: Callable[[History], bool | None] | None = None,
     inplace: bool = False,
@@ -204,9 +309,11 @@ def train(
     validation : (Xv, Yv) or float, optional
         A validation set, or the fraction in (0, 1) of (X, Y) to hold out (rows
         drawn with ``seed``; the remaining rows train, in their original order).
-    early_stopping : int, optional
-        Patience: stop after this many epochs without a lower validation loss and
-        restore the parameters of the best epoch.  Needs ``validation``.
+    early_stopping : int or EarlyStopping, optional
+        The stopping rule, evaluated at the end of every epoch inside the
+        compiled loop.  An int is the patience of ``EarlyStopping(patience)``:
+        stop after this many epochs without a lower validation loss and restore
+        the parameters of the best epoch (it then needs ``validation``).
     progress : bool, default False
         Show a progress bar with the current loss on stderr (tqdm when installed).
     callback : callable, optional
@@ -229,147 +336,200 @@ def train(
     """
     if not isinstance(net, Network):
         raise TypeError(f"net: expected fastbp.Network, got {type(net).__name__}")
-    theta0 = net._theta(params)
-    if not _is_bool(inplace):
-        raise TypeError(f"inplace: expected a bool, got {inplace!r}")
-    if inplace and params.flat.dtype != net.dtype:
-        raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
-                         f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
-    if inplace and not params.flat.flags.writeable:
-        raise ValueError("inplace: params.flat is read-only")
+    theta0 = net.check_params(params)
+    opts = _options(net, params, optimizer=optimizer, lr=lr, epochs=epochs,
+                    batch_size=batch_size, shuffle=shuffle, seed=seed, momentum=momentum,
+                    nesterov=nesterov, betas=betas, eps=eps, progress=progress,
+                    callback=callback, inplace=inplace)
     X = as_float_matrix("X", X, net.sizes[0], net.dtype)
     Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+    stop_rule = _stopping_rule(net, early_stopping, validation)
+    # The seed's two streams (validation split, shuffling) are only drawn when a
+    # run uses them: building them costs more than a whole small run.
+    entropy = secrets.randbits(128) if opts["seed"] is None else opts["seed"]
+    streams = _Streams(entropy)  # as SeedSequence(None) when no seed was given
+    X, Y, Xv, Yv = _split(net, X, Y, validation, streams)
 
-    if not isinstance(optimizer, str) or optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    if not _is_bool(nesterov):
-        raise TypeError(f"nesterov: expected a bool, got {nesterov!r}")
-    if nesterov:
-        if optimizer not in ("momentum", "nesterov"):
-            raise ValueError(f"nesterov: applies to optimizer='momentum', not {optimizer!r}")
-        optimizer = "nesterov"
-    lr = DEFAULT_LR[optimizer] if lr is None else _positive("lr", lr)
-    epochs = _count("epochs", epochs)
-    if batch_size is not None:
-        batch_size = _count("batch_size", batch_size)
-    if not _is_bool(shuffle):
-        raise TypeError(f"shuffle: expected a bool, got {shuffle!r}")
-    if seed is not None and (_is_bool(seed) or not isinstance(seed, numbers.Integral)
-                             or seed < 0):
-        raise ValueError(f"seed: expected None or an integer >= 0, got {seed!r}")
-    momentum = _unit_interval("momentum", momentum)
+    theta = params.flat if opts["inplace"] else theta0.copy()
+    run = _records(net, theta, X, Y, Xv, Yv, opts, stop_rule, streams)
+    outcome, done, stop_reason, times = _run(net, run, opts, entropy)
+
+    if outcome == _core.EARLY_STOP:
+        stop_reason = "early_stopping"
+    elif outcome == _core.DIVERGED:
+        stop_reason = "diverged"
+        warnings.warn(f"train: the loss became NaN or infinite at epoch {done - 1}; "
+                      f"training stopped (try a smaller lr than {opts['lr']!r})",
+                      RuntimeWarning, stacklevel=2)
+    stop = run.records[4]
+    best = int(stop.counters[_core.BEST_EPOCH])
+    if stop.restore and 0 <= best < done - 1:
+        theta[:] = stop.best_theta  # snapshot taken when the best epoch ended
+    history = _history(run, times, done, stop_reason, entropy, net, theta, stop_rule)
+    if opts["inplace"]:
+        history.params = params
+    if opts["callback"] is not None:
+        opts["callback"](history)
+    return history
+
+
+# ---------------------------------------------------------------------- steps
+
+
+def _options(net, params, *, betas, **values) -> dict:
+    """The options checked against ``OPTIONS`` and normalized: optimizer as its
+    final name (nesterov folded in), lr defaulted, betas split."""
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas: expected a pair (b1, b2), got {betas!r}")
-    beta1 = _unit_interval("betas[0]", betas[0])
-    beta2 = _unit_interval("betas[1]", betas[1])
-    eps = _positive("eps", eps)
-    if early_stopping is not None:
-        early_stopping = _count("early_stopping", early_stopping)
+    opts = check(OPTIONS, **values, **{"betas[0]": betas[0], "betas[1]": betas[1]})
+    if opts["nesterov"]:
+        if opts["optimizer"] not in ("momentum", "nesterov"):
+            raise ValueError(f"nesterov: applies to optimizer='momentum', not "
+                             f"{opts['optimizer']!r}")
+        opts["optimizer"] = "nesterov"
+    if opts["lr"] is None:
+        opts["lr"] = DEFAULT_LR[opts["optimizer"]]
+    if opts["inplace"]:
+        if params.flat.dtype != net.dtype:
+            raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
+                             f"{net.dtype}; convert with params.astype({net.dtype.name!r})")
+        if not params.flat.flags.writeable:
+            raise ValueError("inplace: params.flat is read-only")
+    return opts
+
+
+def _stopping_rule(net, early_stopping, validation) -> EarlyStopping | None:
+    """``early_stopping`` as an ``EarlyStopping`` (or None), checked against the
+    network and the presence of a validation set."""
+    if early_stopping is None:
+        return None
+    if not isinstance(early_stopping, EarlyStopping):
+        if is_bool(early_stopping) or not isinstance(early_stopping, int | np.integer):
+            raise TypeError("early_stopping: expected None, a patience (int) or "
+                            f"fastbp.EarlyStopping, got {early_stopping!r}")
         if validation is None:
             raise ValueError("early_stopping: needs a validation set (validation=(Xv, Yv) "
                              "or a fraction such as validation=0.2)")
-    if not _is_bool(progress):
-        raise TypeError(f"progress: expected a bool, got {progress!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback: expected a callable or None, got {callback!r}")
+        early_stopping = EarlyStopping(Integer(1)("early_stopping", early_stopping))
+    rule = early_stopping
+    if rule.monitor.startswith("val_") and validation is None:
+        raise ValueError(f"early_stopping: monitor={rule.monitor!r} needs a validation set")
+    if rule.monitor == "val_accuracy" and net.loss_name == "sse":
+        raise ValueError("early_stopping: monitor='val_accuracy' needs a classifier "
+                         "(bce or cross_entropy), this network's loss is 'sse'")
+    if rule.monitor == "val_r2" and net.loss_name != "sse":
+        raise ValueError(f"early_stopping: monitor='val_r2' needs an 'sse' network, this "
+                         f"one's loss is {net.loss_name!r}")
+    return rule
 
-    # The seed's two streams (validation split, shuffling) are only drawn when a
-    # run uses them: building them costs more than a whole small run.
-    entropy = secrets.randbits(128) if seed is None else int(seed)  # as SeedSequence(None)
-    streams = _Streams(entropy)
-    X, Y, Xv, Yv = _split(net, X, Y, validation, streams)
 
-    # -- everything the compiled loop touches, allocated once
+class _Run:
+    """What one run's compiled chunks work on: the records (model, batches,
+    optimizer, validation, stopping, per-epoch records) and the plan."""
+
+    __slots__ = ("B", "N", "Nv", "plan", "records")
+
+    def __init__(self, plan, records, N, B, Nv):
+        self.plan, self.records, self.N, self.B, self.Nv = plan, records, N, B, Nv
+
+
+def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
+    """Everything the compiled loop touches, allocated once, as its records."""
+    plan = net.plan
     dt = net.dtype
     N, n_0 = X.shape
     n_L = net.sizes[-1]
-    layout = net._layout
-    theta = params.flat if inplace else theta0.copy()
+    batch_size = opts["batch_size"]
     B = N if batch_size is None else min(batch_size, N)
     minibatch = B < N
-    if minibatch:
-        Xb, Yb = np.empty((B, n_0), dt), np.empty((B, n_L), dt)
-    else:
-        Xb, Yb = X, Y
-    acts = _engine._buffers(layout, B, dt)
+    shuffled = minibatch and opts["shuffle"]
+    Xb, Yb = (np.empty((B, n_0), dt), np.empty((B, n_L), dt)) if minibatch else (X, Y)
     r = N % B
-    Xr, Yr = np.empty((r, n_0), dt), np.empty((r, n_L), dt)
-    acts_r = _engine._buffers(layout, r, dt)
+    scalar = dt.type
+    model = _core.Model(theta, plan.layout, plan.loss_code, plan.mean, scalar(net.l2))
+    batches = _core.Batches(
+        X, Y, np.arange(N, dtype=np.int64),
+        streams.shuffle_state() if shuffled else np.zeros(1, np.uint64), shuffled, minibatch,
+        B, Xb, Yb, *plan.buffers(B), np.empty((r, n_0), dt), np.empty((r, n_L), dt),
+        *plan.buffers(r), np.empty_like(theta), plan.panels(B))
+    optimizer = _core.Optimizer(
+        _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
+        scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),
+        np.zeros_like(theta), np.zeros_like(theta), np.zeros(1, np.int64))
     Nv = Xv.shape[0]
-    acts_v = _engine._buffers(layout, Nv, dt)
-    patience = early_stopping or 0
-    best_theta = np.empty_like(theta) if patience else theta[:0].copy()
+    acts_v, _, losses_v = plan.buffers(Nv)
+    validation = _core.Validation(Xv, Yv, acts_v, losses_v,
+                                  _accuracy_kind(net) if Nv else _core.ACC_NONE)
+    stopping = _stopping_record(net, rule, theta, Nv, Yv)
     # per-epoch records (training loss, validation loss, accuracy), grown as the run
     # goes so that a huge ``epochs`` stopped early costs no memory
-    history_arrays = np.full((3, min(epochs, 1024)), np.nan)
-    counters = np.array([0, -1, 0], dtype=np.int64)  # tk.STEP, tk.BEST_EPOCH, tk.WAIT
-    m = np.zeros_like(theta)
-    v = np.zeros_like(theta)
-    scalar = dt.type
-    args = [
-        theta, layout, X, Y, net._loss_code, net.reduction == "mean", scalar(net.l2),
-        OPTIMIZERS[optimizer], scalar(lr), scalar(momentum), scalar(beta1), scalar(beta2),
-        scalar(eps), m, v, counters,
-        streams.shuffle_state() if minibatch and shuffle else np.zeros(1, np.uint64),
-        np.arange(N, dtype=np.int64), bool(minibatch and shuffle), minibatch, B,
-        Xb, Yb, acts, np.empty_like(acts), np.empty(B, dt),
-        Xr, Yr, acts_r, np.empty_like(acts_r), np.empty(r, dt), np.empty_like(theta),
-        _engine._panels(layout, B, dt), Xv, Yv, acts_v, np.empty(Nv, dt),
-        _accuracy_kind(net) if Nv else tk.ACC_NONE,
-        patience, np.full(1, np.inf), best_theta,
-    ]
-    # The serial gradient driver, or the parallel one when one step's work could
-    # repay a launch (as _engine decides for one call) AND it wins a timed trial
-    # on this run's first batch: a run makes thousands of launches back to back,
-    # and on a busy machine each can wait for a descheduled thread far longer
-    # than the step itself takes.  A parallel run whose epochs then take over
-    # _GIVE_UP times what the serial driver's steps would goes back to the serial
-    # driver.  Both give the same bits, so the choice never changes the result.
-    # The validation forward pass (one launch per epoch) is chosen by its work.
-    per_example = theta.size + n_0
-    loss_grad = _kernels.loss_grad_serial
-    serial_epoch = math.inf  # seconds of an epoch's serial gradients, per the trial
-    if _use_parallel(B * per_example, theta, layout, X, Y, net, B):
-        serial_step = _parallel_wins(theta, layout, X, Y, net, B)
-        if serial_step:
-            loss_grad = _kernels.loss_grad_parallel
-            serial_epoch = serial_step * -(-N // B)
-    forward = _kernels.forward_serial if Nv else tk.no_forward
-    if Nv and _use_parallel(Nv * per_example, theta, layout, X, Y, net, B):
-        forward = _kernels.forward_parallel
-    chunk_fn = tk.compiled_train_chunk(dt)
-    loss_grad_addr = tk.driver_address(loss_grad, dt, 0)
-    forward_addr = tk.driver_address(forward, dt, 1)
+    n = min(opts["epochs"], 1024)
+    records = _core.Records(*np.full((3, n), np.nan))
+    return _Run(plan, [model, batches, optimizer, validation, stopping, records], N, B, Nv)
 
-    # -- the run: compiled chunks of epochs, Python in between
-    times = np.zeros(history_arrays.shape[1])
-    bar = _progress_bar(epochs) if progress else None
+
+def _stopping_record(net, rule, theta, Nv, Yv) -> _core.Stopping:
+    """The compiled form of ``rule`` (None: track the best epoch on the validation
+    loss, or the training loss without validation, and never stop early).
+
+    score = offset + (factor * value) / divisor (``train_kernels._score``)."""
+    offset, factor, divisor = 0.0, -1.0, 1.0
+    monitor = "val_loss" if Nv else "loss"
+    if rule is not None:
+        monitor = rule.monitor if rule.monitor != "auto" else monitor
+        factor = rule.scale if monitor == "val_accuracy" else -rule.scale
+        if monitor == "val_r2":  # 1 - SSR / SST, SSR = 2 N_v J_v (mean) or 2 J_v (sum)
+            Yv64 = np.asarray(Yv, dtype=np.float64)
+            offset = 1.0
+            factor = -2.0 * (Nv if net.reduction == "mean" else 1) * rule.scale
+            divisor = float(((Yv64 - Yv64.mean(axis=0)) ** 2).sum())
+    restore = rule is not None and rule.restore_best
+    best = -np.inf if rule is None or rule.best is None else rule.best
+    return _core.Stopping(
+        MONITORS[monitor], offset, factor, divisor, 0.0 if rule is None else rule.tol,
+        0 if rule is None else rule.patience, restore, np.array([best]),
+        np.array([-1, 0 if rule is None else rule.count], dtype=np.int64),
+        np.empty_like(theta) if restore else theta[:0].copy())
+
+
+def _run(net, run, opts, seed):
+    """The compiled chunks of epochs, with Python in between: (outcome, epochs
+    done, stop reason so far, per-epoch times)."""
+    plan, records = run.plan, run.records
+    model, batches = records[0], records[1]
+    drivers = plan.training_drivers(model.theta, batches.X, batches.Y, run.B, run.Nv)
+    loss_grad = drivers.loss_grad
+    serial_epoch = drivers.serial_step * -(-run.N // run.B) if drivers.serial_step else math.inf
+    chunk_fn = plan.chunk_function(tuple(records))
+    epochs, callback = opts["epochs"], opts["callback"]
+    times = np.zeros(records[5].loss.shape[0])
+    bar = _progress_bar(epochs) if opts["progress"] else None
     done = 0
-    chunk = _first_chunk(N, B, Nv, theta.size + n_0, loss_grad is _kernels.loss_grad_serial
-                         and forward is not _kernels.forward_parallel)
-    outcome = tk.RUNNING
+    chunk = _first_chunk(run.N, run.B, run.Nv, plan.n_params + net.sizes[0],
+                         not drivers.parallel)
+    outcome = _core.RUNNING
     stop_reason = "completed"
     t_start = time.perf_counter()
     try:
         while done < epochs:
             n = min(chunk, epochs - done)
-            if done + n > history_arrays.shape[1]:
-                grown = min(epochs, max(2 * history_arrays.shape[1], done + n))
-                history_arrays = _grow(history_arrays, grown, np.nan)
+            if done + n > times.shape[0]:
+                grown = min(epochs, max(2 * times.shape[0], done + n))
+                records[5] = _core.Records(*(_grow(a, grown, np.nan) for a in records[5]))
                 times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(loss_grad_addr, forward_addr, *args, *history_arrays, done, n)
+            k, outcome = chunk_fn(loss_grad, drivers.forward, *records, done, n)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
             if bar is not None:
-                bar.update(k, history_arrays[0, done - 1],
-                           history_arrays[1, done - 1] if Nv else None)
-            if outcome != tk.RUNNING:
+                bar.update(k, records[5].loss[done - 1],
+                           records[5].val_loss[done - 1] if run.Nv else None)
+            if outcome != _core.RUNNING:
                 break
             if callback is not None and done < epochs:
-                snapshot = _history(history_arrays, times, done, counters, "completed",
-                                    entropy, net, theta.copy(), Nv)
+                snapshot = _history(run, times, done, "completed", seed, net,
+                                    model.theta.copy(), None)
                 if callback(snapshot):
                     stop_reason = "callback"
                     break
@@ -379,28 +539,11 @@ def train(
             chunk = max(1, min(256 * chunk, int(_CHUNK_SECONDS / per_epoch)))
             if per_epoch > _GIVE_UP * serial_epoch:
                 serial_epoch = math.inf
-                loss_grad_addr = tk.driver_address(_kernels.loss_grad_serial, dt, 0)
+                loss_grad = plan.serial_driver()
     finally:
         if bar is not None:
             bar.close()
-
-    if outcome == tk.EARLY_STOP:
-        stop_reason = "early_stopping"
-    elif outcome == tk.DIVERGED:
-        stop_reason = "diverged"
-        warnings.warn(f"train: the loss became NaN or infinite at epoch {done - 1}; "
-                      f"training stopped (try a smaller lr than {lr!r})",
-                      RuntimeWarning, stacklevel=2)
-    best = int(counters[tk.BEST_EPOCH])
-    if patience and 0 <= best < done - 1:
-        theta[:] = best_theta  # snapshot taken when the best epoch ended
-    trained = params if inplace else Params._wrap(net.sizes, net.bias, theta)
-    history = _history(history_arrays, times, done, counters, stop_reason, entropy, net,
-                       theta, Nv)
-    history.params = trained
-    if callback is not None:
-        callback(history)
-    return history
+    return outcome, done, stop_reason, times
 
 
 # ---------------------------------------------------------------------- helpers
@@ -413,74 +556,36 @@ def _grow(a, n, fill):
     return out
 
 
-def _history(arrays, times, done, counters, stop_reason, seed, net, theta, Nv):
-    has_acc = Nv and _accuracy_kind(net) != tk.ACC_NONE
+def _history(run, times, done, stop_reason, seed, net, theta, rule):
+    records = run.records[5]
+    stop = run.records[4]
+    Nv = run.Nv
+    has_acc = Nv and _accuracy_kind(net) != _core.ACC_NONE
+    state = None
+    if rule is not None:
+        state = dataclasses.replace(rule, best=float(stop.best[0]) if math.isfinite(
+            stop.best[0]) else None, count=int(stop.counters[_core.WAIT]))
     return History(
-        loss=arrays[0, :done].copy(),
-        val_loss=arrays[1, :done].copy() if Nv else None,
-        val_accuracy=arrays[2, :done].copy() if has_acc else None,
+        loss=records.loss[:done].copy(),
+        val_loss=records.val_loss[:done].copy() if Nv else None,
+        val_accuracy=records.val_accuracy[:done].copy() if has_acc else None,
         time=times[:done].copy(),
-        best_epoch=int(counters[tk.BEST_EPOCH]),
+        best_epoch=int(stop.counters[_core.BEST_EPOCH]),
         epochs=done,
-        steps=int(counters[tk.STEP]),
+        steps=int(run.records[2].step[0]),
         stop_reason=stop_reason,
         seed=int(seed),
-        params=Params._wrap(net.sizes, net.bias, theta),
+        params=Params.wrap(net.sizes, net.bias, theta),
+        early_stopping=state,
     )
 
 
 def _accuracy_kind(net: Network) -> int:
     if net.loss_name == "cross_entropy":
-        return tk.ACC_ARGMAX
+        return _core.ACC_ARGMAX
     if net.loss_name == "bce":
-        return tk.ACC_THRESHOLD
-    return tk.ACC_NONE
-
-
-def _use_parallel(work, theta, layout, X, Y, net, B) -> bool:
-    """Parallel kernels when the batch's work repays a launch (as ``_engine`` decides)
-    and a thread-safe threading layer loads; the first parallel launch of the
-    process goes through ``_engine``'s probe."""
-    if work < SERIAL_BELOW or not _engine._parallel_ok:
-        return False
-    if not _engine._probed:
-        Xp = np.ascontiguousarray(X[:B])
-        Yp = np.ascontiguousarray(Y[:B])
-        acts = _engine._buffers(layout, B, theta.dtype)
-        scale = theta.dtype.type(1.0 / B)
-        _engine._run(_kernels.loss_grad_parallel, _kernels.loss_grad_serial, work,
-                     theta, layout, Xp, Yp, net._loss_code, scale, theta.dtype.type(net.l2),
-                     False, acts, np.empty_like(acts), np.empty(B, theta.dtype),
-                     np.empty_like(theta), _engine._panels(layout, B, theta.dtype))
-    return _engine._parallel_ok
-
-
-def _parallel_wins(theta, layout, X, Y, net, B, rounds=3) -> float:
-    """Whether the parallel gradient driver beats the serial one on a batch of B
-    rows, timed here and now: the lower of ``rounds`` alternating calls of each (a
-    minimum, since noise only ever adds time).  A parallel call more than four
-    times slower than the serial one ends the trial at once: on a machine busy
-    enough for that, each launch can cost milliseconds.
-
-    Returns the serial driver's time per call (seconds) when the parallel one
-    wins, else 0.0."""
-    Xb = np.ascontiguousarray(X[:B])
-    Yb = np.ascontiguousarray(Y[:B])
-    acts = _engine._buffers(layout, B, theta.dtype)
-    args = (theta, layout, Xb, Yb, net._loss_code, theta.dtype.type(1.0 / B),
-            theta.dtype.type(net.l2), False, acts, np.empty_like(acts),
-            np.empty(B, theta.dtype), np.empty_like(theta),
-            _engine._panels(layout, B, theta.dtype))
-    best = {}
-    for _ in range(rounds):
-        for fn in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel):
-            t0 = time.perf_counter()
-            fn(*args)
-            best[fn] = min(best.get(fn, math.inf), time.perf_counter() - t0)
-        if best[_kernels.loss_grad_parallel] > 4 * best[_kernels.loss_grad_serial]:
-            return 0.0
-    serial = best[_kernels.loss_grad_serial]
-    return serial if best[_kernels.loss_grad_parallel] < serial else 0.0
+        return _core.ACC_THRESHOLD
+    return _core.ACC_NONE
 
 
 class _Streams:
@@ -535,7 +640,7 @@ def _split(net, X, Y, validation, streams):
     Yv = np.empty((0, n_L), dt)
     if validation is None:
         pass
-    elif isinstance(validation, numbers.Real) and not _is_bool(validation):
+    elif isinstance(validation, numbers.Real) and not is_bool(validation):
         frac = float(validation)
         if not 0 < frac < 1:
             raise ValueError(f"validation: a fraction must lie in (0, 1), got {validation!r}")
@@ -556,28 +661,6 @@ def _split(net, X, Y, validation, streams):
                         f"got {type(validation).__name__}")
     return tuple(A if A.flags.writeable and A.flags.c_contiguous else np.array(A, order="C")
                  for A in (X, Y, Xv, Yv))
-
-
-def _is_bool(x):
-    return isinstance(x, (bool, np.bool_))
-
-
-def _positive(name, x) -> float:
-    if _is_bool(x) or not isinstance(x, numbers.Real) or not math.isfinite(x) or x <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {x!r}")
-    return float(x)
-
-
-def _unit_interval(name, x) -> float:
-    if _is_bool(x) or not isinstance(x, numbers.Real) or not 0 <= x < 1:
-        raise ValueError(f"{name}: expected a number in [0, 1), got {x!r}")
-    return float(x)
-
-
-def _count(name, x) -> int:
-    if _is_bool(x) or not isinstance(x, numbers.Integral) or x < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {x!r}")
-    return int(x)
 
 
 # ---------------------------------------------------------------------- progress bar

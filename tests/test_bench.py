@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastbp import _peers, bench
+from fastbp import bench
+from fastbp.bench import peers as _peers
 from fastbp.bench import BY_NAME, WORKLOADS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,9 +26,10 @@ CASES = [
 SCRIPT = textwrap.dedent("""
     import hashlib, sys
     import numpy as np
-    from fastbp import Network, _engine
-    assert hasattr(_engine, "SERIAL_BELOW")
-    _engine.SERIAL_BELOW = 0  # always the parallel kernels: they are what is tested
+    from fastbp import Network
+    from fastbp._core import plan as core_plan
+    assert hasattr(core_plan, "SERIAL_BELOW")
+    core_plan.SERIAL_BELOW = 0  # always the parallel kernels: they are what is tested
     h = hashlib.sha256()
     for sizes, acts, loss, N in {cases}:
         for dtype in ("float64", "float32"):
@@ -40,6 +41,7 @@ SCRIPT = textwrap.dedent("""
             if loss == "cross_entropy":
                 Y = rng.integers(0, sizes[-1], N)
             J, g, dX = net.loss_and_grad(p, X, Y, input_grad=True)
+            assert net.plan.last_driver == "parallel", net.plan.last_driver
             h.update(np.float64(J).tobytes()); h.update(g.flat.tobytes()); h.update(dX.tobytes())
             h.update(net.forward(p, X).tobytes()); h.update(np.float64(net.loss(p, X, Y)).tobytes())
     import numba
@@ -88,7 +90,7 @@ def test_bit_identical_under_set_num_threads():
 
 
 def test_serial_twin_gives_the_same_bits(monkeypatch):
-    from fastbp import _engine
+    from fastbp._core import plan as core_plan
 
     for sizes, acts, loss, N in [([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy",
                                   203), ([3, 2, 1], "sigmoid", "sse", 1)]:
@@ -101,8 +103,9 @@ def test_serial_twin_gives_the_same_bits(monkeypatch):
                 Y = rng.integers(0, sizes[-1], N)
             digests = []
             for threshold in (0, 10**18):  # parallel, then serial
-                monkeypatch.setattr(_engine, "SERIAL_BELOW", threshold)
+                monkeypatch.setattr(core_plan, "SERIAL_BELOW", threshold)
                 digests.append((_digest(net, p, X, Y), net.forward(p, X).tobytes()))
+                assert net.plan.last_driver == ("parallel" if threshold == 0 else "serial")
             assert digests[0] == digests[1]
 
 

@@ -1,6 +1,6 @@
 """The compiled scalar functions against independent references, in ulps.
 
-``fastbp.functions`` replaces libm's exp and tanh by arithmetic that vectorizes
+``fastbp._core.functions`` replaces libm's exp and tanh by arithmetic that vectorizes
 (see its block comment); these tests hold it to libm-like accuracy over the
 whole float range, in both precisions, compiled as the kernels compile it
 (same fastmath flags and error model, in a loop that LLVM vectorizes).
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from numba import njit
 
-from fastbp._config import ERROR_MODEL, FASTMATH
-from fastbp.functions import exp, log1pexp, sigmoid, tanh
+from fastbp._core.config import ERROR_MODEL, FASTMATH
+from fastbp._core.functions import exp, log1pexp, sigmoid, tanh
 
 DTYPES = (np.float64, np.float32)
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastbp import Network, reference
-from fastbp.functions import ACTIVATIONS, LAST_LAYER_ONLY, OUTPUT_ACTIVATIONS
+from fastbp._core.functions import ACTIVATIONS, LAST_LAYER_ONLY, OUTPUT_ACTIVATIONS
 
 HIDDEN = [a for a in ACTIVATIONS if a not in LAST_LAYER_ONLY]
 PAIRS = [(act, loss) for loss, acts in OUTPUT_ACTIVATIONS.items() for act in acts]
@@ -93,9 +93,9 @@ def check(problem, dtype, input_grad=True):
 
 @pytest.fixture(params=["serial", "parallel"])
 def path(request, monkeypatch):
-    from fastbp import _engine
+    from fastbp._core import plan as core_plan
 
-    monkeypatch.setattr(_engine, "SERIAL_BELOW", 10**18 if request.param == "serial" else 0)
+    monkeypatch.setattr(core_plan, "SERIAL_BELOW", 10**18 if request.param == "serial" else 0)
     return request.param
 
 

@@ -318,10 +318,10 @@ def test_borderline_targets_are_decided_by_the_full_check():
 
 
 def test_workspaces_keep_small_sets_and_at_most_one_large_one():
-    from fastbp import _engine
+    from fastbp._core import Workspaces
 
     net = Network([3, 4, 2], ["tanh", "sigmoid"], "bce")
-    ws = _engine.Workspaces(net._layout, np.float64)
+    ws = Workspaces(net.plan.layout, np.float64)
     small, big, bigger = 5, 20_000, 30_000  # sets of ~1 kB, ~5 MB, ~7 MB
     kept = {}
     for N in (small, big):

@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _train_kernels as tk
+from fastbp._core import kernels
+from fastbp._core import plan as core_plan
+from fastbp._core import train_kernels as tk
 from fastbp import training
 from fastbp.datasets import load_iris
 from fastbp.training import OPTIMIZERS, History
@@ -214,8 +216,8 @@ def test_chunking_does_not_change_the_result(monkeypatch):
           "validation": 0.3, "early_stopping": 50}
     a = fastbp.train(NET, p, X, Y, **kw)
     compiled = tk.compiled_train_chunk
-    monkeypatch.setattr(training.tk, "compiled_train_chunk",
-                        lambda dtype: _one_epoch_at_a_time(compiled(dtype)))
+    monkeypatch.setattr(tk, "compiled_train_chunk",
+                        lambda records: _one_epoch_at_a_time(compiled(records)))
     b = fastbp.train(NET, p, X, Y, **kw)
     assert a.params == b.params
     assert np.array_equal(a.loss, b.loss) and np.array_equal(a.val_loss, b.val_loss)
@@ -241,12 +243,12 @@ def _calls_and_result(monkeypatch, net, p, X, Y, first_chunk=None, **kw):
     real = tk.compiled_train_chunk
     calls = []
 
-    def counted(dtype):
-        fn = real(dtype)
+    def counted(records):
+        fn = real(records)
         return lambda *args: calls.append(args[-1]) or fn(*args)
 
     with monkeypatch.context() as m:
-        m.setattr(training.tk, "compiled_train_chunk", counted)
+        m.setattr(tk, "compiled_train_chunk", counted)
         if first_chunk is not None:
             m.setattr(training, "_first_chunk", lambda *args: first_chunk)
         h = fastbp.train(net, p, X, Y, **kw)
@@ -424,11 +426,11 @@ def test_document_000_iris_reaches_96_percent():
 
 DETERMINISM_SCRIPT = textwrap.dedent("""
     import math, numpy as np, fastbp, sys
-    from fastbp import training
+    from fastbp._core import Plan
     choices = []
-    choose = training._use_parallel
-    training._use_parallel = lambda *args: choices.append(choose(*args)) or choices[-1]
-    training._parallel_wins = lambda *args: math.inf  # as if the serial driver never ended
+    choose = Plan._may_run_parallel
+    Plan._may_run_parallel = lambda *args: choices.append(choose(*args)) or choices[-1]
+    Plan._parallel_wins = lambda *args: math.inf  # as if the serial driver never ended
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 40))
     Y = np.eye(8)[rng.integers(0, 8, 600)]
@@ -436,7 +438,8 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     h = fastbp.train(net, net.init(seed=1), X, Y, optimizer="adam", lr=1e-2, epochs=3,
                      batch_size=100, seed=5, validation=0.2)
     import numba
-    assert choices == [True, True], choices  # the parallel drivers ran (when available)
+    assert choices == [True], choices  # the parallel drivers may run (when available)
+    assert net.plan.last_driver == "parallel", net.plan.last_driver
     sys.stdout.write(f"{numba.get_num_threads()} {h.params.flat.tobytes().hex()}")
 """)
 
@@ -478,25 +481,24 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
     """A batch big enough for the parallel driver: it runs the steps only when the
     timed trial says so (and while its epochs keep up with the serial driver's
     steps), and every way the run gives the same bits."""
-    from fastbp import _kernels
-
     rng = np.random.default_rng(0)
     X = rng.normal(size=(600, 40))
     Y = np.eye(8)[rng.integers(0, 8, 600)]
     net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
     p = net.init(seed=1)
-    assert training._parallel_wins(p.flat, net._layout, X, Y, net, 100) >= 0.0
-    monkeypatch.setattr(training, "_use_parallel", lambda *args: True)
+    serial_step = net.plan._parallel_wins(p.flat, X, Y, 100)
+    assert serial_step == 0.0 or 0.0 < serial_step < 1.0  # 0: serial won; else its time
+    monkeypatch.setattr(core_plan.Plan, "_may_run_parallel", lambda *args: True)
     real = tk.compiled_train_chunk
     used, bits = [], []
     # the trial says: serial wins; parallel wins; parallel wins, but the serial
     # steps take 1 ps, so the first parallel epoch sends the run back to serial
     for serial_step in (0.0, math.inf, 1e-12):
-        monkeypatch.setattr(training, "_parallel_wins", lambda *args, s=serial_step: s)
+        monkeypatch.setattr(core_plan.Plan, "_parallel_wins", lambda *args, s=serial_step: s)
         drivers = set()
 
-        def spy(dt, drivers=drivers):
-            fn = real(dt)
+        def spy(records, drivers=drivers):
+            fn = real(records)
             return lambda loss_grad, *args: drivers.add(loss_grad) or fn(loss_grad, *args)
 
         monkeypatch.setattr(tk, "compiled_train_chunk", spy)
@@ -505,6 +507,6 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
         used.append(drivers)
         bits.append(h.params.flat.tobytes())
     serial, parallel = (tk.driver_address(d, np.float64, 0)
-                        for d in (_kernels.loss_grad_serial, _kernels.loss_grad_parallel))
+                        for d in (kernels.loss_grad_serial, kernels.loss_grad_parallel))
     assert used == [{serial}, {parallel}, {parallel, serial}]
     assert bits[0] == bits[1] == bits[2]

@@ -10,7 +10,7 @@ import timeit
 
 import numba
 
-from fastbp import _peers
+from fastbp.bench import peers as _peers
 from fastbp.bench import BY_NAME, TRAINING, WORKLOADS, interleaved, make_data
 
 GRADIENT = [w.name for w in WORKLOADS]

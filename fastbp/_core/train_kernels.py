@@ -3,13 +3,13 @@
 One call of ``train_chunk`` runs a chunk of epochs entirely in compiled code;
 Python only runs between chunks (progress bar, callbacks).  Each step gathers
 the batch's rows into preallocated buffers, calls a gradient driver of
-``fastbp._kernels`` (``loss_grad_serial`` or ``loss_grad_parallel``, same bits)
+``kernels`` (``loss_grad_serial`` or ``loss_grad_parallel``, same bits)
 and applies the optimizer update to the flat parameter vector in place.
 Nothing is allocated per step by this module.
 
 The gradient and forward drivers arrive as the addresses of their compiled
 code, which ``train_chunk`` turns into first-class functions
-(``numba.types.FunctionType``, see ``_function_at``) and calls through a
+(``numba.types.FunctionType``, see ``numba_private.function_at``) and calls through a
 pointer instead of linking their code into its own.  Linking would make LLVM
 optimize and generate the (large) kernels a second time inside the training
 loop, which cost more compile time than the kernels themselves; through a
@@ -19,8 +19,8 @@ drivers.  A parallel driver keeps its ``prange`` threads when called this way,
 and its results do not depend on the thread count.
 
 State that must survive from one chunk to the next (optimizer moments, step
-count, shuffling generator, early-stopping record) lives in arrays owned by the
-caller, so splitting a run into chunks never changes its result.
+count, shuffling generator, stopping rule's record) lives in arrays owned by
+the caller (fields of the records below), so splitting a run into chunks never changes its result.
 
 ``train_chunk`` releases the GIL (``nogil``): it touches no Python object, so
 other Python threads run while a chunk trains.  Its helpers are inlined into it
@@ -31,23 +31,26 @@ separate code generation, several seconds in all on a cold cache.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, typeof, types
 
-from ._config import ERROR_MODEL, FASTMATH
-from ._kernels import C_OUT, N_IN, N_OUT, W_OFF, total_loss
+from .config import ERROR_MODEL, FASTMATH
+from .kernels import C_OUT, N_IN, N_OUT, W_OFF
+from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
-# Optimizer codes (names live in fastbp.train.OPTIMIZERS).
+# Optimizer codes (the names: ``OPTIMIZERS`` in ``fastbp._core``).
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 
 # Validation accuracy: none (regression), argmax (softmax), threshold 0.5 (sigmoid).
 ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
 
-# Slots of the int64 ``counters`` array carried across chunks.
-STEP, BEST_EPOCH, WAIT = 0, 1, 2
+# Slots of the stopping rule's int64 ``counters``, carried across chunks.
+BEST_EPOCH, WAIT = 0, 1
+# What the stopping rule monitors: the training loss, the validation loss, the
+# validation accuracy.
+MONITOR_LOSS, MONITOR_VAL_LOSS, MONITOR_ACCURACY = 0, 1, 2
 # Outcome of a chunk.
 RUNNING, EARLY_STOP, DIVERGED = 0, 1, 2
 
@@ -107,7 +110,7 @@ def _weight_sq(theta, layout):
 
 
 @njit(cache=True, inline="always", error_model=ERROR_MODEL)
-def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
+def _update(opt, theta, grad, t):
     """One optimizer step on the flat vector, in place (t = 1, 2, ... is the step).
 
     sgd:       theta <- theta - lr g
@@ -119,15 +122,16 @@ def _update(opt, theta, grad, m, v, t, lr, mu, beta1, beta2, eps):
     algorithm 1).  No fastmath here: the update is checked bit for bit against
     its NumPy transcription.
     """
+    lr, mu, beta1, beta2, eps, m, v = opt.lr, opt.mu, opt.beta1, opt.beta2, opt.eps, opt.m, opt.v
     n = theta.shape[0]
-    if opt == SGD:
+    if opt.code == SGD:
         for k in range(n):
             theta[k] -= lr * grad[k]
-    elif opt == MOMENTUM:
+    elif opt.code == MOMENTUM:
         for k in range(n):
             v[k] = mu * v[k] + grad[k]
             theta[k] -= lr * v[k]
-    elif opt == NESTEROV:
+    elif opt.code == NESTEROV:
         for k in range(n):
             v[k] = mu * v[k] + grad[k]
             theta[k] -= lr * (grad[k] + mu * v[k])
@@ -174,33 +178,59 @@ def _accuracy(layout, acts, Y, kind):
 
 
 @njit(cache=True, inline="always", error_model=ERROR_MODEL)
-def _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind, patience, counters,
-               best_value, best_theta, out_loss, out_val_loss, out_val_acc, acts_v, Yv):
-    """Record epoch ``ep``; track the best epoch (on validation loss when there is
-    a validation set, else training loss); return EARLY_STOP or DIVERGED when the
-    run must stop, RUNNING otherwise."""
-    out_loss[ep] = J_train
-    score = J_train
-    if has_val:
-        out_val_loss[ep] = val_loss
-        if acc_kind != ACC_NONE:
-            out_val_acc[ep] = _accuracy(layout, acts_v, Yv, acc_kind)
-        score = val_loss
-    if not (math.isfinite(J_train) and math.isfinite(score)):
+def _score(stop, q):
+    """The stopping rule's score of a monitored value q (higher is better):
+    offset + (factor * q) / divisor in float64, as the front end writes it
+    (``fastbp.training``), so both give the same bits.  A zero divisor (R^2 of
+    constant targets) scores ``offset`` for q = 0 and 0 otherwise, as
+    scikit-learn's r2_score does."""
+    q = np.float64(q)
+    if stop.divisor == 0:
+        return stop.offset if q == 0 else 0.0
+    return stop.offset + (stop.factor * q) / stop.divisor
+
+
+@njit(cache=True, inline="always", error_model=ERROR_MODEL)
+def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
+    """Record epoch ``ep`` and apply the stopping rule; return EARLY_STOP or
+    DIVERGED when the run must stop, RUNNING otherwise.
+
+    The rule (scikit-learn's): the monitored value's score s (``_score``)
+    improves on the best score so far when s > best; an epoch with
+    s < best + tol counts as one without improvement, any other resets the
+    count; the run stops when the count reaches ``patience`` (0: never).  The
+    best epoch's parameters are kept in ``best_theta`` when ``restore``."""
+    records.loss[ep] = J_train
+    q = J_train
+    if val.Xv.shape[0] > 0:
+        records.val_loss[ep] = val_loss
+        q = val_loss
+        if val.acc_kind != ACC_NONE:
+            acc = _accuracy(model.layout, val.acts, val.Yv, val.acc_kind)
+            records.val_accuracy[ep] = acc
+            if stop.monitor == MONITOR_ACCURACY:
+                q = acc
+    if stop.monitor == MONITOR_LOSS:
+        q = J_train
+    if not (math.isfinite(J_train) and math.isfinite(val_loss)):
         return DIVERGED
-    if counters[BEST_EPOCH] < 0 or score < best_value[0]:
-        best_value[0] = score
-        counters[BEST_EPOCH] = ep
-        counters[WAIT] = 0
-        if patience > 0:
+    s = _score(stop, q)
+    best = stop.best[0]
+    if s < best + stop.tol:
+        stop.counters[WAIT] += 1
+    else:
+        stop.counters[WAIT] = 0
+    if s > best:
+        stop.best[0] = s
+        stop.counters[BEST_EPOCH] = ep
+        if stop.restore:
             # an element loop, not best_theta[:] = theta: the slice assignment's
             # shape-mismatch error message alone costs seconds of compilation
+            theta = model.theta
             for k in range(theta.shape[0]):
-                best_theta[k] = theta[k]
-    else:
-        counters[WAIT] += 1
-        if patience > 0 and counters[WAIT] >= patience:
-            return EARLY_STOP
+                stop.best_theta[k] = theta[k]
+    if stop.patience > 0 and stop.counters[WAIT] >= stop.patience:
+        return EARLY_STOP
     return RUNNING
 
 
@@ -212,17 +242,115 @@ def _sum(losses):
     return s
 
 
-@njit(cache=True, error_model=ERROR_MODEL, _nrt=False)
-def no_forward(theta, layout, X, Y, loss_code, want_loss, acts, losses):
+@njit(cache=True, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def no_forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
     """Stands in for the forward driver when there is no validation set, so a run
     without one never compiles the forward kernels."""
+    return theta.dtype.type(0)
 
 
-def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, mean, l2, opt,
-                lr, mu, beta1, beta2, eps, m, v, counters, rng, order, shuffled, gather, B,
-                Xb, Yb, acts, deltas, losses, Xr, Yr, acts_r, deltas_r, losses_r, grad, panels,
-                Xv, Yv, acts_v, losses_v, acc_kind, patience, best_value, best_theta,
-                out_loss, out_val_loss, out_val_acc, ep0, n_epochs):
+# ---------------------------------------------------------------- the records
+# ``train_chunk`` takes its inputs as a few named records rather than ~50
+# positional arrays: a field is read by name, so two same-typed arrays cannot
+# be swapped by position, and the compiled signature is derived from the
+# records themselves (``compiled_train_chunk``), never typed by hand.  Arrays in
+# a record are shared with the caller; the scalars are fixed for a run.
+
+
+class Model(NamedTuple):
+    """What J is: the flat parameters (updated in place), the layout table, the
+    loss code, the mean (True) or sum reduction, and lambda of the L2 term."""
+
+    theta: np.ndarray
+    layout: np.ndarray
+    loss_code: int
+    mean: bool
+    l2: float
+
+
+class Batches(NamedTuple):
+    """The training set and how it is cut into batches of B rows (the last may be
+    smaller), with the scratch of a full batch (``Xb`` .. ``losses``) and of the
+    last one (``Xr`` .. ``losses_r``), the gradient buffer and the panels.
+    ``gather`` False: one full batch, X used as it is; ``shuffled``: ``order`` is
+    reshuffled before each epoch from the SplitMix64 state ``rng``."""
+
+    X: np.ndarray
+    Y: np.ndarray
+    order: np.ndarray
+    rng: np.ndarray
+    shuffled: bool
+    gather: bool
+    B: int
+    Xb: np.ndarray
+    Yb: np.ndarray
+    acts: np.ndarray
+    deltas: np.ndarray
+    losses: np.ndarray
+    Xr: np.ndarray
+    Yr: np.ndarray
+    acts_r: np.ndarray
+    deltas_r: np.ndarray
+    losses_r: np.ndarray
+    grad: np.ndarray
+    panels: np.ndarray
+
+
+class Optimizer(NamedTuple):
+    """The update rule (``SGD`` .. ``ADAM``), its constants, and its state: the
+    moments m, v and ``step`` (int64[1], the number of steps taken)."""
+
+    code: int
+    lr: float
+    mu: float
+    beta1: float
+    beta2: float
+    eps: float
+    m: np.ndarray
+    v: np.ndarray
+    step: np.ndarray
+
+
+class Validation(NamedTuple):
+    """The validation set (no rows: none), its forward scratch, and how its
+    accuracy is read (``ACC_NONE`` .. ``ACC_THRESHOLD``)."""
+
+    Xv: np.ndarray
+    Yv: np.ndarray
+    acts: np.ndarray
+    losses: np.ndarray
+    acc_kind: int
+
+
+class Stopping(NamedTuple):
+    """The stopping rule (``_end_epoch``): the monitored value (``MONITOR_*``),
+    its score's affine map (``_score``), tol and patience (0: never stop
+    early), whether the best epoch's parameters are kept (into ``best_theta``),
+    and its state: the best score (float64[1]) and ``counters`` (int64[2]: the
+    best epoch, the epochs without improvement)."""
+
+    monitor: int
+    offset: float
+    factor: float
+    divisor: float
+    tol: float
+    patience: int
+    restore: bool
+    best: np.ndarray
+    counters: np.ndarray
+    best_theta: np.ndarray
+
+
+class Records(NamedTuple):
+    """Per-epoch outputs: training loss, validation loss, validation accuracy."""
+
+    loss: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: np.ndarray
+
+
+def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, records, ep0,
+                n_epochs):
     """Run epochs ep0 .. ep0 + n_epochs - 1, with the gradient driver and the
     forward driver at ``loss_grad_addr`` and ``forward_addr`` (``driver_address``).
 
@@ -234,22 +362,25 @@ def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, me
     seen by its batch (before that batch's update), averaged (``mean``) or summed
     over the epoch, plus the L2 term averaged over the steps.  Then the
     validation loss (and accuracy) at the epoch's end with ``forward``, and the
-    best-epoch / early-stopping bookkeeping.
+    stopping rule (``_end_epoch``).
 
     Returns
     -------
     (int, int)
         Epochs completed in this call, and RUNNING, EARLY_STOP or DIVERGED.
     """
+    theta, layout, loss_code, mean, l2 = model
+    bt = batches
     loss_grad = _loss_grad_at(loss_grad_addr, theta)
     forward = _forward_at(forward_addr, theta)
-    N = X.shape[0]
+    N = bt.X.shape[0]
+    B = bt.B
     n_steps = (N + B - 1) // B
-    has_val = Xv.shape[0] > 0
+    has_val = val.Xv.shape[0] > 0
     dt = theta.dtype.type
     for ep in range(ep0, ep0 + n_epochs):
-        if shuffled:
-            shuffle(order, rng)
+        if bt.shuffled:
+            shuffle(bt.order, bt.rng)
         data = dt(0)
         penalty = dt(0)
         for s in range(n_steps):
@@ -258,29 +389,27 @@ def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, me
             scale = dt(1.0 / nb) if mean else dt(1)
             # the last batch may be partial: its own buffers, its mean over its nb examples
             full = nb == B
-            xb = Xb if full else Xr
-            yb = Yb if full else Yr
-            if gather:
-                _gather(X, Y, order, b0, nb, xb, yb)
-            ab = acts if full else acts_r
-            db = deltas if full else deltas_r
-            lb = losses if full else losses_r
-            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, grad,
-                      panels)
+            xb = bt.Xb if full else bt.Xr
+            yb = bt.Yb if full else bt.Yr
+            if bt.gather:
+                _gather(bt.X, bt.Y, bt.order, b0, nb, xb, yb)
+            ab = bt.acts if full else bt.acts_r
+            db = bt.deltas if full else bt.deltas_r
+            lb = bt.losses if full else bt.losses_r
+            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, bt.grad,
+                      bt.panels)
             data += _sum(lb)
             if l2 != 0:
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
-            counters[STEP] += 1
-            _update(opt, theta, grad, m, v, counters[STEP], lr, mu, beta1, beta2, eps)
+            opt.step[0] += 1
+            _update(opt, theta, bt.grad, opt.step[0])
         J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
         val_loss = dt(0)
         if has_val:
-            forward(theta, layout, Xv, Yv, loss_code, True, acts_v, losses_v)
-            val_loss = total_loss(theta, layout, losses_v,
-                                  dt(1.0 / Xv.shape[0]) if mean else dt(1), l2)
-        outcome = _end_epoch(theta, layout, ep, J_train, has_val, val_loss, acc_kind,
-                             patience, counters, best_value, best_theta, out_loss,
-                             out_val_loss, out_val_acc, acts_v, Yv)
+            val_loss = forward(theta, layout, val.Xv, val.Yv, loss_code, True,
+                               dt(1.0 / val.Xv.shape[0]) if mean else dt(1), l2, val.acts,
+                               val.losses)
+        outcome = _end_epoch(model, val, stop, records, ep, J_train, val_loss)
         if outcome != RUNNING:
             return ep - ep0 + 1, outcome
     return n_epochs, RUNNING
@@ -288,66 +417,23 @@ def train_chunk(loss_grad_addr, forward_addr, theta, layout, X, Y, loss_code, me
 
 def _driver_types(dtype):
     """The first-class function types of a gradient driver and of a forward
-    driver for parameters of ``dtype`` (their signatures in ``fastbp._kernels``)."""
+    driver for parameters of ``dtype`` (their signatures in ``kernels``)."""
     f = types.float64 if dtype == np.float64 else types.float32
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     i64, b = types.int64, types.boolean
     layout = types.Array(types.int64, 2, "C", readonly=True)
     loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec,
                                      vec))
-    forward = types.FunctionType(types.none(vec, layout, mat, mat, i64, b, mat, vec))
+    forward = types.FunctionType(f(vec, layout, mat, mat, i64, b, f, f, mat, vec))
     return loss_grad, forward
 
 
-def _function_at(which):
-    """An intrinsic ``fn(addr, theta)``: the compiled driver at address ``addr``
-    (from ``driver_address``) as a first-class function of type
-    ``_driver_types(theta.dtype)[which]``.
-
-    Why not pass the function itself: numba unboxes a first-class function
-    argument through Python calls and an unpickled signature, ~20 us per
-    argument per call, more than a whole chunk of a small run.  An address is a
-    plain integer.  The value holds only the address of the function in numba's
-    own calling convention (``jit_addr``), so calls through it go straight
-    there; its C wrapper and Python object are left empty, as nothing here
-    needs them."""
-
-    @intrinsic
-    def function_at(typingctx, addr, theta):
-        ftype = _driver_types(np.dtype(str(theta.dtype)))[which]
-
-        def codegen(context, builder, signature, args):
-            fn = cgutils.create_struct_proxy(ftype)(context, builder)
-            null = cgutils.voidptr_t(None)
-            fn.c_addr = null
-            fn.py_addr = null
-            fn.jit_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
-            return fn._getvalue()
-
-        return ftype(types.int64, theta), codegen
-
-    return function_at
-
-
-_loss_grad_at = _function_at(0)
-_forward_at = _function_at(1)
-
-
-def _signature(dtype):
-    """Argument types of ``train_chunk`` for parameters of ``dtype``: one compiled
-    version per dtype, whatever the network."""
-    f = types.float64 if dtype == np.float64 else types.float32
-    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
-    f64, i64, i64vec = types.Array(types.float64, 1, "C"), types.int64, types.Array(
-        types.int64, 1, "C")
-    layout = types.Array(types.int64, 2, "C", readonly=True)
-    b = types.boolean
-    return types.UniTuple(i64, 2)(
-        i64, i64, vec, layout, mat, mat, i64, b, f, i64, f, f, f, f, f, vec, vec,
-        i64vec, types.Array(types.uint64, 1, "C"), i64vec, b, b, i64,
-        mat, mat, mat, mat, vec, mat, mat, mat, mat, vec, vec, vec,
-        mat, mat, mat, vec, i64, i64, f64, vec, f64, f64, f64, i64, i64)
-
+# Why addresses rather than the functions themselves: numba unboxes a
+# first-class function argument through Python calls and an unpickled
+# signature, ~20 us per argument per call, more than a whole chunk of a small
+# run.  An address is a plain integer.
+_loss_grad_at = function_at(lambda theta: _driver_types(np.dtype(str(theta.dtype)))[0])
+_forward_at = function_at(lambda theta: _driver_types(np.dtype(str(theta.dtype)))[1])
 
 _compiled = {}
 _addresses = {}
@@ -357,22 +443,24 @@ def driver_address(driver, dtype, which: int) -> int:
     """The address of ``driver`` (a gradient driver for ``which`` = 0, a forward
     driver for 1) compiled for ``dtype``, as ``train_chunk`` takes it: found
     once per driver and dtype (compiling the driver, or loading it from the
-    cache, on first use).  The address stays valid as long as the driver's
-    dispatcher lives, i.e. for the life of the process."""
+    cache, on first use)."""
     key = (driver, np.dtype(dtype), which)
     addr = _addresses.get(key)
     if addr is None:
         sig = _driver_types(np.dtype(dtype))[which].signature
-        cres = driver.get_compile_result(sig)
-        addr = _addresses[key] = cres.library.get_pointer_to_function(
-            cres.fndesc.llvm_func_name)
+        addr = _addresses[key] = compiled_address(driver, sig)
     return addr
 
 
-def compiled_train_chunk(dtype):
-    """``train_chunk`` compiled (or loaded from the cache) for ``dtype``, on first use."""
-    dtype = np.dtype(dtype)
-    if dtype not in _compiled:
-        _compiled[dtype] = njit(_signature(dtype), cache=True, nogil=True,
-                                error_model=ERROR_MODEL, _nrt=False)(train_chunk)
-    return _compiled[dtype]
+def compiled_train_chunk(records):
+    """``train_chunk`` compiled (or loaded from the cache) for the types of
+    ``records`` (model, batches, opt, val, stop, records), on first use: its
+    signature is derived from the records, one compiled version per dtype."""
+    arg_types = tuple(typeof(r) for r in records)
+    fn = _compiled.get(arg_types)
+    if fn is None:
+        sig = types.UniTuple(types.int64, 2)(types.int64, types.int64, *arg_types,
+                                             types.int64, types.int64)
+        fn = _compiled[arg_types] = njit(sig, cache=True, nogil=True, error_model=ERROR_MODEL,
+                                         **NO_REFCOUNT)(train_chunk)
+    return fn

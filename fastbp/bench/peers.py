@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .params import Params
+from ..params import Params
 
 
 class Unsupported(Exception):

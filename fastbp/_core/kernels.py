@@ -61,7 +61,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._config import ERROR_MODEL, FASTMATH
+from .config import ERROR_MODEL, FASTMATH
+from .numba_private import NO_REFCOUNT
 from .functions import (
     BCE,
     CROSS_ENTROPY,
@@ -493,18 +494,12 @@ def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
             grad[k] += l2 * theta[k]  # 004 section 9
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
-def total_loss(theta, layout, losses, scale, l2):
-    """J from the per-example losses (``Network.loss``), by the same code as the
-    ``loss_grad_*`` drivers, so it matches ``loss_and_grad``."""
-    return _total_loss(theta, layout, losses, scale, l2)
-
-
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
     with the squares its J_reg omits: see the errata), each sum in a fixed
-    order.  Inlined: a few lines are not worth a compiled function of their own."""
+    order.  Inlined into every driver, so the gradient and the forward drivers
+    compute J by the same code."""
     J = losses.dtype.type(0)
     for e in range(losses.shape[0]):
         J += losses[e]
@@ -549,7 +544,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad, panels):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
@@ -575,21 +570,28 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def forward_parallel(theta, layout, X, Y, loss_code, want_loss, acts, losses):
-    """Forward pass (and per-example losses when ``want_loss``) into ``acts``.
-    Without targets (``want_loss`` False) Y is not read."""
+def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
+    """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
+    ``losses`` and J returned (as by ``loss_grad_parallel``), else 0.  Without
+    targets (``want_loss`` False) Y is not read."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
                        no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
+    if want_loss:
+        return _total_loss(theta, layout, losses, scale, l2)
+    return theta.dtype.type(0)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, _nrt=False)
-def forward_serial(theta, layout, X, Y, loss_code, want_loss, acts, losses):
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, theta.dtype.type(0), want_loss,
+        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
                        no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
+    if want_loss:
+        return _total_loss(theta, layout, losses, scale, l2)
+    return theta.dtype.type(0)

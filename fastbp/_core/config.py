@@ -33,7 +33,8 @@ ERROR_MODEL = "numpy"
 
 # Entry points that Python or the training loop calls with arrays, and that
 # allocate nothing, are compiled with numba's reference counting off
-# (``_nrt=False``: the serial drivers, total_loss, inputs_clean, train_chunk).
+# (``numba_private.NO_REFCOUNT``: the serial drivers, the input screen,
+# train_chunk).
 # Called from Python, such a function takes each array without allocating the
 # record numba counts references on, and the arrays and views it hands down
 # carry none, so the workers' reference counting (an atomic increment and

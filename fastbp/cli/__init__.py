@@ -18,8 +18,8 @@ import traceback
 
 import numpy as np
 
-from . import __version__
-from ._csvdata import (
+from .. import __version__
+from .csvdata import (
     DataError,
     class_labels,
     column_indices,
@@ -29,9 +29,9 @@ from ._csvdata import (
 )
 
 try:  # the bench subcommand wires itself in where fastbp.bench is installed
-    _bench = importlib.import_module(f"{__package__}.bench")
+    _bench = importlib.import_module("fastbp.bench")
 except ModuleNotFoundError as e:  # only its own absence is tolerated; other errors show
-    if e.name != f"{__package__}.bench":
+    if e.name != "fastbp.bench":
         raise
     _bench = None
 
@@ -258,8 +258,8 @@ def main(argv=None) -> int:
 
 
 def cmd_demo(args) -> int:
-    from . import Network, gradcheck, reference, train
-    from .datasets import load_iris
+    from .. import Network, gradcheck, reference, train
+    from ..datasets import load_iris
 
     iris = load_iris()
     X, Y, labels = iris.X, iris.Y, iris.labels
@@ -323,8 +323,8 @@ def _rel_err(a, b):
 
 
 def cmd_train(args) -> int:
-    from . import Network, train
-    from .io import save
+    from .. import Network, train
+    from ..io import save
 
     # everything that can fail fast fails before any training
     plt = _pyplot() if args.plot else None
@@ -469,7 +469,7 @@ def _plot(plt, history, path):
 
 
 def cmd_predict(args) -> int:
-    from .io import load_with_metadata
+    from ..io import load_with_metadata
 
     net, params, meta = load_with_metadata(args.model)
     table = read_table(args.data)
@@ -556,7 +556,7 @@ def _check_grid():
 
 
 def cmd_check(args) -> int:
-    from . import Network, gradcheck, reference
+    from .. import Network, gradcheck, reference
 
     rng = np.random.default_rng(0)
     rows = []

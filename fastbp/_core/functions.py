@@ -13,7 +13,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ._config import ERROR_MODEL, FASTMATH
+from .config import ERROR_MODEL, FASTMATH
 
 # name -> integer code passed to the kernels (the single place names live)
 ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}

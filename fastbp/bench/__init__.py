@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _peers
+from . import peers as _peers
 
 # ---------------------------------------------------------------------- workloads
 
@@ -75,7 +75,7 @@ class Workload:
         return f"{arch} N={self.N} {self.dtype}"
 
     def network(self):
-        from .network import Network
+        from ..network import Network
 
         return Network(self.sizes, list(self.activations), self.loss, reduction=self.reduction,
                        l2=self.l2, bias=self.bias, dtype=self.dtype)
@@ -209,7 +209,7 @@ def matmul_peak(dtype, n: int = PEAK_N, repeat: int = 7) -> float:
 def versions() -> dict:
     import numba
 
-    from . import __version__
+    from .. import __version__
 
     out = {"python": platform.python_version(), "fastbp": __version__,
            "numpy": np.__version__, "numba": numba.__version__}

@@ -1,0 +1,229 @@
+"""The one set of checks and conversions at the edge, shared by ``Network``,
+``train``, io, the estimators and the command line: every message names the
+argument and the problem, one exception type and one message per mistake
+wherever it is made, and everything is raised before any compiled work starts.
+
+Options are checked against constraint tables (as scikit-learn's
+``_parameter_constraints``): ``check(TABLE, name=value, ...)`` applies each
+name's constraint and returns the normalized values.  The kinds of mistake:
+
+- a value of the wrong kind (a string for a number, a float for a count, 1
+  for a bool): ``TypeError``;
+- a value of the right kind out of its range or not among the options:
+  ``ValueError``.
+
+Nothing here modifies the caller's arrays: conversions return new arrays, and
+arrays that already have the right dtype and layout are used read-only.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+# The largest count (epochs, batch size, patience, seed) a run accepts: the
+# compiled loop counts in int64.
+INT64_MAX = 2**63 - 1
+
+
+def is_bool(x) -> bool:
+    return isinstance(x, (bool, np.bool_))
+
+
+class Bool:
+    """True or False (NumPy's bools too); 1 and 0 are not bools."""
+
+    def __call__(self, name, x):
+        if not is_bool(x):
+            raise TypeError(f"{name}: expected a bool, got {x!r}")
+        return bool(x)
+
+
+class Integer:
+    """An integer in [low, high] (bools are not integers; high None: no bound);
+    None too when ``none``."""
+
+    def __init__(self, low, high=INT64_MAX, none=False):
+        self.low, self.high, self.none = low, high, none
+
+    def __call__(self, name, x):
+        if x is None and self.none:
+            return None
+        if is_bool(x) or not isinstance(x, numbers.Integral):
+            also = "None or " if self.none else ""
+            raise TypeError(f"{name}: expected {also}an integer, got {x!r}")
+        if x < self.low or (self.high is not None and x > self.high):
+            bound = f">= {self.low}" if self.high in (None, INT64_MAX) else \
+                f"in [{self.low}, {self.high}]"
+            more = " (at most 2**63 - 1)" if self.high == INT64_MAX and x > INT64_MAX else ""
+            raise ValueError(f"{name}: expected an integer {bound}{more}, got {x!r}")
+        return int(x)
+
+
+class Real:
+    """A finite real number in the interval from ``low`` to ``high`` (None: no
+    bound), each end closed unless named in ``open_ends`` ("low", "high")."""
+
+    def __init__(self, low=None, high=None, open_ends=(), none=False):
+        self.low, self.high, self.open, self.none = low, high, open_ends, none
+
+    def __call__(self, name, x):
+        if x is None and self.none:
+            return None
+        if is_bool(x) or not isinstance(x, numbers.Real):
+            raise TypeError(f"{name}: expected a real number, got {x!r}")
+        low, high = self.low, self.high
+        ok = math.isfinite(x)
+        ok = ok and (low is None or (x > low if "low" in self.open else x >= low))
+        ok = ok and (high is None or (x < high if "high" in self.open else x <= high))
+        if not ok:
+            raise ValueError(f"{name}: expected a finite number {self.describe()}, got {x!r}")
+        return float(x)
+
+    def describe(self) -> str:
+        low, high = self.low, self.high
+        if high is None:
+            return f"{'>' if 'low' in self.open else '>='} {low}"
+        lo = "(" if "low" in self.open else "["
+        hi = ")" if "high" in self.open else "]"
+        return f"in {lo}{low}, {high}{hi}"
+
+
+class OneOf:
+    """One of a few options (strings)."""
+
+    def __init__(self, options):
+        self.options = tuple(options)
+
+    def __call__(self, name, x):
+        if not isinstance(x, str) or x not in self.options:
+            raise ValueError(f"{name}: expected one of {list(self.options)}, got {x!r}")
+        return x
+
+
+class Callable_:
+    """A callable, or None."""
+
+    def __call__(self, name, x):
+        if x is not None and not callable(x):
+            raise TypeError(f"{name}: expected a callable or None, got {x!r}")
+        return x
+
+
+def check(table: dict, **values) -> dict:
+    """Each value checked and normalized by its constraint in ``table``."""
+    return {name: table[name](name, v) for name, v in values.items()}
+
+
+def widths(name: str, sizes, at_least: int = 2) -> tuple:
+    """Layer widths: a sequence of at least ``at_least`` integers >= 1."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"{name}: expected a sequence of layer widths, got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < at_least:
+        raise ValueError(f"{name}: need at least {at_least} widths [n_0, n_1] (L >= 1), "
+                         f"got {sizes}")
+    for n in sizes:
+        if is_bool(n) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"{name}: widths must be integers, got {n!r} in {sizes}")
+        if n < 1:
+            raise ValueError(f"{name}: widths must be >= 1, got {n} in {sizes}")
+    return tuple(int(n) for n in sizes)
+
+
+def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
+    """A 2-D C-contiguous array of ``dtype`` with ``n_cols`` columns, all finite."""
+    A = np.asarray(A)
+    if A.dtype.kind != "f":
+        raise TypeError(
+            f"{name}: dtype must be a floating type, got {A.dtype}"
+            f" (convert with {name}.astype(float))"
+        )
+    if A.ndim != 2:
+        hint = f"; for one example use {name}.reshape(1, -1)" if A.ndim == 1 else ""
+        raise ValueError(f"{name}: expected a 2-D array (N, {n_cols}), got shape {A.shape}{hint}")
+    if A.shape[0] == 0:
+        raise ValueError(f"{name}: no examples (N = 0)")
+    if A.shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {A.shape}")
+    A = np.ascontiguousarray(A, dtype=dtype)
+    check_finite(name, A)
+    return A
+
+
+def check_finite(name: str, A: np.ndarray) -> None:
+    # One reduction instead of isfinite + all (and no boolean temporary): a NaN or
+    # inf anywhere makes the sum NaN or inf; a sum that overflows from finite
+    # values alone falls through to the exact elementwise test.
+    if math.isfinite(A.sum()):
+        return
+    if not np.isfinite(A).all():
+        bad = np.argwhere(~np.isfinite(A))[0]
+        where = ", ".join(str(int(k)) for k in bad)
+        raise ValueError(f"{name}: contains NaN or inf (first at [{where}])")
+
+
+def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
+    """Targets as an (N, n_out) C-contiguous float array, validated for ``loss``.
+
+    Accepted forms: (N, n_out) floats; for cross_entropy integer class labels of
+    shape (N,) (converted to one-hot rows); (N,) floats when n_out == 1.
+    """
+    Y = np.asarray(Y)
+    if Y.dtype.kind in "iub" and loss == "cross_entropy":
+        if Y.ndim != 1:
+            raise ValueError(
+                f"Y: integer class labels must be 1-D (N,) = ({N},), got shape {Y.shape}"
+            )
+        if Y.shape[0] != N:
+            raise ValueError(f"Y: expected {N} labels (one per row of X), got {Y.shape[0]}")
+        if Y.size and (Y.min() < 0 or Y.max() >= n_out):
+            bad = Y[(Y < 0) | (Y >= n_out)][0]
+            raise ValueError(
+                f"Y: class label {int(bad)} out of range: labels must be in 0..{n_out - 1}"
+            )
+        onehot = np.zeros((N, n_out), dtype=dtype)
+        onehot[np.arange(N), Y.astype(np.intp)] = 1
+        return onehot
+    if Y.dtype.kind != "f":
+        what = "floating (or integer class labels for cross_entropy)"
+        raise TypeError(f"Y: dtype must be {what}, got {Y.dtype}")
+    if Y.ndim == 1 and n_out == 1:
+        Y = Y.reshape(-1, 1)
+    if Y.ndim != 2 or Y.shape != (N, n_out):
+        raise ValueError(f"Y: expected shape ({N}, {n_out}), got {Y.shape}")
+    Y = np.ascontiguousarray(Y, dtype=dtype)
+    check_finite("Y", Y)
+    if loss == "bce" and (Y.min() < 0 or Y.max() > 1):
+        raise ValueError("Y: bce targets must lie in [0, 1]")
+    if loss == "cross_entropy":
+        if (Y < 0).any():
+            raise ValueError("Y: cross_entropy target rows must be distributions (no negative entries)")
+        tol = 1e-4 if dtype == np.float32 else 1e-8
+        sums = Y.sum(axis=1, dtype=np.float64)
+        bad = np.flatnonzero(np.abs(sums - 1.0) > tol * n_out)
+        if bad.size:
+            raise ValueError(
+                f"Y: cross_entropy target rows must sum to 1; row {int(bad[0])} sums to"
+                f" {sums[bad[0]]:.6g}"
+            )
+    return Y
+
+
+def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """float32 or float64 (anything else, a dtype or not, is the wrong type)."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"{name}: not a NumPy dtype: {dtype!r}") from e
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"{name}: must be float32 or float64, got {dt}")
+    return dt
+
+
+# Tolerance on the row sums of cross_entropy target distributions, per dtype.
+ROW_SUM_TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-8}
+
+

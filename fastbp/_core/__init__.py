@@ -1,0 +1,54 @@
+"""The compiled core: everything that runs as compiled code, behind one boundary.
+
+The layers of fastbp import one way: the adapters (``fastbp.cli``,
+``fastbp.sklearn``) use the front end (``Network``, ``Params``, ``train``, io,
+``gradcheck``, ``reference``), and the front end uses this package through the
+names below and nothing else.  Inside it:
+
+- ``config``: compilation settings and the serial/parallel threshold.
+- ``functions``: the name -> code tables of activations and losses and the
+  compiled scalar formulas (exp, tanh, sigmoid, softplus).
+- ``kernels``: the forward, loss, backward and gradient loops and their
+  serial and parallel drivers.
+- ``train_kernels``: the compiled training loop and its records.
+- ``screen``: the compiled input screen.
+- ``numba_private``: every use of numba's private interfaces.
+- ``plan``: ``Plan``, the one object through which the front end calls any of it.
+"""
+
+from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from .plan import PARALLEL, SERIAL, Drivers, Plan, Workspaces, parallel_available, plan_for
+from .train_kernels import (
+    ACC_ARGMAX,
+    ACC_NONE,
+    ACC_THRESHOLD,
+    ADAM,
+    BEST_EPOCH,
+    DIVERGED,
+    EARLY_STOP,
+    MOMENTUM,
+    MONITOR_ACCURACY,
+    MONITOR_LOSS,
+    MONITOR_VAL_LOSS,
+    NESTEROV,
+    RUNNING,
+    SGD,
+    Batches,
+    Model,
+    Optimizer,
+    Records,
+    Stopping,
+    Validation,
+)
+from .train_kernels import WAIT
+
+# optimizer name -> code of the compiled update (``train_kernels._update``)
+OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
+
+__all__ = [
+    "ACC_ARGMAX", "ACC_NONE", "ACC_THRESHOLD", "ACTIVATIONS", "BEST_EPOCH", "DIVERGED",
+    "EARLY_STOP", "LAST_LAYER_ONLY", "LOSSES", "MONITOR_ACCURACY", "MONITOR_LOSS",
+    "MONITOR_VAL_LOSS", "OPTIMIZERS", "OUTPUT_ACTIVATIONS", "PARALLEL", "REDUCTIONS",
+    "RUNNING", "SERIAL", "Batches", "Drivers", "Model", "Optimizer", "Plan", "Records",
+    "Stopping", "Validation", "WAIT", "Workspaces", "parallel_available", "plan_for",
+]

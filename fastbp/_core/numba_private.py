@@ -1,0 +1,62 @@
+"""Every use of numba's private interfaces, in one place.
+
+numba documents none of the names below; they are what let the compiled core
+skip costs that its public interface cannot.  Each one is tested through the
+behaviour it gives (tests/test_core.py), and pyproject.toml caps numba at the
+versions this module is tested with, so an upgrade that changes one of them is
+a decision, not a surprise.
+
+- ``NO_REFCOUNT``: the ``_nrt=False`` option of ``njit``.  An entry point that
+  allocates nothing, compiled without numba's reference counting, takes each
+  array from Python without allocating the record numba counts references on,
+  and the views it hands down carry none: ~30% of a training step of 003's
+  network and 0.35 us of each gradient call (``config.py``).
+- ``function_at``: a first-class function value built from a bare address, so
+  the training loop calls a driver through a pointer (``train_kernels``).
+- ``compiled_address``: the address of a dispatcher's compiled code for one
+  signature.
+"""
+
+from __future__ import annotations
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+# njit(**NO_REFCOUNT): reference counting off; such a function must never allocate.
+NO_REFCOUNT = {"_nrt": False}
+
+
+def function_at(ftype_of):
+    """An intrinsic ``fn(addr, like)``: the compiled function at address ``addr``
+    (from ``compiled_address``) as a first-class function of type
+    ``ftype_of(like)``, for any numba value ``like`` whose type picks the
+    function type (the parameters' array, say: one type per dtype).
+
+    The value holds only the address of the function in numba's own calling
+    convention (``jit_addr``), so calls through it go straight there; its C
+    wrapper and Python object are left empty, as nothing calls them."""
+
+    @intrinsic
+    def at(typingctx, addr, like):
+        ftype = ftype_of(like)
+
+        def codegen(context, builder, signature, args):
+            fn = cgutils.create_struct_proxy(ftype)(context, builder)
+            null = cgutils.voidptr_t(None)
+            fn.c_addr = null
+            fn.py_addr = null
+            fn.jit_addr = builder.inttoptr(args[0], cgutils.voidptr_t)
+            return fn._getvalue()
+
+        return ftype(types.int64, like), codegen
+
+    return at
+
+
+def compiled_address(dispatcher, signature) -> int:
+    """The address of ``dispatcher``'s code for ``signature`` in numba's calling
+    convention (compiling it, or loading it from the cache, when needed).  It
+    stays valid while the dispatcher lives: for the life of the process."""
+    cres = dispatcher.get_compile_result(signature)
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)

@@ -1,0 +1,396 @@
+"""``Plan``: the compiled core of one network description and dtype, and the
+one boundary between Python and compiled code.
+
+A plan owns what the kernels need besides the data: the layout table, the loss
+code and the scalars in the kernels' types, the scratch buffers
+(``Workspaces``), the serial/parallel launch policy and the compiled entry
+points.  Everything above the core (``Network``, ``train``, io, the estimators,
+the command line) calls a plan's methods with inputs already validated and
+converted by the front end, and never a kernel.
+
+A call from Python into a compiled driver pays for every argument (numba
+unboxes each array, and a NumPy scalar argument costs more to type than a
+Python float): for a network as small as 003's that is most of the time of a
+gradient.  So a plan passes Python floats where the dtype allows it (float64),
+reuses its scratch buffers across calls, and makes one driver call per
+gradient, forward pass or loss.
+
+Launch policy (``launch``): the serial twin of a driver below ``SERIAL_BELOW``
+multiply-adds, when no thread-safe threading layer could be loaded, and in a
+child process forked after the parent launched GNU OpenMP threads (which
+cannot be used there); the parallel driver otherwise.  Both give the same bits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import weakref
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from . import kernels
+from . import train_kernels as tk
+from .config import SERIAL_BELOW
+from .screen import inputs_clean
+
+__all__ = ["Plan", "Workspaces", "launch", "plan_for"]
+
+SERIAL, PARALLEL = "serial", "parallel"
+
+# Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
+# layers; 'workqueue' aborts the process.  Unless the user chose a layer, ask
+# numba for a thread-safe one; if none can be loaded, run the serial kernels.
+if numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "threadsafe"
+
+_parallel_ok = numba.config.THREADING_LAYER != "workqueue"
+_probe_lock = threading.Lock()
+_probed = False
+
+
+def _after_fork_in_child():
+    # GNU OpenMP's threads do not survive a fork: numba's 'omp' layer ends a
+    # child that launches a parallel region after its parent did.  Such a child
+    # runs the serial twins (same bits).  A parent that never launched one
+    # leaves the child free to load the layer itself.
+    global _parallel_ok
+    if _probed and _parallel_ok and numba.threading_layer() == "omp":
+        _parallel_ok = False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def parallel_available() -> bool:
+    """Whether parallel drivers may run in this process now (before or after
+    the first launch)."""
+    return _parallel_ok
+
+
+def launch(parallel_fn, serial_fn, work, args):
+    """``(result, driver)``: the parallel driver's result when the work (number
+    of multiply-adds of one forward pass) repays a launch and parallel drivers
+    may run here, else its serial twin's; ``driver`` says which ran."""
+    global _parallel_ok, _probed
+    if work < SERIAL_BELOW or not _parallel_ok:
+        return serial_fn(*args), SERIAL
+    if not _probed:
+        with _probe_lock:  # the first launch loads the layer: done once, alone
+            if not _probed:
+                try:
+                    out = parallel_fn(*args)
+                except ValueError:  # "No threading layer could be loaded"
+                    _parallel_ok = False
+                    out = None
+                if _parallel_ok and numba.threading_layer() == "workqueue":
+                    _parallel_ok = False  # not thread-safe: serial from now on
+                _probed = True
+                if out is not None:
+                    return out, PARALLEL
+        # a thread that waited on the probe follows its verdict
+        if not _parallel_ok:
+            return serial_fn(*args), SERIAL
+    return parallel_fn(*args), PARALLEL
+
+
+class Workspaces:
+    """Scratch buffers (acts, deltas, losses, panels) of one plan, reused across calls.
+
+    ``take(N)`` hands out a set for a batch of N examples that no other caller
+    holds until it comes back with ``give``: the kept one when there is one, else
+    a new one.  ``dict.pop`` and item assignment are atomic, so concurrent calls
+    from Python threads never share a set (a second concurrent caller simply gets
+    a new one).  Sets are kept one per batch size for at most ``SIZES`` batch
+    sizes, of which at most one larger than ``SMALL`` (and none larger than
+    ``MAX_BYTES``), so a plan never holds on to much memory.  A small set
+    saves the allocation, a visible part of a small call; a large one saves the
+    page faults of touching fresh memory: C4-4096 (72 MB of buffers), 2
+    threads, 137 ms per gradient with a fresh set per call against 74 ms with
+    kept buffers.
+    """
+
+    SMALL = 1 << 20
+    MAX_BYTES = 1 << 28
+    SIZES = 4
+
+    __slots__ = ("_P", "_S", "_dtype", "_free")
+
+    def __init__(self, layout, dtype):
+        self._dtype = np.dtype(dtype)
+        self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
+        self._P = kernels.panel_rows(layout)
+        self._free = {}
+
+    def take(self, N: int):
+        ws = self._free.pop(N, None)
+        if ws is None:
+            shape = (N, self._S)
+            dt = self._dtype
+            ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
+                  np.empty(N * self._P, dt))
+        return ws
+
+    def give(self, N: int, ws) -> None:
+        free = self._free
+        nbytes = _set_bytes(ws)
+        if N in free or nbytes > self.MAX_BYTES:
+            return
+        if len(free) >= self.SIZES:
+            free.clear()  # a new mix of batch sizes: start over
+        if nbytes > self.SMALL:  # replaces the kept large set, if any
+            for k, kept in list(free.items()):
+                if _set_bytes(kept) > self.SMALL:
+                    free.pop(k, None)
+        free[N] = ws
+
+
+def _set_bytes(ws) -> int:
+    return 2 * ws[0].nbytes + ws[3].nbytes
+
+
+class Drivers(NamedTuple):
+    """The compiled drivers of a training run: the addresses of its gradient and
+    forward drivers (``train_kernels.driver_address``); when the gradient driver
+    is the parallel one, the serial driver's time per step (seconds) it beat in
+    the trial, else 0; and whether either driver is a parallel one."""
+
+    loss_grad: int
+    forward: int
+    serial_step: float
+    parallel: bool
+
+
+class Plan:
+    """The compiled core of one network description and dtype.
+
+    Parameters
+    ----------
+    sizes : tuple of int
+        ``(n_0, ..., n_L)``.
+    activation_codes : tuple of int
+        f_l's code (``ACTIVATIONS``) for l = 1..L.
+    bias : tuple of bool
+    loss_code : int
+        ``LOSSES`` code.
+    mean : bool
+        Mean (True) or sum over the examples.
+    l2 : float
+        lambda of the L2 term.
+    dtype : numpy.dtype
+        float32 or float64.
+
+    Every method takes arrays in the kernels' form, as the front end makes
+    them: ``theta`` 1-D of ``n_params`` values, X (N, n_0) and Y (N, n_L),
+    C-contiguous, of ``dtype``, N >= 1.  ``last_driver`` names the driver
+    ("serial" or "parallel") of the last call that ran one.
+    """
+
+    __slots__ = ("__weakref__", "_l2_arg", "_row_sum_tol", "_scalar", "_workspaces",
+                 "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
+                 "no_targets", "sizes")
+
+    def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
+        self.sizes = tuple(sizes)
+        self.dtype = np.dtype(dtype)
+        self.layout = layout_table(self.sizes, activation_codes, bias)
+        self.n_params = n_params_of(self.sizes, bias)
+        self.loss_code = int(loss_code)
+        self.mean = bool(mean)
+        self.l2 = float(l2)
+        # Scalars handed to the kernels: Python floats for float64 (numba types them
+        # faster than NumPy scalars, and as the same float64), np.float32 otherwise.
+        self._scalar = float if self.dtype == np.float64 else self.dtype.type
+        self._l2_arg = self._scalar(l2)
+        self._row_sum_tol = float(row_sum_tol) * self.sizes[-1]
+        self._workspaces = Workspaces(self.layout, self.dtype)
+        # Y of a call without targets (no rows, so nothing can write into it)
+        self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
+        self.last_driver = None
+
+    # ------------------------------------------------------------------ inputs
+
+    def screen(self, theta, X, Y) -> bool:
+        """One compiled pass: theta, X and Y finite, Y valid targets for the loss
+        (Y may be ``no_targets``).  False means: run the front end's checks."""
+        return inputs_clean(theta, X, Y, self.loss_code, self._row_sum_tol)
+
+    def _work(self, N) -> int:
+        return N * (self.n_params + self.sizes[0])
+
+    # ------------------------------------------------------------------ entry points
+
+    def loss_and_grad(self, theta, X, Y, input_grad=False):
+        """(J, dJ/dtheta, dJ/dX or None): one gradient driver call."""
+        N = X.shape[0]
+        scale = self._scalar(1.0 / N if self.mean else 1.0)
+        workspaces = self._workspaces
+        acts, deltas, losses, panels = ws = workspaces.take(N)
+        grad = np.empty(self.n_params, self.dtype)
+        args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
+                acts, deltas, losses, grad, panels)
+        if N * (self.n_params + self.sizes[0]) < SERIAL_BELOW:
+            J = kernels.loss_grad_serial(*args)
+            self.last_driver = SERIAL
+        else:
+            J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
+                                         self._work(N), args)
+        dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
+        workspaces.give(N, ws)
+        return float(J), grad, dX
+
+    def _forward(self, theta, X, Y, want_loss):
+        N = X.shape[0]
+        ws = self._workspaces.take(N)
+        acts, losses = ws[0], ws[2]
+        scale = self._scalar(1.0 / N if self.mean else 1.0)
+        J, self.last_driver = launch(
+            kernels.forward_parallel, kernels.forward_serial, self._work(N),
+            (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
+             losses))
+        out = None if want_loss else acts[:, int(self.layout[-1, kernels.C_OUT]):].copy()
+        self._workspaces.give(N, ws)
+        return float(J), out
+
+    def forward(self, theta, X) -> np.ndarray:
+        """The output activations a^(L), a new (N, n_L) array: one forward driver call."""
+        return self._forward(theta, X, self.no_targets, False)[1]
+
+    def loss(self, theta, X, Y) -> float:
+        """J without the backward pass (the same value as ``loss_and_grad``'s): one
+        forward driver call."""
+        return self._forward(theta, X, Y, True)[0]
+
+    # ------------------------------------------------------------------ training
+
+    def buffers(self, N):
+        """A new (acts, deltas, losses) set for a batch of N examples (N may be 0)."""
+        S = int(self.layout[-1, kernels.C_OUT] + self.layout[-1, kernels.N_OUT])
+        dt = self.dtype
+        return np.empty((N, S), dt), np.empty((N, S), dt), np.empty(N, dt)
+
+    def panels(self, N):
+        """A new panel buffer of the gradient drivers for batches of up to N examples."""
+        return np.empty(N * kernels.panel_rows(self.layout), self.dtype)
+
+    def training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
+        """The drivers of a training run from ``theta`` on (X, Y) in batches of B
+        rows with Nv validation rows (``Drivers``).
+
+        The parallel gradient driver is taken only when one step's work could
+        repay a launch (``launch``'s rule) AND it wins a timed trial on the
+        run's first batch: a run makes thousands of launches back to back, and
+        on a busy machine each can wait for a descheduled thread far longer
+        than the step itself takes.  The validation forward pass (one launch
+        per epoch) is chosen by its work.  Both kinds give the same bits."""
+        dt = self.dtype
+        serial_step = 0.0
+        loss_grad = kernels.loss_grad_serial
+        if self._may_run_parallel(theta, self._work(B), X, Y, B):
+            serial_step = self._parallel_wins(theta, X, Y, B)
+            if serial_step:
+                loss_grad = kernels.loss_grad_parallel
+        forward = kernels.forward_serial if Nv else tk.no_forward
+        if Nv and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
+            forward = kernels.forward_parallel
+        self.last_driver = PARALLEL if loss_grad is kernels.loss_grad_parallel else SERIAL
+        return Drivers(tk.driver_address(loss_grad, dt, 0), tk.driver_address(forward, dt, 1),
+                       serial_step, self.last_driver == PARALLEL
+                       or forward is kernels.forward_parallel)
+
+    def serial_driver(self) -> int:
+        """The address of the serial gradient driver, for a run that falls back to it."""
+        self.last_driver = SERIAL
+        return tk.driver_address(kernels.loss_grad_serial, self.dtype, 0)
+
+    def chunk_function(self, records):
+        """The compiled training loop (``train_kernels.train_chunk``) for these records."""
+        return tk.compiled_train_chunk(records)
+
+    def _batch_args(self, theta, X, Y, B):
+        Xb = np.ascontiguousarray(X[:B])
+        Yb = np.ascontiguousarray(Y[:B])
+        acts, deltas, losses = self.buffers(B)
+        dt = self.dtype.type
+        return (theta, self.layout, Xb, Yb, self.loss_code, dt(1.0 / B),
+                dt(self.l2), False, acts, deltas, losses, np.empty(self.n_params, self.dtype),
+                self.panels(B))
+
+    def _may_run_parallel(self, theta, work, X, Y, B) -> bool:
+        """Whether one batch's work repays a launch and the parallel layer loads
+        (the process's first parallel launch is made here, through ``launch``)."""
+        if work < SERIAL_BELOW or not _parallel_ok:
+            return False
+        if not _probed:
+            launch(kernels.loss_grad_parallel, kernels.loss_grad_serial, work,
+                   self._batch_args(theta, X, Y, B))
+        return _parallel_ok
+
+    def _parallel_wins(self, theta, X, Y, B, rounds=3) -> float:
+        """Whether the parallel gradient driver beats the serial one on a batch of
+        B rows, timed here and now: the lower of ``rounds`` alternating calls of
+        each (a minimum, since noise only ever adds time).  A parallel call more
+        than four times slower than the serial one ends the trial at once: on a
+        machine busy enough for that, each launch can cost milliseconds.
+
+        Returns the serial driver's time per call (seconds) when the parallel
+        one wins, else 0.0."""
+        args = self._batch_args(theta, X, Y, B)
+        best = {}
+        serial, parallel = kernels.loss_grad_serial, kernels.loss_grad_parallel
+        for _ in range(rounds):
+            for fn in (serial, parallel):
+                t0 = time.perf_counter()
+                fn(*args)
+                best[fn] = min(best.get(fn, math.inf), time.perf_counter() - t0)
+            if best[parallel] > 4 * best[serial]:
+                return 0.0
+        return best[serial] if best[parallel] < best[serial] else 0.0
+
+
+def layout_table(sizes, activation_codes, bias) -> np.ndarray:
+    """The kernels' int64 layout table (``kernels``' columns), read-only."""
+    L = len(sizes) - 1
+    table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
+    col = 0
+    pos = 0
+    for l in range(1, L + 1):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        w_off = pos
+        pos += n_out * n_in
+        b_off = -1
+        if bias[l - 1]:
+            b_off = pos
+            pos += n_out
+        table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in)
+        col += n_in
+    table.setflags(write=False)
+    return table
+
+
+def n_params_of(sizes, bias) -> int:
+    """Length of the flat parameter vector."""
+    return sum(sizes[l] * sizes[l - 1] + (sizes[l] if bias[l - 1] else 0)
+               for l in range(1, len(sizes)))
+
+
+# Plans shared by equal descriptions, kept while a network refers to them.
+_plans = weakref.WeakValueDictionary()
+_plans_lock = threading.Lock()
+
+
+def plan_for(sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol) -> Plan:
+    """The plan of this description (the one already made for an equal
+    description while that one is alive)."""
+    key = (tuple(sizes), tuple(activation_codes), tuple(bias), int(loss_code), bool(mean),
+           float(l2), np.dtype(dtype).name, float(row_sum_tol))
+    with _plans_lock:
+        plan = _plans.get(key)
+        if plan is None:
+            plan = _plans[key] = Plan(sizes, activation_codes, bias, loss_code, mean, l2,
+                                      dtype, row_sum_tol)
+    return plan
