@@ -23,6 +23,8 @@ import numbers
 
 import numpy as np
 
+from .targets import encode_classes, head
+
 # The largest count (epochs, batch size, patience, seed) a run accepts: the
 # compiled loop counts in int64.
 INT64_MAX = 2**63 - 1
@@ -184,9 +186,7 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
             raise ValueError(
                 f"Y: class label {int(bad)} out of range: labels must be in 0..{n_out - 1}"
             )
-        onehot = np.zeros((N, n_out), dtype=dtype)
-        onehot[np.arange(N), Y.astype(np.intp)] = 1
-        return onehot
+        return encode_classes(Y, head("classes", n_out), dtype)
     if Y.dtype.kind != "f":
         what = "floating (or integer class labels for cross_entropy)"
         raise TypeError(f"Y: dtype must be {what}, got {Y.dtype}")

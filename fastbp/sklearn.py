@@ -86,12 +86,18 @@ except ImportError:  # scikit-learn < 1.6: the same function was a method
 
 
 from . import train as _train  # the function fastbp.train (see fastbp/__init__.py)
+from .training import EarlyStopping
+from ._checks import Bool, Integer, OneOf, Real, as_float_dtype, check, is_bool, widths
 from .network import Network
+from .targets import HEADS, head
 from .params import Params
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
 # scikit-learn's activation names -> fastbp's
+# n_iter_no_change is at most this many epochs (np.inf: never stop early)
+_NEVER = 2**62
+
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("sgd", "adam")
 _UNSUPPORTED_SOLVERS = {"lbfgs": "it is a full-batch quasi-Newton method, not a stochastic one"}
@@ -150,57 +156,24 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ parameters
 
     def _check_params(self) -> tuple[list[int], np.dtype]:
-        """Validate every constructor parameter; return (hidden widths, dtype)."""
+        """Validate every constructor parameter (``_PARAMETERS``, with fastbp's
+        checks: the same exception and message for a mistake as ``fastbp.train``);
+        return (hidden widths, dtype)."""
         hidden = self.hidden_layer_sizes
-        if isinstance(hidden, numbers.Integral) and not _is_bool(hidden):
+        if isinstance(hidden, numbers.Integral) and not is_bool(hidden):
             hidden = [hidden]
-        try:
-            hidden = list(hidden)
-        except TypeError:
-            raise TypeError("hidden_layer_sizes: expected an int or a sequence of ints, "
-                            f"got {self.hidden_layer_sizes!r}") from None
-        for n in hidden:
-            if _is_bool(n) or not isinstance(n, numbers.Integral):
-                raise TypeError("hidden_layer_sizes: widths must be integers, got "
-                                f"{n!r} in {self.hidden_layer_sizes!r}")
-            if n < 1:
-                raise ValueError(f"hidden_layer_sizes: widths must be > 0, got {hidden}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, "
-                             f"got {self.activation!r}")
+        hidden = widths("hidden_layer_sizes", hidden, at_least=0)
         if self.solver in _UNSUPPORTED_SOLVERS:
             raise ValueError(f"solver: {self.solver!r} is not supported "
                              f"({_UNSUPPORTED_SOLVERS[self.solver]}); use 'adam' or 'sgd'")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver: expected one of {list(SOLVERS)}, got {self.solver!r}")
-        _real("alpha", self.alpha, low=0.0)
+        check(_PARAMETERS, **{name: getattr(self, name) for name in _PARAMETERS})
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
-            _integer("batch_size", self.batch_size, low=1, also="'auto' or ")
-        _real("learning_rate_init", self.learning_rate_init, low=0.0, low_open=True)
-        _integer("max_iter", self.max_iter, low=1)
-        _boolean("shuffle", self.shuffle)
-        _real("tol", self.tol, low=0.0)
-        if not (_is_bool(self.verbose) or (isinstance(self.verbose, numbers.Integral)
-                                          and self.verbose >= 0)):
-            raise TypeError(f"verbose: expected a bool or an int >= 0, got {self.verbose!r}")
-        _boolean("warm_start", self.warm_start)
-        _real("momentum", self.momentum, low=0.0, high=1.0)
-        _boolean("nesterovs_momentum", self.nesterovs_momentum)
-        _boolean("early_stopping", self.early_stopping)
-        _real("validation_fraction", self.validation_fraction, low=0.0, high=1.0)
+            Integer(1)("batch_size", self.batch_size)
+        if not is_bool(self.verbose):
+            Integer(0)("verbose", self.verbose)
         if self.early_stopping and self.validation_fraction == 0:
             raise ValueError("validation_fraction: must be > 0 with early_stopping=True")
-        _real("beta_1", self.beta_1, low=0.0, high=1.0)
-        _real("beta_2", self.beta_2, low=0.0, high=1.0)
-        _real("epsilon", self.epsilon, low=0.0, low_open=True)
-        _integer("n_iter_no_change", self.n_iter_no_change, low=1)
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            raise TypeError(f"dtype: not a NumPy dtype: {self.dtype!r}") from None
-        if dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {self.dtype!r}")
-        return [int(n) for n in hidden], dtype
+        return list(hidden), as_float_dtype(self.dtype)
 
     # ------------------------------------------------------------------ network
 
@@ -209,8 +182,9 @@ class _BaseMLP(BaseEstimator):
         keep only plain arrays, so they pickle and clone like scikit-learn's)."""
         sizes = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
         acts = [ACTIVATIONS[self.activation]] * (len(sizes) - 2)
-        acts.append(_FASTBP_OUTPUT[self.out_activation_][0])
-        return Network(sizes, acts, _FASTBP_OUTPUT[self.out_activation_][1], l2=l2,
+        out = head(self._target_kind(), sizes[-1])
+        acts.append(out.activation)
+        return Network(sizes, acts, out.loss, l2=l2,
                        dtype=self.coefs_[0].dtype)
 
     def _params(self, net: Network) -> Params:
@@ -234,7 +208,7 @@ class _BaseMLP(BaseEstimator):
         self.t_ = 0
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(layer_units)
-        self.out_activation_ = self._output_activation()
+        self.out_activation_ = _SKLEARN_ACTIVATION[HEADS[self._target_kind()][0]]
         factor = 2.0 if self.activation == "logistic" else 6.0
         self.coefs_, self.intercepts_ = [], []
         for fan_in, fan_out in pairwise(layer_units):
@@ -332,11 +306,25 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
         if not early_stopping and self.best_loss_ is None:
             self.best_loss_ = np.inf
-        val_score = self._validation_score_from_loss(Yv) if early_stopping else None
-        rule = _NoImprovement(self.tol, self.n_iter_no_change, early_stopping,
-                              self.best_validation_score_ if early_stopping else self.best_loss_,
-                              self._no_improvement_count)
+        val_score = self._validation_score_from_loss(Yv, net.dtype) if early_stopping else None
         reported = 1.0 / self.n_outputs_ if not self._is_classifier() else 1.0
+        # scikit-learn's rule, evaluated by fastbp.train at the end of every epoch:
+        # stop once more than n_iter_no_change epochs in a row did not improve the
+        # training loss (reported units) by tol, or with early stopping the
+        # validation score, whose best epoch's parameters are kept.  Its state
+        # (best value, count) carries over between fit calls with warm_start and
+        # between partial_fit calls, as in scikit-learn.
+        if early_stopping:
+            monitor = "val_accuracy" if self._is_classifier() else "val_r2"
+            best = self.best_validation_score_
+        else:
+            monitor = "loss"
+            best = -self.best_loss_
+        rule = EarlyStopping(int(min(self.n_iter_no_change, _NEVER)) + 1, tol=float(self.tol),
+                             monitor=monitor, restore_best=early_stopping,
+                             best=None if np.isinf(best) else float(best),
+                             count=self._no_improvement_count,
+                             scale=1.0 if early_stopping else reported)
 
         def epoch_values(h):
             """Per-epoch (reported training loss, validation score or None)."""
@@ -349,65 +337,50 @@ class _BaseMLP(BaseEstimator):
 
         printed = [0]
 
-        def report(loss, score, upto):
+        def report(h):
             if self.verbose:
-                for k in range(printed[0], upto):
+                loss, score = epoch_values(h)
+                for k in range(printed[0], h.epochs):
                     print(f"Iteration {self.n_iter_ + k + 1}, loss = {loss[k]:.8f}")
                     if score is not None:
                         print(f"Validation score: {score[k]:f}")
-            printed[0] = max(printed[0], upto)
-
-        def callback(h):
-            loss, score = epoch_values(h)
-            stop = rule.first_stop(score if early_stopping else loss)
-            report(loss, score, h.epochs if stop is None else stop + 1)
-            return stop is not None
+            printed[0] = h.epochs
 
         epochs = 1 if incremental else self.max_iter
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # divergence: raised below
-            history = _train(net, params, X, Y, epochs=epochs, callback=callback, **options)
+            history = _train(net, params, X, Y, epochs=epochs, early_stopping=rule,
+                             callback=report if self.verbose else None, **options)
         if history.stop_reason == "diverged" or not np.isfinite(history.params.flat).all():
             raise ValueError("Solver produced non-finite parameter weights (the loss became "
                              "NaN or infinite); the input data may contain large values and "
                              "need to be preprocessed, or learning_rate_init is too large")
         loss, score = epoch_values(history)
-        stop = rule.first_stop(score if early_stopping else loss)
-        n_run = history.epochs if stop is None else stop + 1
-        report(loss, score, n_run)
-        rule.advance(score[:n_run] if early_stopping else loss[:n_run])
-
-        # The run may have gone past the stopping epoch (the callback runs between
-        # compiled chunks of epochs).  fastbp.train is deterministic for a given
-        # seed, so the parameters after any earlier epoch are recovered exactly by
-        # running again for that many epochs.
+        n_run = history.epochs
+        stopped = history.stop_reason == "early_stopping"
+        state = history.early_stopping
         if early_stopping:
-            best = rule.last_improvement
-            if best is not None:
-                final = history.params if best + 1 == history.epochs else \
-                    _train(net, params, X, Y, epochs=best + 1, **options).params
-                self._set_params_from(final)
+            if history.best_epoch >= 0:  # this run beat the best score carried in
+                self._set_params_from(history.params)  # the best epoch's (restored)
                 self._best_coefs = [c.copy() for c in self.coefs_]
                 self._best_intercepts = [b.copy() for b in self.intercepts_]
             self.coefs_ = [c.copy() for c in self._best_coefs]
             self.intercepts_ = [b.copy() for b in self._best_intercepts]
-            self.validation_scores_.extend(float(s) for s in score[:n_run])
-            self.best_validation_score_ = float(rule.best)
+            self.validation_scores_.extend(float(s) for s in score)
+            self.best_validation_score_ = -np.inf if state.best is None else state.best
         else:
-            final = history.params if n_run == history.epochs else \
-                _train(net, params, X, Y, epochs=n_run, **options).params
-            self._set_params_from(final)
-            self.best_loss_ = float(rule.best)
-        self._no_improvement_count = rule.count
-        self.loss_curve_.extend(float(v) for v in loss[:n_run])
+            self._set_params_from(history.params)
+            self.best_loss_ = np.inf if state.best is None else -state.best
+        self._no_improvement_count = state.count
+        self.loss_curve_.extend(float(v) for v in loss)
         self.loss_ = self.loss_curve_[-1]
         self.n_iter_ = n_run
         self.t_ += n * n_run
-        if self.verbose and stop is not None:
+        if self.verbose and stopped:
             what = "Validation score" if early_stopping else "Training loss"
             print(f"{what} did not improve more than tol={self.tol:f} for "
                   f"{self.n_iter_no_change} consecutive epochs. Stopping.")
-        if not incremental and stop is None and n_run == self.max_iter:
+        if not incremental and not stopped and n_run == self.max_iter:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                           "reached and the optimization hasn't converged yet.",
                           ConvergenceWarning, stacklevel=3)
@@ -539,8 +512,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _is_classifier(self) -> bool:
         return True
 
-    def _output_activation(self) -> str:
-        return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
+    def _target_kind(self) -> str:
+        return _KIND[self._label_binarizer.y_type_]
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = _validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
@@ -563,7 +536,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Y = self._label_binarizer.transform(y)
         return X, np.asarray(Y, dtype=np.float64)
 
-    def _validation_score_from_loss(self, Yv):  # the classifier reads val_accuracy
+    def _validation_score_from_loss(self, Yv, dtype):  # the classifier reads val_accuracy
         return None
 
     def predict(self, X) -> np.ndarray:
@@ -619,8 +592,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _is_classifier(self) -> bool:
         return False
 
-    def _output_activation(self) -> str:
-        return "identity"
+    def _target_kind(self) -> str:
+        return "values"
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True,
@@ -630,10 +603,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Y = np.asarray(y, dtype=np.float64)
         return X, Y.reshape(-1, 1) if Y.ndim == 1 else Y
 
-    def _validation_score_from_loss(self, Yv):
+    def _validation_score_from_loss(self, Yv, dtype):
         """R^2 of each epoch from the validation loss J_v = (1/N_v) sum 1/2 ||a - y||^2
-        (+ the L2 term): 1 - 2 N_v J_v / sum (y - mean y)^2, pooled over outputs."""
-        Yv = np.asarray(Yv, dtype=np.float64)
+        (+ the L2 term): 1 - 2 N_v J_v / sum (y - mean y)^2, pooled over outputs,
+        as ``fastbp.EarlyStopping(monitor="val_r2")`` computes it (targets in the
+        network's dtype), so the scores reported are the ones the rule saw."""
+        Yv = np.asarray(Yv, dtype=dtype).astype(np.float64)
         sst = float(((Yv - Yv.mean(axis=0)) ** 2).sum())
         n_v = Yv.shape[0]
 
@@ -659,80 +634,30 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return {"multioutput": True}
 
 
-# scikit-learn's output activation -> (fastbp output activation, fastbp loss)
-_FASTBP_OUTPUT = {
-    "logistic": ("sigmoid", "bce"),
-    "softmax": ("softmax", "cross_entropy"),
-    "identity": ("identity", "sse"),
+# scikit-learn's output activation -> the kind of target of fastbp's head
+# (``fastbp.targets.HEADS``): 001's binary network, softmax, 000's multi-label
+# network (one sigmoid unit per label), regression
+_KIND = {"binary": "binary", "multiclass": "classes", "multilabel-indicator": "labels"}
+_SKLEARN_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}
+
+
+# The constructor parameters with a constraint of their own (batch_size,
+# verbose and hidden_layer_sizes take two forms: checked in ``_check_params``).
+_PARAMETERS = {
+    "activation": OneOf(sorted(ACTIVATIONS)),
+    "solver": OneOf(SOLVERS),
+    "alpha": Real(0.0),
+    "learning_rate_init": Real(0.0, open_ends=("low",)),
+    "max_iter": Integer(1),
+    "shuffle": Bool(),
+    "tol": Real(0.0),
+    "warm_start": Bool(),
+    "momentum": Real(0.0, 1.0, open_ends=("high",)),
+    "nesterovs_momentum": Bool(),
+    "early_stopping": Bool(),
+    "validation_fraction": Real(0.0, 1.0, open_ends=("high",)),
+    "beta_1": Real(0.0, 1.0, open_ends=("high",)),
+    "beta_2": Real(0.0, 1.0, open_ends=("high",)),
+    "epsilon": Real(0.0, open_ends=("low",)),
+    "n_iter_no_change": Integer(1),
 }
-
-
-class _NoImprovement:
-    """scikit-learn's stopping rule, applied epoch by epoch.
-
-    On the training loss: an epoch counts as "no improvement" when its loss is
-    above best_loss - tol; on a validation score, when the score is below
-    best_score + tol.  Training stops at the first epoch where the count of
-    consecutive such epochs exceeds ``n_iter_no_change``.  The state (best value,
-    count) carries over between ``fit`` calls with ``warm_start`` and between
-    ``partial_fit`` calls, as in scikit-learn.
-    """
-
-    def __init__(self, tol, n_iter_no_change, on_score, best, count):
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.on_score = on_score
-        self.best = best
-        self.count = count
-        self.last_improvement = None  # epoch (of this run) with a new best score
-
-    def _step(self, best, count, v):
-        if self.on_score:
-            count = count + 1 if v < best + self.tol else 0
-            improved = v > best
-        else:
-            count = count + 1 if v > best - self.tol else 0
-            improved = v < best
-        return (v if improved else best), count, improved
-
-    def first_stop(self, values):
-        """Index of the epoch at which training stops, or None."""
-        best, count = self.best, self.count
-        for k, v in enumerate(values):
-            best, count, _ = self._step(best, count, v)
-            if count > self.n_iter_no_change:
-                return k
-        return None
-
-    def advance(self, values) -> None:
-        """Commit the epochs actually run."""
-        for k, v in enumerate(values):
-            self.best, self.count, improved = self._step(self.best, self.count, v)
-            if improved:
-                self.last_improvement = k
-
-
-def _is_bool(x) -> bool:
-    return isinstance(x, (bool, np.bool_))
-
-
-def _boolean(name, x) -> None:
-    if not _is_bool(x):
-        raise TypeError(f"{name}: expected a bool, got {x!r}")
-
-
-def _integer(name, x, low, also="") -> None:
-    if _is_bool(x) or not isinstance(x, numbers.Integral):
-        raise TypeError(f"{name}: expected {also}an integer, got {x!r}")
-    if x < low:
-        raise ValueError(f"{name}: expected {also}an integer >= {low}, got {x!r}")
-
-
-def _real(name, x, low, high=None, low_open=False) -> None:
-    if _is_bool(x) or not isinstance(x, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {x!r}")
-    if not np.isfinite(x) or x < low or (low_open and x == low) or \
-            (high is not None and x >= high):
-        lo = "(" if low_open else "["
-        hi = f"{high})" if high is not None else "inf)"
-        raise ValueError(f"{name}: expected a number in {lo}{low}, {hi}, got {x!r}")

@@ -498,7 +498,7 @@ def test_divergence_raises():
     ("max_iter", 2.0, TypeError),
     ("shuffle", "yes", TypeError),
     ("tol", -1e-4, ValueError),
-    ("verbose", -1, TypeError),
+    ("verbose", -1, ValueError),
     ("warm_start", 1, TypeError),
     ("momentum", 1.0, ValueError),
     ("nesterovs_momentum", None, TypeError),
@@ -508,7 +508,7 @@ def test_divergence_raises():
     ("beta_2", -0.1, ValueError),
     ("epsilon", 0.0, ValueError),
     ("n_iter_no_change", 0, ValueError),
-    ("dtype", "int32", ValueError),
+    ("dtype", "int32", TypeError),
     ("dtype", "float128x", TypeError),
 ])
 def test_bad_parameters_name_themselves(param, value, error):

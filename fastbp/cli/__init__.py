@@ -19,6 +19,7 @@ import traceback
 import numpy as np
 
 from .. import __version__
+from .._checks import Integer, Real
 from .csvdata import (
     DataError,
     class_labels,
@@ -150,54 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _int_at_least(minimum):
-    """An argparse type: an integer >= ``minimum``."""
+def _argument(constraint, convert, kind):
+    """An argparse type: the text converted by ``convert`` (a ``kind`` of
+    number), then held to ``constraint`` (``fastbp._checks``): the same rule,
+    and the same words, as the library's for that option."""
 
     def parse(text):
         try:
-            v = int(text)
+            v = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return v
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        try:
+            return constraint("", v)
+        except (TypeError, ValueError) as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix(": ")) from None
 
     return parse
 
 
-_positive_int = _int_at_least(1)
-_nonnegative_int = _int_at_least(0)
-
-
-def _float(text):
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return v
-
-
-def _positive_float(text):
-    v = _float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return v
-
-
-def _nonnegative_float(text):
-    v = _float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
-
-
-def _fraction(text):
-    v = _float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
-    return v
+_positive_int = _argument(Integer(1), int, "an integer")
+_nonnegative_int = _argument(Integer(0), int, "an integer")
+_positive_float = _argument(Real(0.0, open_ends=("low",)), float, "a number")
+_nonnegative_float = _argument(Real(0.0), float, "a number")
+_fraction = _argument(Real(0.0, 1.0, open_ends=("high",)), float, "a number")
 
 
 def _widths(text):
@@ -325,6 +301,7 @@ def _rel_err(a, b):
 def cmd_train(args) -> int:
     from .. import Network, train
     from ..io import save
+    from ..targets import encode_classes, head_for_loss
 
     # everything that can fail fast fails before any training
     plt = _pyplot() if args.plot else None
@@ -355,7 +332,7 @@ def cmd_train(args) -> int:
     classes = None
     if loss == "sse":
         Y = numeric(table, t_cols)
-        n_out, out_act = Y.shape[1], "identity"
+        out = head_for_loss(loss, Y.shape[1])
     else:
         if len(t_cols) != 1:
             raise UsageError(f"{PROG} train: error: --loss {loss} needs one class column "
@@ -364,13 +341,12 @@ def cmd_train(args) -> int:
         if len(classes) < 2:
             raise DataError(f"{table.path}: the target {targets[0]!r} has a single class "
                             f"({classes[0]!r}); nothing to learn")
-        if loss == "bce":
-            if len(classes) != 2:
-                raise DataError(f"{table.path}: --loss bce needs exactly 2 classes in "
-                                f"{targets[0]!r}, found {len(classes)}; use cross_entropy")
-            Y, n_out, out_act = labels.astype(np.float64).reshape(-1, 1), 1, "sigmoid"
-        else:
-            Y, n_out, out_act = labels, len(classes), "softmax"
+        if loss == "bce" and len(classes) != 2:
+            raise DataError(f"{table.path}: --loss bce needs exactly 2 classes in "
+                            f"{targets[0]!r}, found {len(classes)}; use cross_entropy")
+        out = head_for_loss(loss, len(classes))
+        Y = encode_classes(labels, out, np.float64)
+    n_out, out_act = out.n_out, out.activation
 
     mu = X.mean(axis=0)
     sigma = X.std(axis=0)
