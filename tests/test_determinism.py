@@ -13,15 +13,8 @@ import numpy as np
 import pytest
 
 import fastbp
+from cases import DETERMINISM_CASES as CASES
 from fastbp import Network
-
-# Large enough (N * n_weights) to take the parallel path, with several example
-# blocks and row tasks whose boundaries do not line up with the widths.
-CASES = [
-    ("[13, 37, 19, 5]", "['tanh', 'relu', 'softmax']", "cross_entropy", 203),
-    ("[9, 33, 3]", "['sigmoid', 'sigmoid']", "bce", 157),
-    ("[7, 30, 30, 2]", "['relu', 'tanh', 'identity']", "sse", 301),
-]
 
 SCRIPT = textwrap.dedent("""
     import hashlib, sys
@@ -122,6 +115,7 @@ def test_concurrent_calls_from_python_threads():
         Y = rng.integers(0, 5, 203) if net.loss_name == "cross_entropy" else \
             (rng.random((203, 3)) > 0.5).astype(float)
         jobs.append((net, p, X, Y, _digest(net, p, X, Y)))
+    assert [net.plan.last_driver for net in nets] == ["parallel", "serial"]
     errors, results = [], []
 
     def worker(k):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from netspec import spec
+from cases import spec
 
 import fastbp
 from fastbp import reference

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from netspec import HIDDEN_ACTIVATIONS, OUTPUT_PAIRS, random_problem, spec
+from cases import HIDDEN_ACTIVATIONS, OUTPUT_PAIRS, random_problem, spec
 
 from fastbp import reference
 from fastbp.gradcheck import gradcheck

@@ -515,9 +515,10 @@ def _write_csv(stream, header, rows):
 
 
 def _check_grid():
-    """(name, sizes, activations, loss, options) of the networks ``check`` verifies:
-    every hidden activation with every (output, loss) pair, plus the bias, L2 and
-    reduction variants."""
+    """(sizes, activations, loss, options) of the networks ``check`` verifies:
+    every hidden activation with the three losses, every other valid output
+    (sigmoid, tanh, relu, softmax before sse), and the bias, L2 and reduction
+    variants."""
     grid = []
     for hidden in ("sigmoid", "tanh", "relu", "identity"):
         for out, loss in (("sigmoid", "bce"), ("softmax", "cross_entropy"),
@@ -528,6 +529,9 @@ def _check_grid():
                  {"bias": False, "reduction": "sum"}))
     grid.append(([4, 3, 3], ["relu", "sigmoid"], "bce", {"bias": [True, False], "l2": 0.05}))
     grid.append(([3, 4, 3], ["tanh", "softmax"], "sse", {"reduction": "sum"}))
+    grid.append(([3, 4, 2], ["relu", "tanh"], "sse", {}))
+    grid.append(([3, 4, 2], ["tanh", "relu"], "sse", {"l2": 0.01}))
+    grid.append(([3, 4, 2], ["identity", "sigmoid"], "sse", {"bias": [False, True]}))
     return grid
 
 

@@ -1,4 +1,8 @@
-"""Test helpers shared by the reference and document tests.
+"""The one table of test cases, written by hand without importing the tables
+under test (fastbp's activation, loss and pair tables are compared WITH it in
+test_cases.py, so a pair the library gains or drops shows up there, never as
+silently lost coverage).  It drives the kernel, reference, determinism and
+``fastbp check`` tests.
 
 ``Spec`` carries exactly the public attributes of ``fastbp.Network`` that
 ``fastbp.reference`` reads (the loss's name is ``loss_name``, as on Network), so the reference can be tested on its own, without
@@ -14,8 +18,8 @@ import numpy as np
 
 from fastbp.params import Params, n_params
 
+# activations of hidden layers, and every valid (output activation, loss) pair
 HIDDEN_ACTIVATIONS = ("identity", "sigmoid", "tanh", "relu")
-# every valid (output activation, loss) pair of the contract
 OUTPUT_PAIRS = (
     ("sigmoid", "bce"),
     ("softmax", "cross_entropy"),
@@ -24,6 +28,21 @@ OUTPUT_PAIRS = (
     ("tanh", "sse"),
     ("relu", "sse"),
     ("softmax", "sse"),
+)
+
+LOSSES = ("sse", "bce", "cross_entropy")
+REDUCTIONS = ("mean", "sum")
+DTYPES = ("float64", "float32")
+# agreement with the reference, per dtype
+RTOL = {"float64": 1e-10, "float32": 1e-4}
+
+# Networks whose gradients must be bit-identical for any thread count and
+# driver: (sizes, activations, loss, N), each big enough for the parallel path
+# with the threshold at 0, with widths that leave partial register tiles.
+DETERMINISM_CASES = (
+    ([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy", 203),
+    ([9, 33, 3], ["sigmoid", "sigmoid"], "bce", 157),
+    ([7, 30, 30, 2], ["relu", "tanh", "identity"], "sse", 301),
 )
 
 
