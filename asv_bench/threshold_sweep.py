@@ -1,9 +1,9 @@
 """Where do the parallel gradient drivers start to beat the serial ones?
 
-Times ``loss_grad_serial`` and ``loss_grad_parallel`` on the same prepared
-arguments (buffers allocated once), round-robin in one process, over a grid of
+Times ``Network.loss_and_grad`` with the plan's launch threshold forced to the
+serial and to the parallel driver, round-robin in one process, over a grid of
 widths and batch sizes, and prints for each point the work (N * (n_params + n_0),
-the quantity ``fastbp._config.SERIAL_BELOW`` is compared with), the median and
+the quantity ``fastbp._core.config.SERIAL_BELOW`` is compared with), the median and
 the minimum time of each driver, and their ratios.  The median says what a call
 costs on this machine under its current load; the minimum says what the
 hardware does when every thread gets a core at once.  Run it before changing
@@ -23,7 +23,8 @@ import time
 import numba
 import numpy as np
 
-from fastbp import Network, _engine, _kernels
+from fastbp import Network
+from fastbp._core import plan as core_plan
 
 NETS = [
     ([4, 8, 3], "sigmoid", "bce"),
@@ -57,6 +58,13 @@ def _samples(fns, rounds=21, sample_time=0.005):
     return out
 
 
+def _with_threshold(threshold, net, params, X, Y):
+    """One gradient through the plan with the launch threshold forced: the serial
+    (huge threshold) or the parallel driver (0), as programs call it."""
+    core_plan.SERIAL_BELOW = threshold
+    net.loss_and_grad(params, X, Y)
+
+
 def main(batches=BATCHES) -> None:
     print(f"threads {numba.get_num_threads()}, layer {numba.threading_layer() or '?'}, "
           f"load {os.getloadavg()}")
@@ -75,12 +83,9 @@ def main(batches=BATCHES) -> None:
                 Y = np.eye(sizes[-1])[rng.integers(0, sizes[-1], N)]
             else:
                 Y = (rng.random((N, sizes[-1])) > 0.5).astype(float)
-            A = _engine._buffers(net._layout, N, theta.dtype)
-            args = (theta, net._layout, X, Y, net._loss_code, 1.0 / N, 0.0, False, A,
-                    np.empty_like(A), np.empty(N), np.empty_like(theta),
-                    _engine._panels(net._layout, N, theta.dtype))
-            ser, par = _samples([lambda a=args: _kernels.loss_grad_serial(*a),
-                                 lambda a=args: _kernels.loss_grad_parallel(*a)])
+            params = net.init(0)
+            ser, par = _samples([lambda: _with_threshold(10**18, net, params, X, Y),
+                                 lambda: _with_threshold(0, net, params, X, Y)])
             sm, pm = statistics.median(ser), statistics.median(par)
             s0, p0 = min(ser), min(par)
             print(f"{sizes!s:16s} {N:5d} {work:9d} {sm * 1e6:9.1f}us {pm * 1e6:8.1f}us "

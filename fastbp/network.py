@@ -10,7 +10,6 @@ between calls (layout table, scratch buffers, launch policy).
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 
 import numpy as np

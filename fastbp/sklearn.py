@@ -86,11 +86,11 @@ except ImportError:  # scikit-learn < 1.6: the same function was a method
 
 
 from . import train as _train  # the function fastbp.train (see fastbp/__init__.py)
-from .training import EarlyStopping
 from ._checks import Bool, Integer, OneOf, Real, as_float_dtype, check, is_bool, widths
 from .network import Network
-from .targets import HEADS, head
 from .params import Params
+from .targets import HEADS, head
+from .training import EarlyStopping
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from fastbp import bench
-from fastbp.bench import peers as _peers
 from fastbp.bench import BY_NAME, WORKLOADS
+from fastbp.bench import peers as _peers
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(

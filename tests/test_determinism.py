@@ -11,9 +11,9 @@ from pathlib import Path
 import numba
 import numpy as np
 import pytest
+from cases import DETERMINISM_CASES as CASES
 
 import fastbp
-from cases import DETERMINISM_CASES as CASES
 from fastbp import Network
 
 SCRIPT = textwrap.dedent("""

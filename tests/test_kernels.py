@@ -5,12 +5,12 @@ parallel drivers."""
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from cases import HIDDEN_ACTIVATIONS as HIDDEN
 from cases import OUTPUT_PAIRS as PAIRS
 from cases import RTOL
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fastbp import Network, reference
 
 

@@ -12,9 +12,9 @@ import zlib
 
 import numpy as np
 import pytest
+from cases import HIDDEN_ACTIVATIONS, OUTPUT_PAIRS, random_problem, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from cases import HIDDEN_ACTIVATIONS, OUTPUT_PAIRS, random_problem, spec
 
 from fastbp import reference
 from fastbp.gradcheck import gradcheck

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import training
 from fastbp._core import kernels
 from fastbp._core import plan as core_plan
 from fastbp._core import train_kernels as tk
-from fastbp import training
 from fastbp.datasets import load_iris
 from fastbp.training import OPTIMIZERS, History
 

@@ -2,7 +2,7 @@
 
 The workloads come from the one table in ``fastbp.bench`` (the ``fastbp bench``
 command reads the same table), and the timed calls are the ones that command
-times: ``fastbp._peers``' fastbp and reference contenders.
+times: ``fastbp.bench.peers``' fastbp and reference contenders.
 """
 
 import functools
@@ -10,8 +10,8 @@ import timeit
 
 import numba
 
-from fastbp.bench import peers as _peers
 from fastbp.bench import BY_NAME, TRAINING, WORKLOADS, interleaved, make_data
+from fastbp.bench import peers as _peers
 
 GRADIENT = [w.name for w in WORKLOADS]
 TRAIN = [w.name for w in TRAINING]

@@ -33,6 +33,7 @@ from .train_kernels import (
     NESTEROV,
     RUNNING,
     SGD,
+    WAIT,
     Batches,
     Model,
     Optimizer,
@@ -40,15 +41,39 @@ from .train_kernels import (
     Stopping,
     Validation,
 )
-from .train_kernels import WAIT
 
 # optimizer name -> code of the compiled update (``train_kernels._update``)
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
 
 __all__ = [
-    "ACC_ARGMAX", "ACC_NONE", "ACC_THRESHOLD", "ACTIVATIONS", "BEST_EPOCH", "DIVERGED",
-    "EARLY_STOP", "LAST_LAYER_ONLY", "LOSSES", "MONITOR_ACCURACY", "MONITOR_LOSS",
-    "MONITOR_VAL_LOSS", "OPTIMIZERS", "OUTPUT_ACTIVATIONS", "PARALLEL", "REDUCTIONS",
-    "RUNNING", "SERIAL", "Batches", "Drivers", "Model", "Optimizer", "Plan", "Records",
-    "Stopping", "Validation", "WAIT", "Workspaces", "parallel_available", "plan_for",
+    "ACC_ARGMAX",
+    "ACC_NONE",
+    "ACC_THRESHOLD",
+    "ACTIVATIONS",
+    "BEST_EPOCH",
+    "DIVERGED",
+    "EARLY_STOP",
+    "LAST_LAYER_ONLY",
+    "LOSSES",
+    "MONITOR_ACCURACY",
+    "MONITOR_LOSS",
+    "MONITOR_VAL_LOSS",
+    "OPTIMIZERS",
+    "OUTPUT_ACTIVATIONS",
+    "PARALLEL",
+    "REDUCTIONS",
+    "RUNNING",
+    "SERIAL",
+    "WAIT",
+    "Batches",
+    "Drivers",
+    "Model",
+    "Optimizer",
+    "Plan",
+    "Records",
+    "Stopping",
+    "Validation",
+    "Workspaces",
+    "parallel_available",
+    "plan_for",
 ]

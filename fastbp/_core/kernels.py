@@ -62,7 +62,6 @@ import numpy as np
 from numba import njit, prange
 
 from .config import ERROR_MODEL, FASTMATH
-from .numba_private import NO_REFCOUNT
 from .functions import (
     BCE,
     CROSS_ENTROPY,
@@ -73,6 +72,7 @@ from .functions import (
     exp,
     log1pexp,
 )
+from .numba_private import NO_REFCOUNT
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1).
 N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT = range(7)
