@@ -24,10 +24,22 @@ from ._checks import (
     check_finite,
     widths,
 )
-from ._core import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from ._core import (
+    ACTIVATIONS,
+    LAST_LAYER_ONLY,
+    LOSSES,
+    OUTPUT_ACTIVATIONS,
+    REDUCTIONS,
+    check_memory,
+)
 from .params import Params, as_flat, layer_offsets
 
 LAYOUTS = ("out_in", "in_out", "bias_column")
+# The largest parameter vector (in bytes) a network may describe: far beyond any
+# machine's memory, and every offset into it fits the kernels' int64 indices.
+_MAX_BYTES = 2**48
+# Values ``init`` draws at a time: its float64 scratch stays small.
+_DRAW = 1 << 16
 
 
 class Network:
@@ -100,6 +112,11 @@ class Network:
         l2 = Real(low=0.0)("l2", l2)
         bias = _check_bias(bias, L)
         dtype = as_float_dtype(dtype)
+        n = sum(sizes[l] * sizes[l - 1] + sizes[l] * bias[l - 1] for l in range(1, L + 1))
+        if n * dtype.itemsize > _MAX_BYTES:
+            raise ValueError(f"sizes: {list(sizes)} has {n:.3g} parameters, "
+                             f"{n * dtype.itemsize:.3g} bytes: more than any array fastbp "
+                             f"addresses (2**48 bytes)")
 
         set_ = object.__setattr__
         set_(self, "sizes", sizes)
@@ -191,18 +208,23 @@ class Network:
         ``numpy.random.default_rng(seed)`` then cast, so float32 and float64
         networks start from the same values.
         """
+        check_memory("init", self.n_params * self.dtype.itemsize)
         rng = np.random.default_rng(seed)
-        flat = np.zeros(self.n_params, dtype=np.float64)
+        flat = np.zeros(self.n_params, dtype=self.dtype)  # the one allocation of its size
         for l, (w_off, _, _) in enumerate(layer_offsets(self.sizes, self.bias), 1):
             n_in, n_out = self.sizes[l - 1], self.sizes[l]
             act = self.activations[l - 1]
-            if act == "relu":
-                W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=n_out * n_in)
-            else:
-                r = np.sqrt(6.0 / (n_in + n_out)) * (4.0 if act == "sigmoid" else 1.0)
-                W = rng.uniform(-r, r, size=n_out * n_in)
-            flat[w_off : w_off + W.size] = W
-        return Params(self.sizes, self.bias, flat.astype(self.dtype))
+            r = np.sqrt(6.0 / (n_in + n_out)) * (4.0 if act == "sigmoid" else 1.0)
+            # drawn in float64 pieces of at most _DRAW values (the generator's stream
+            # does not depend on the pieces), each cast into place
+            for k in range(0, n_out * n_in, _DRAW):
+                m = min(_DRAW, n_out * n_in - k)
+                if act == "relu":
+                    W = rng.normal(0.0, np.sqrt(2.0 / n_in), size=m)
+                else:
+                    W = rng.uniform(-r, r, size=m)
+                flat[w_off + k: w_off + k + m] = W
+        return Params.wrap(self.sizes, self.bias, flat)
 
     def params_from(self, weights, biases=None, layout="out_in") -> Params:
         """Parameters copied from per-layer matrices, every shape validated.

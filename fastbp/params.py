@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from ._core import check_memory
+
 
 def layer_offsets(sizes: Sequence[int], bias: Sequence[bool]) -> list[tuple[int, int, int]]:
     """Offsets of W^(l) and b^(l) inside the flat vector.
@@ -194,7 +196,9 @@ class Params:
     @classmethod
     def zeros(cls, sizes: Sequence[int], bias: Sequence[bool], dtype="float64") -> Params:
         """All-zero parameters (or a gradient buffer) for this layout."""
-        return cls(sizes, bias, np.zeros(n_params(sizes, bias), dtype=dtype))
+        n = n_params(sizes, bias)
+        check_memory("Params.zeros", n * np.dtype(dtype).itemsize)
+        return cls(sizes, bias, np.zeros(n, dtype=dtype))
 
     def __reduce__(self):
         # the views are rebuilt over the unpickled vector, so they stay views

@@ -173,6 +173,9 @@ class History:
     steps : int
         Optimizer steps taken.
     stop_reason : {"completed", "early_stopping", "callback", "diverged"}
+        "diverged": the loss or the parameters became NaN or infinite; ``params``
+        are then the best epoch's (with ``restore_best``) or the last finite
+        epoch's, never NaN, and a RuntimeWarning says which.
     seed : int
         Seed of the run (drawn from the OS when ``seed=None``): passing it back
         as ``seed`` repeats the run bit for bit.
@@ -354,15 +357,21 @@ def train(
     run = _records(net, theta, X, Y, Xv, Yv, opts, stop_rule, streams)
     outcome, done, stop_reason, times = _run(net, run, opts, entropy)
 
+    stop = run.records[4]
+    best = int(stop.counters[_core.BEST_EPOCH])
     if outcome == _core.EARLY_STOP:
         stop_reason = "early_stopping"
     elif outcome == _core.DIVERGED:
         stop_reason = "diverged"
-        warnings.warn(f"train: the loss became NaN or infinite at epoch {done - 1}; "
-                      f"training stopped (try a smaller lr than {opts['lr']!r})",
-                      RuntimeWarning, stacklevel=2)
-    stop = run.records[4]
-    best = int(stop.counters[_core.BEST_EPOCH])
+        if stop.restore and best >= 0:
+            which = f"the best epoch's ({best})"
+        else:
+            theta[:] = stop.finite_theta  # never NaN: the last finite epoch's
+            which = (f"those of epoch {done - 2}, the last finite one" if done > 1
+                     else "the starting parameters")
+        warnings.warn(f"train: the loss or the parameters became NaN or infinite at epoch "
+                      f"{done - 1}; training stopped and returned {which} (try a smaller lr "
+                      f"than {opts['lr']!r})", RuntimeWarning, stacklevel=2)
     if stop.restore and 0 <= best < done - 1:
         theta[:] = stop.best_theta  # snapshot taken when the best epoch ended
     history = _history(run, times, done, stop_reason, entropy, net, theta, stop_rule)
@@ -456,6 +465,8 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
         _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
         scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),
         np.zeros_like(theta), np.zeros_like(theta), np.zeros(1, np.int64))
+    # the optimizer's state, the gradient and the stopping rule's copies of theta
+    _core.check_memory("train", theta.nbytes * 5 + Xb.nbytes * minibatch + Yb.nbytes * minibatch)
     Nv = Xv.shape[0]
     acts_v, _, losses_v = plan.buffers(Nv)
     validation = _core.Validation(Xv, Yv, acts_v, losses_v,
@@ -489,7 +500,7 @@ def _stopping_record(net, rule, theta, Nv, Yv) -> _core.Stopping:
         MONITORS[monitor], offset, factor, divisor, 0.0 if rule is None else rule.tol,
         0 if rule is None else rule.patience, restore, np.array([best]),
         np.array([-1, 0 if rule is None else rule.count], dtype=np.int64),
-        np.empty_like(theta) if restore else theta[:0].copy())
+        np.empty_like(theta) if restore else theta[:0].copy(), theta.copy())
 
 
 def _run(net, run, opts, seed):

@@ -12,11 +12,13 @@ names below and nothing else.  Inside it:
   serial and parallel drivers.
 - ``train_kernels``: the compiled training loop and its records.
 - ``screen``: the compiled input screen.
+- ``memory``: the memory check made before large allocations.
 - ``numba_private``: every use of numba's private interfaces.
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
 """
 
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from .memory import check_memory
 from .plan import PARALLEL, SERIAL, Drivers, Plan, Workspaces, parallel_available, plan_for
 from .train_kernels import (
     ACC_ARGMAX,
@@ -74,6 +76,7 @@ __all__ = [
     "Stopping",
     "Validation",
     "Workspaces",
+    "check_memory",
     "parallel_available",
     "plan_for",
 ]

@@ -36,6 +36,7 @@ import numpy as np
 from . import kernels
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
+from .memory import check_memory
 from .screen import inputs_clean
 
 __all__ = ["Plan", "Workspaces", "launch", "plan_for"]
@@ -131,6 +132,8 @@ class Workspaces:
         if ws is None:
             shape = (N, self._S)
             dt = self._dtype
+            check_memory(f"a batch of {N} examples", dt.itemsize * N * (2 * self._S + 1
+                                                                        + self._P))
             ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
                   np.empty(N * self._P, dt))
         return ws
@@ -271,11 +274,14 @@ class Plan:
         """A new (acts, deltas, losses) set for a batch of N examples (N may be 0)."""
         S = int(self.layout[-1, kernels.C_OUT] + self.layout[-1, kernels.N_OUT])
         dt = self.dtype
+        check_memory(f"a batch of {N} examples", dt.itemsize * N * (2 * S + 1))
         return np.empty((N, S), dt), np.empty((N, S), dt), np.empty(N, dt)
 
     def panels(self, N):
         """A new panel buffer of the gradient drivers for batches of up to N examples."""
-        return np.empty(N * kernels.panel_rows(self.layout), self.dtype)
+        n = N * kernels.panel_rows(self.layout)
+        check_memory(f"the gradient panels of a batch of {N} examples", n * self.dtype.itemsize)
+        return np.empty(n, self.dtype)
 
     def training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
         """The drivers of a training run from ``theta`` on (X, Y) in batches of B

@@ -193,7 +193,9 @@ def _score(stop, q):
 @njit(cache=True, inline="always", error_model=ERROR_MODEL)
 def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
     """Record epoch ``ep`` and apply the stopping rule; return EARLY_STOP or
-    DIVERGED when the run must stop, RUNNING otherwise.
+    DIVERGED when the run must stop, RUNNING otherwise.  An epoch whose loss or
+    parameters are not all finite diverged; the parameters of every other epoch
+    are kept in ``finite_theta`` (the last of them is what a diverged run returns).
 
     The rule (scikit-learn's): the monitored value's score s (``_score``)
     improves on the best score so far when s > best; an epoch with
@@ -212,8 +214,15 @@ def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
                 q = acc
     if stop.monitor == MONITOR_LOSS:
         q = J_train
-    if not (math.isfinite(J_train) and math.isfinite(val_loss)):
+    theta = model.theta
+    finite = math.isfinite(J_train) and math.isfinite(val_loss)
+    for k in range(theta.shape[0]):
+        finite &= math.isfinite(theta[k])
+    if not finite:
         return DIVERGED
+    # the parameters a diverging run returns: an element loop (see below)
+    for k in range(theta.shape[0]):
+        stop.finite_theta[k] = theta[k]
     s = _score(stop, q)
     best = stop.best[0]
     if s < best + stop.tol:
@@ -226,7 +235,6 @@ def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
         if stop.restore:
             # an element loop, not best_theta[:] = theta: the slice assignment's
             # shape-mismatch error message alone costs seconds of compilation
-            theta = model.theta
             for k in range(theta.shape[0]):
                 stop.best_theta[k] = theta[k]
     if stop.patience > 0 and stop.counters[WAIT] >= stop.patience:
@@ -326,8 +334,9 @@ class Stopping(NamedTuple):
     """The stopping rule (``_end_epoch``): the monitored value (``MONITOR_*``),
     its score's affine map (``_score``), tol and patience (0: never stop
     early), whether the best epoch's parameters are kept (into ``best_theta``),
-    and its state: the best score (float64[1]) and ``counters`` (int64[2]: the
-    best epoch, the epochs without improvement)."""
+    its state: the best score (float64[1]) and ``counters`` (int64[2]: the best
+    epoch, the epochs without improvement), and the parameters at the end of the
+    last epoch whose loss and parameters were finite (``finite_theta``)."""
 
     monitor: int
     offset: float
@@ -339,6 +348,7 @@ class Stopping(NamedTuple):
     best: np.ndarray
     counters: np.ndarray
     best_theta: np.ndarray
+    finite_theta: np.ndarray
 
 
 class Records(NamedTuple):

@@ -1,0 +1,55 @@
+"""The memory an allocation may take: checked before large allocations, so a
+request beyond what the machine has is a clear error instead of the process
+being killed by the system."""
+
+from __future__ import annotations
+
+# Allocations below this size are not checked against the memory available (the
+# check reads /proc and costs more than a small call).
+_CHECKED_BYTES = 1 << 26
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping, as far as the
+    system says (MemAvailable, and the cgroup's limit when it sets one); None
+    where neither can be read."""
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
+            used = int(f.read())
+        if limit != "max":
+            room = max(int(limit) - used, 0)
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024 or unit == "PiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+def check_memory(what: str, nbytes: int) -> None:
+    """Raise MemoryError naming ``what`` and the sizes when ``nbytes`` (about to
+    be allocated) exceed the memory available: before the allocation, so the
+    process is never killed by the system for it."""
+    if nbytes < _CHECKED_BYTES:
+        return
+    avail = available_memory()
+    if avail is not None and nbytes > avail:
+        raise MemoryError(f"{what}: needs {_size(nbytes)}, more than the {_size(avail)} of "
+                          "memory available")
