@@ -11,36 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+__all__ = ["Layers", "Params", "as_flat", "layer_offsets", "n_params"]
+
 import numpy as np
 
-from ._core import check_memory
-
-
-def layer_offsets(sizes: Sequence[int], bias: Sequence[bool]) -> list[tuple[int, int, int]]:
-    """Offsets of W^(l) and b^(l) inside the flat vector.
-
-    Returns
-    -------
-    list of (w_offset, b_offset, end)
-        One entry per layer l = 1..L; ``b_offset`` is -1 for a layer without bias.
-    """
-    offsets = []
-    pos = 0
-    for l in range(1, len(sizes)):
-        n_out, n_in = sizes[l], sizes[l - 1]
-        w_off = pos
-        pos += n_out * n_in
-        b_off = -1
-        if bias[l - 1]:
-            b_off = pos
-            pos += n_out
-        offsets.append((w_off, b_off, pos))
-    return offsets
-
-
-def n_params(sizes: Sequence[int], bias: Sequence[bool]) -> int:
-    """Total number of scalars in the flat parameter vector."""
-    return layer_offsets(sizes, bias)[-1][2]
+from ._core import check_memory, layer_offsets, n_params
 
 
 def as_flat(name: str, flat, n: int, dtype=None) -> np.ndarray:

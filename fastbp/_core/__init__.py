@@ -19,7 +19,17 @@ names below and nothing else.  Inside it:
 
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from .memory import check_memory
-from .plan import PARALLEL, SERIAL, Drivers, Plan, Workspaces, parallel_available, plan_for
+from .plan import (
+    PARALLEL,
+    SERIAL,
+    Drivers,
+    Plan,
+    Workspaces,
+    layer_offsets,
+    n_params,
+    parallel_available,
+    plan_for,
+)
 from .train_kernels import (
     ACC_ARGMAX,
     ACC_NONE,
@@ -77,6 +87,8 @@ __all__ = [
     "Validation",
     "Workspaces",
     "check_memory",
+    "layer_offsets",
+    "n_params",
     "parallel_available",
     "plan_for",
 ]

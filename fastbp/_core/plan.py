@@ -39,7 +39,7 @@ from .config import SERIAL_BELOW
 from .memory import check_memory
 from .screen import inputs_clean
 
-__all__ = ["Plan", "Workspaces", "launch", "plan_for"]
+__all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_for"]
 
 SERIAL, PARALLEL = "serial", "parallel"
 
@@ -201,7 +201,7 @@ class Plan:
         self.sizes = tuple(sizes)
         self.dtype = np.dtype(dtype)
         self.layout = layout_table(self.sizes, activation_codes, bias)
-        self.n_params = n_params_of(self.sizes, bias)
+        self.n_params = n_params(self.sizes, bias)
         self.loss_code = int(loss_code)
         self.mean = bool(mean)
         self.l2 = float(l2)
@@ -358,30 +358,46 @@ class Plan:
         return best[serial] if best[parallel] < best[serial] else 0.0
 
 
-def layout_table(sizes, activation_codes, bias) -> np.ndarray:
-    """The kernels' int64 layout table (``kernels``' columns), read-only."""
-    L = len(sizes) - 1
-    table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
-    col = 0
+def layer_offsets(sizes, bias) -> list[tuple[int, int, int]]:
+    """Offsets of W^(l) and b^(l) inside the flat vector.
+
+    Returns
+    -------
+    list of (w_offset, b_offset, end)
+        One entry per layer l = 1..L; ``b_offset`` is -1 for a layer without bias.
+    """
+    offsets = []
     pos = 0
-    for l in range(1, L + 1):
-        n_in, n_out = sizes[l - 1], sizes[l]
+    for l in range(1, len(sizes)):
+        n_out, n_in = sizes[l], sizes[l - 1]
         w_off = pos
         pos += n_out * n_in
         b_off = -1
         if bias[l - 1]:
             b_off = pos
             pos += n_out
+        offsets.append((w_off, b_off, pos))
+    return offsets
+
+
+def n_params(sizes, bias) -> int:
+    """Total number of scalars in the flat parameter vector."""
+    return layer_offsets(sizes, bias)[-1][2]
+
+
+def layout_table(sizes, activation_codes, bias) -> np.ndarray:
+    """The kernels' int64 layout table (``kernels``' columns), read-only: per
+    layer n_in, n_out, the offsets of ``layer_offsets``, the activation code and
+    the columns of a^(l-1) and a^(l) in the batch buffers."""
+    L = len(sizes) - 1
+    table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
+    col = 0
+    for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
+        n_in, n_out = sizes[l - 1], sizes[l]
         table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in)
         col += n_in
     table.setflags(write=False)
     return table
-
-
-def n_params_of(sizes, bias) -> int:
-    """Length of the flat parameter vector."""
-    return sum(sizes[l] * sizes[l - 1] + (sizes[l] if bias[l - 1] else 0)
-               for l in range(1, len(sizes)))
 
 
 # Plans shared by equal descriptions, kept while a network refers to them.
