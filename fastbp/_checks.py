@@ -150,17 +150,32 @@ def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
         raise ValueError(f"{name}: no examples (N = 0)")
     if A.shape[1] != n_cols:
         raise ValueError(f"{name}: expected {n_cols} columns, got shape {A.shape}")
-    A = np.ascontiguousarray(A, dtype=dtype)
-    check_finite(name, A)
-    return A
+    return convert(name, A, dtype)
+
+
+def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
+    """``A`` as a C-contiguous array of ``dtype`` (itself when it already is one),
+    all finite: a NaN or inf is named where it is, and a finite value that the
+    conversion to a narrower dtype takes out of range is named as such."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        B = np.ascontiguousarray(A, dtype=dtype)
+        clean = B is A or math.isfinite(B.sum())
+    if not clean and np.isfinite(A).all():
+        k = np.argwhere(~np.isfinite(B))[0]
+        where = ", ".join(str(int(i)) for i in k)
+        raise ValueError(f"{name}: {float(A[tuple(k)]):.6g} at [{where}] is beyond the range of "
+                         f"{np.dtype(dtype)} (largest finite {np.finfo(dtype).max:.4g})")
+    check_finite(name, B)
+    return B
 
 
 def check_finite(name: str, A: np.ndarray) -> None:
     # One reduction instead of isfinite + all (and no boolean temporary): a NaN or
     # inf anywhere makes the sum NaN or inf; a sum that overflows from finite
     # values alone falls through to the exact elementwise test.
-    if math.isfinite(A.sum()):
-        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        if math.isfinite(A.sum()):
+            return
     if not np.isfinite(A).all():
         bad = np.argwhere(~np.isfinite(A))[0]
         where = ", ".join(str(int(k)) for k in bad)
@@ -194,8 +209,7 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
         Y = Y.reshape(-1, 1)
     if Y.ndim != 2 or Y.shape != (N, n_out):
         raise ValueError(f"Y: expected shape ({N}, {n_out}), got {Y.shape}")
-    Y = np.ascontiguousarray(Y, dtype=dtype)
-    check_finite("Y", Y)
+    Y = convert("Y", Y, dtype)
     if loss == "bce" and (Y.min() < 0 or Y.max() > 1):
         raise ValueError("Y: bce targets must lie in [0, 1]")
     if loss == "cross_entropy":

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from .params import Params
+from ._checks import Bool, Real, as_float_matrix, as_targets, check_finite
+from .params import Params, as_flat, n_params
 
 __all__ = ["gradcheck"]
 
@@ -88,14 +89,22 @@ def gradcheck(
     within about 2h of 0) the difference mixes both slopes and the check is not
     meaningful: keep test data away from kinks.
     """
-    if eps is None:
-        eps = 1e-4
-    theta = params.astype(np.float64)
-    X64 = np.array(X, dtype=np.float64, copy=True)
-    if X64.ndim != 2:
-        raise ValueError(f"X must be 2-D, got shape {X64.shape}")
+    eps = 1e-4 if eps is None else Real(0.0, 0.1, open_ends=("low",))("eps", eps)
+    Bool()("input_grad", input_grad)
+    if not isinstance(params, Params):
+        raise TypeError(f"params: expected fastbp.Params, got {type(params).__name__}")
+    if params.sizes != tuple(net.sizes) or params.bias != tuple(net.bias):
+        raise ValueError(f"params: built for sizes {list(params.sizes)}, bias "
+                         f"{list(params.bias)}; the network has sizes {list(net.sizes)}, bias "
+                         f"{list(net.bias)}")
+    theta = Params(params.sizes, params.bias, as_flat("params.flat", params.flat,
+                                                      n_params(params.sizes, params.bias)))
+    theta = theta.astype(np.float64)
+    check_finite("params", theta.flat)
+    # a copy (differences perturb it in place), 2-D, finite
+    X64 = as_float_matrix("X", X, net.sizes[0], np.dtype(np.float64)).copy()
     # labels -> one-hot once, so the differences perturb only theta and X
-    Y64 = reference.targets(net, Y, X64.shape[0], np.dtype(np.float64))
+    Y64 = as_targets(Y, X64.shape[0], net.sizes[-1], net.loss_name, np.dtype(np.float64))
 
     def J():
         return reference.loss(net, theta, X64, Y64)

@@ -22,6 +22,7 @@ from ._checks import (
     as_float_matrix,
     as_targets,
     check_finite,
+    convert,
     widths,
 )
 from ._core import (
@@ -301,9 +302,8 @@ class Network:
                 f"{list(params.bias)}); this one has sizes {list(self.sizes)}, bias "
                 f"{list(self.bias)}"
             )
-        theta = as_flat("params.flat", params.flat, self.n_params, self.dtype)
-        check_finite("params", theta)
-        return theta
+        theta = as_flat("params.flat", params.flat, self.n_params)
+        return convert("params", theta, self.dtype)
 
     def _ready(self, params, X, Y):
         """Y as the kernels take it (2-D) when ``params``, X and Y need no

@@ -131,3 +131,81 @@ def test_a_diverging_run_with_early_stopping_returns_the_best_epoch():
                          early_stopping=50)
     assert h.stop_reason == "diverged" and np.isfinite(h.params.flat).all()
     assert net.loss(h.params, X, Y) < 1e30
+
+
+# ---------------------------------------------------------------- overflow
+
+
+def test_a_value_the_conversion_takes_out_of_range_is_named():
+    net = Network([3, 2], "identity", "sse", dtype="float32")
+    p = net.init(0)
+    X = np.ones((4, 3))
+    X[2, 1] = 1e39
+    with pytest.raises(ValueError, match=r"X: 1e\+39 at \[2, 1\] is beyond the range of float32"):
+        net.loss_and_grad(p, X, np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"Y: -1e\+39 at \[0, 0\] is beyond the range of float32"):
+        net.loss(p, np.ones((4, 3)), np.full((4, 2), -1e39))
+    big = fastbp.Params(p.sizes, p.bias, p.flat.astype(np.float64) * 1e39)
+    with pytest.raises(ValueError, match="params: .* is beyond the range of float32"):
+        net.forward(big, np.ones((4, 3)))
+
+
+def test_results_that_overflow_from_finite_inputs_warn():
+    net = Network([3, 4, 2], "identity", "sse")
+    p = net.init(0)
+    X, Y = np.ones((5, 3)) * 1e300, np.ones((5, 2))
+    with pytest.warns(RuntimeWarning, match="loss_and_grad: the loss overflowed"):
+        net.loss_and_grad(p, X, Y)
+    with pytest.warns(RuntimeWarning, match="loss: the loss overflowed"):
+        net.loss(p, X, Y)
+    huge = fastbp.Params(p.sizes, p.bias, p.flat * 1e200)
+    with pytest.warns(RuntimeWarning, match="forward: the output overflowed"):
+        net.predict(huge, X)
+
+
+def test_a_gradient_that_overflows_under_a_finite_loss_warns():
+    """Tiny inputs keep z, and so J, finite while the backward products of huge
+    weights overflow: delta^(1) = W^(2)T W^(3)T delta^(3) ~ 1e310."""
+    net = Network([2, 3, 3, 1], ["identity", "identity", "sigmoid"], "bce", bias=False)
+    p = net.init(0)
+    p.W[2][:] *= 1e10
+    p.W[3][:] *= 1e300
+    X, Y = np.full((4, 2), 1e-300), np.array([0.0, 1.0, 0.0, 1.0])
+    with pytest.warns(RuntimeWarning, match="loss_and_grad: the gradient overflowed"):
+        J, g = net.loss_and_grad(p, X, Y)
+    assert np.isfinite(J) and not np.isfinite(g.flat).all()
+
+
+def test_finite_inputs_and_results_do_not_warn():
+    import warnings
+
+    net = Network([3, 4, 2], "tanh", "sse")
+    p = net.init(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        net.loss_and_grad(p, np.ones((5, 3)), np.ones((5, 2)))
+        net.predict(p, np.ones((5, 3)))
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"eps": -1}, ValueError, r"eps: expected a finite number in \(0.0, 0.1\]"),
+    ({"eps": float("nan")}, ValueError, "eps"),
+    ({"input_grad": 1}, TypeError, "input_grad: expected a bool"),
+])
+def test_gradcheck_checks_its_arguments(kwargs, exc, match):
+    net = Network([3, 2], "tanh", "sse")
+    with pytest.raises(exc, match=match):
+        fastbp.gradcheck(net, net.init(0), np.ones((4, 3)), np.ones((4, 2)), **kwargs)
+
+
+def test_gradcheck_refuses_nan_inputs():
+    net = Network([3, 2], "tanh", "sse")
+    p = net.init(0)
+    X = np.ones((4, 3))
+    X[1, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X: contains NaN or inf \(first at \[1, 2\]\)"):
+        fastbp.gradcheck(net, p, X, np.ones((4, 2)))
+    bad = p.copy()
+    bad.flat[0] = np.inf
+    with pytest.raises(ValueError, match="params: contains NaN or inf"):
+        fastbp.gradcheck(net, bad, np.ones((4, 3)), np.ones((4, 2)))

@@ -497,6 +497,19 @@ def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
             grad[k] += l2 * theta[k]  # 004 section 9
 
 
+@njit(inline="always", error_model=ERROR_MODEL)
+def _finite_flag(grad, panels):
+    """panels[0] = 1 when every entry of ``grad`` is finite, else 0: the gradient
+    drivers' report to the plan (the panels are dead once phase 2 is done).  A
+    comparison folded into a flag, as in the input screen (no fastmath here:
+    it could assume the values finite)."""
+    ok = True
+    for k in range(grad.shape[0]):
+        v = grad[k]
+        ok &= v - v == 0
+    panels[0] = 1 if ok else 0
+
+
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
@@ -526,7 +539,8 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``; W^T copied serially, then parallel over example blocks,
     then over row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values)
-    is scratch."""
+    is scratch; at the end ``panels[0]`` is 1 when every gradient entry is
+    finite, else 0 (``_finite_flag``)."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     # grad is free until phase 2 writes it: it holds W^T for the backward pass.
@@ -544,6 +558,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     for t in prange(T):
         # prange's index is unsigned: cast, or the worker compiles a second time
         _weight_grad_task(theta, layout, panels, N, grad, l2, np.int64(t))
+    _finite_flag(grad, panels)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
@@ -569,6 +584,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
         T += (layout[l, N_OUT] + ROWS - 1) // ROWS
     for t in range(T):
         _weight_grad_task(theta, layout, panels, N, grad, l2, t)
+    _finite_flag(grad, panels)
     return _total_loss(theta, layout, losses, scale, l2)
 
 

@@ -27,6 +27,7 @@ import math
 import os
 import threading
 import time
+import warnings
 import weakref
 from typing import NamedTuple
 
@@ -97,6 +98,13 @@ def launch(parallel_fn, serial_fn, work, args):
         if not _parallel_ok:
             return serial_fn(*args), SERIAL
     return parallel_fn(*args), PARALLEL
+
+
+def _overflow_warning(call, what):
+    # the inputs were checked finite before the call: the arithmetic overflowed
+    warnings.warn(f"{call}: {what} overflowed to inf or NaN although every input is "
+                  f"finite: the inputs or parameters are too large for this dtype",
+                  RuntimeWarning, stacklevel=4)
 
 
 class Workspaces:
@@ -242,6 +250,8 @@ class Plan:
         else:
             J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
                                          self._work(N), args)
+        if not (J - J == 0 and panels[0] == 1):
+            _overflow_warning("loss_and_grad", "the loss" if J - J != 0 else "the gradient")
         dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
         workspaces.give(N, ws)
         return float(J), grad, dX
@@ -257,6 +267,10 @@ class Plan:
              losses))
         out = None if want_loss else acts[:, int(self.layout[-1, kernels.C_OUT]):].copy()
         self._workspaces.give(N, ws)
+        if want_loss and J - J != 0:
+            _overflow_warning("loss", "the loss")
+        elif not want_loss and not math.isfinite(out.sum()) and not np.isfinite(out).all():
+            _overflow_warning("forward", "the output")
         return float(J), out
 
     def forward(self, theta, X) -> np.ndarray:
