@@ -247,3 +247,34 @@ def test_params_wrap_and_init_allocate_the_network_dtype():
     p = net.init(0)
     assert isinstance(p, Params) and p.flat.dtype == np.float32
     assert fastbp.Params.wrap(p.sizes, p.bias, p.flat).flat is p.flat
+
+
+def test_a_corrupt_cache_is_deleted_and_compiled_again(tmp_path):
+    """A truncated data file and a garbled index in numba's cache: the next
+    process warns once, compiles afresh and gives the same result; the one
+    after it loads the new cache without a word."""
+    script = """
+        import warnings, numpy as np, fastbp
+        net = fastbp.Network([3, 4, 2], "tanh", "sse")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            J, g = net.loss_and_grad(net.init(0), np.ones((5, 3)), np.ones((5, 2)))
+        print(repr(J), sum("cache of the compiled core could not be read" in str(w.message)
+                           for w in caught))
+    """
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = []
+    for corrupt in (False, True, False):
+        if corrupt:
+            files = sorted(tmp_path.rglob("*"))
+            data = [f for f in files if f.name.startswith("kernels.loss_grad_serial")
+                    and f.suffix == ".nbc"]
+            index = [f for f in files if f.name.startswith("screen.") and f.suffix == ".nbi"]
+            assert data and index
+            data[0].write_bytes(data[0].read_bytes()[:100])
+            index[0].write_bytes(b"garbage\n")
+        code, out, err = _python(script, timeout=600, **env)
+        assert code == 0, err
+        runs.append(out.split())
+    assert [r[1] for r in runs] == ["0", "1", "0"]
+    assert runs[0][0] == runs[1][0] == runs[2][0]

@@ -15,12 +15,19 @@ a decision, not a surprise.
   the training loop calls a driver through a pointer (``train_kernels``).
 - ``compiled_address``: the address of a dispatcher's compiled code for one
   signature.
+- ``is_cache_error`` and ``purge_cache``: numba's cache files read as they are
+  found; a truncated or garbled one makes every call fail until it is deleted.
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import threading
+import warnings
+
 from numba import types
-from numba.core import cgutils
+from numba.core import caching, cgutils
 from numba.extending import intrinsic
 
 # njit(**NO_REFCOUNT): reference counting off; such a function must never allocate.
@@ -60,3 +67,42 @@ def compiled_address(dispatcher, signature) -> int:
     stays valid while the dispatcher lives: for the life of the process."""
     cres = dispatcher.get_compile_result(signature)
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
+def is_cache_error(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while numba read one of its cache files."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == caching.__file__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+_purge_lock = threading.Lock()
+_warned = False
+
+
+def purge_cache(dispatchers, exc: BaseException) -> None:
+    """Delete every cache file of the modules of ``dispatchers`` (the compiled
+    core's: a corrupt file of a worker fails its driver's call too), so the
+    next call compiles afresh and writes them again, and warn once per process
+    that this happened and why."""
+    global _warned
+    with _purge_lock:
+        for d in dispatchers:
+            cache = getattr(d, "_cache", None)
+            path = getattr(cache, "_cache_path", None)
+            if path is None:
+                continue
+            module = d.py_func.__module__.rsplit(".", 1)[-1]
+            for name in glob.glob(os.path.join(path, f"{module}.*.nb[ic]")):
+                try:
+                    os.remove(name)
+                except OSError:
+                    pass  # another process removed it first
+        if not _warned:
+            _warned = True
+            warnings.warn(f"fastbp: numba's cache of the compiled core could not be read "
+                          f"({type(exc).__name__}: {exc}); deleted it and compiling again",
+                          RuntimeWarning, stacklevel=4)

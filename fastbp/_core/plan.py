@@ -37,7 +37,9 @@ import numpy as np
 from . import kernels
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
+from .functions import activate
 from .memory import check_memory
+from .numba_private import is_cache_error, purge_cache
 from .screen import inputs_clean
 
 __all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_for"]
@@ -98,6 +100,20 @@ def launch(parallel_fn, serial_fn, work, args):
         if not _parallel_ok:
             return serial_fn(*args), SERIAL
     return parallel_fn(*args), PARALLEL
+
+
+# The compiled core's modules whose cache files a call may read
+# (one per module: purge_cache deletes the files of their modules)
+_DISPATCHERS = (kernels.loss_grad_serial, inputs_clean, tk.no_forward, activate)
+
+
+def _heal(exc):
+    """After a failed call: when numba could not read one of the core's cache
+    files, delete them (the call is then made again, compiling afresh); any
+    other error goes on as it was."""
+    if not is_cache_error(exc):
+        raise exc
+    purge_cache(_DISPATCHERS, exc)
 
 
 def _overflow_warning(call, what):
@@ -228,7 +244,11 @@ class Plan:
     def screen(self, theta, X, Y) -> bool:
         """One compiled pass: theta, X and Y finite, Y valid targets for the loss
         (Y may be ``no_targets``).  False means: run the front end's checks."""
-        return inputs_clean(theta, X, Y, self.loss_code, self._row_sum_tol)
+        try:
+            return inputs_clean(theta, X, Y, self.loss_code, self._row_sum_tol)
+        except Exception as e:
+            _heal(e)
+            return inputs_clean(theta, X, Y, self.loss_code, self._row_sum_tol)
 
     def _work(self, N) -> int:
         return N * (self.n_params + self.sizes[0])
@@ -244,10 +264,15 @@ class Plan:
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
                 acts, deltas, losses, grad, panels)
-        if N * (self.n_params + self.sizes[0]) < SERIAL_BELOW:
-            J = kernels.loss_grad_serial(*args)
-            self.last_driver = SERIAL
-        else:
+        try:
+            if N * (self.n_params + self.sizes[0]) < SERIAL_BELOW:
+                J = kernels.loss_grad_serial(*args)
+                self.last_driver = SERIAL
+            else:
+                J, self.last_driver = launch(kernels.loss_grad_parallel,
+                                             kernels.loss_grad_serial, self._work(N), args)
+        except Exception as e:
+            _heal(e)
             J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
                                          self._work(N), args)
         if not (J - J == 0 and panels[0] == 1):
@@ -261,10 +286,15 @@ class Plan:
         ws = self._workspaces.take(N)
         acts, losses = ws[0], ws[2]
         scale = self._scalar(1.0 / N if self.mean else 1.0)
-        J, self.last_driver = launch(
-            kernels.forward_parallel, kernels.forward_serial, self._work(N),
-            (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
-             losses))
+        args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
+                losses)
+        try:
+            J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
+                                         self._work(N), args)
+        except Exception as e:
+            _heal(e)
+            J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
+                                         self._work(N), args)
         out = None if want_loss else acts[:, int(self.layout[-1, kernels.C_OUT]):].copy()
         self._workspaces.give(N, ws)
         if want_loss and J - J != 0:
@@ -307,6 +337,13 @@ class Plan:
         on a busy machine each can wait for a descheduled thread far longer
         than the step itself takes.  The validation forward pass (one launch
         per epoch) is chosen by its work.  Both kinds give the same bits."""
+        try:
+            return self._training_drivers(theta, X, Y, B, Nv)
+        except Exception as e:
+            _heal(e)
+            return self._training_drivers(theta, X, Y, B, Nv)
+
+    def _training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
         dt = self.dtype
         serial_step = 0.0
         loss_grad = kernels.loss_grad_serial
@@ -329,7 +366,11 @@ class Plan:
 
     def chunk_function(self, records):
         """The compiled training loop (``train_kernels.train_chunk``) for these records."""
-        return tk.compiled_train_chunk(records)
+        try:
+            return tk.compiled_train_chunk(records)
+        except Exception as e:
+            _heal(e)
+            return tk.compiled_train_chunk(records)
 
     def _batch_args(self, theta, X, Y, B):
         Xb = np.ascontiguousarray(X[:B])
