@@ -272,3 +272,23 @@ def test_full_batch_from_the_command_line(capsys):
                                "--validation", "0", "--no-progress"], capsys)
     assert code == 0, err
     assert "50 epochs (completed)" in out and "validation" not in out
+
+
+@pytest.mark.parametrize("where", ["directory", "empty", "missing-folder"])
+def test_bad_save_destination_fails_before_training(tmp_path, capsys, monkeypatch, where):
+    """--save naming a directory (or nothing, or a file in no folder) is one line on
+    stderr naming the path, exit code 1, and no training."""
+    trained = []
+    monkeypatch.setattr(fastbp, "train", lambda *a, **k: trained.append(1))
+    target, fragment = {
+        "directory": (str(tmp_path), f"--save {str(tmp_path)!r}: is a directory"),
+        "empty": ("", "--save: empty path"),
+        "missing-folder": (str(tmp_path / "nope" / "m.npz"), "no such directory"),
+    }[where]
+    code, out, err = run_main(["train", IRIS, "--target", "species", "--save", target,
+                               "--no-progress"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("fastbp: error: ") and fragment in err
+    assert target in err
+    assert trained == [] and "trained" not in out and out == ""
+    assert os.listdir(tmp_path) == []

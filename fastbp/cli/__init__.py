@@ -300,16 +300,17 @@ def _rel_err(a, b):
 
 def cmd_train(args) -> int:
     from .. import Network, train
-    from ..io import save
+    from ..io import check_destination, save
     from ..targets import encode_classes, head_for_loss
 
     # everything that can fail fast fails before any training
     plt = _pyplot() if args.plot else None
-    for option, path in (("--save", args.save), ("--plot", args.plot)):
-        if path:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not os.path.isdir(folder):
-                raise DataError(f"{option} {path}: no such directory {folder}")
+    if args.save is not None:
+        check_destination(args.save, "--save")
+    if args.plot:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise DataError(f"--plot {args.plot}: no such directory {folder}")
     table = read_table(args.data)
     targets = _names(args.target)
     t_cols = column_indices(table, targets, "--target")
@@ -383,7 +384,7 @@ def cmd_train(args) -> int:
         truth = labels
         print(f"  accuracy on all {X.shape[0]} rows: {np.mean(fitted == truth):.1%} "
               f"(classes: {', '.join(classes)})")
-    if args.save:
+    if args.save is not None:
         meta = {"features": [table.header[c] for c in f_cols], "target": targets,
                 "classes": classes}
         save(args.save, net, params, metadata=meta)
