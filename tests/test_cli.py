@@ -292,3 +292,48 @@ def test_bad_save_destination_fails_before_training(tmp_path, capsys, monkeypatc
     assert target in err
     assert trained == [] and "trained" not in out and out == ""
     assert os.listdir(tmp_path) == []
+
+
+def test_train_that_diverges_is_one_line_and_writes_no_model(tmp_path):
+    data = tmp_path / "big.csv"
+    data.write_text("a,b,y\n1000,2000,1e5\n2000,3000,3e5\n3000,1000,0\n4000,4000,1e6\n")
+    model = tmp_path / "m.npz"
+    r = fastbp_cmd("train", data, "--target", "y", "--epochs", "100", "--lr", "1",
+                   "--optimizer", "sgd", "--activation", "identity", "--no-standardize",
+                   "--save", model)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [
+        "fastbp: error: training diverged: the loss became NaN or infinite at epoch 3; no "
+        "model written (try a smaller --lr than 1)"]
+    assert not model.exists() and "trained" not in r.stdout
+
+
+def test_numeric_class_labels_are_one_class_per_value(tmp_path):
+    """``1`` and ``1.0`` in a class column are the same class (named as first
+    written), and predict matches them by value."""
+    data = tmp_path / "lab.csv"
+    data.write_text("a,b,y\n1,2,1\n2,3,1.0\n3,1,0\n4,4,0.0\n5,1,1\n")
+    model = tmp_path / "m.npz"
+    r = fastbp_cmd("train", data, "--target", "y", "--loss", "cross_entropy", "--epochs", "5",
+                   "--save", model)
+    assert r.returncode == 0, r.stderr
+    assert "(classes: 0, 1)" in r.stdout
+    _, _, meta = fastbp.io.load_with_metadata(model)
+    assert meta["classes"] == ["0", "1"]
+    r = fastbp_cmd("predict", model, data)
+    assert r.returncode == 0, r.stderr
+    assert "accuracy on 5 rows" in r.stderr and "not seen" not in r.stderr
+
+
+def test_predict_names_classes_unseen_in_training_and_counts_them_wrong(tmp_path):
+    train_csv, new_csv = tmp_path / "t.csv", tmp_path / "n.csv"
+    train_csv.write_text("a,b,y\n1,2,x\n2,3,x\n3,1,z\n4,4,z\n")
+    new_csv.write_text("a,b,y\n1,2,x\n2,3,w\n3,1,w\n")
+    model = tmp_path / "m.npz"
+    assert fastbp_cmd("train", train_csv, "--target", "y", "--epochs", "3",
+                      "--save", model).returncode == 0
+    out = tmp_path / "p.csv"
+    r = fastbp_cmd("predict", model, new_csv, "--output", out)
+    assert r.returncode == 0, r.stderr
+    assert len(out.read_text().splitlines()) == 4  # every row predicted
+    assert "2 of them have classes not seen in training ('w'), counted as wrong" in r.stderr

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 import numpy as np
 
@@ -362,10 +363,16 @@ def cmd_train(args) -> int:
     if args.early_stopping and validation is None:
         raise UsageError(f"{PROG} train: error: --early-stopping needs --validation > 0")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    history = train(net, net.init(seed=args.seed), Xs, Y, optimizer=args.optimizer,
-                    lr=args.lr, epochs=args.epochs, batch_size=args.batch_size or None,
-                    seed=args.seed, validation=validation, early_stopping=args.early_stopping,
-                    progress=progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a divergence: reported below
+        history = train(net, net.init(seed=args.seed), Xs, Y, optimizer=args.optimizer,
+                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size or None,
+                        seed=args.seed, validation=validation,
+                        early_stopping=args.early_stopping, progress=progress)
+    if history.stop_reason == "diverged":
+        lr = history_lr(args)
+        raise DataError(f"training diverged: the loss became NaN or infinite at epoch "
+                        f"{history.epochs}; no model written (try a smaller --lr than {lr:g})")
     params = history.params
     if standardize:
         params = _fold_standardization(net, params, mu, sigma)
@@ -393,6 +400,13 @@ def cmd_train(args) -> int:
         _plot(plt, history, args.plot)
         print(f"  loss curves plotted to {args.plot}")
     return 0
+
+
+def history_lr(args) -> float:
+    """The learning rate a training run used (``--lr`` or the optimizer's default)."""
+    from ..training import DEFAULT_LR
+
+    return args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
 
 
 def _names(text):
@@ -498,9 +512,15 @@ def cmd_predict(args) -> int:
             mse = float(np.mean((numeric(table, t_cols) - Yhat) ** 2))
             print(f"mean squared error on {X.shape[0]} rows: {mse:.6g}", file=sys.stderr)
         elif classes is not None:
-            truth, _ = class_labels(table, t_cols[0], classes)
+            # rows of a class the model never saw cannot be predicted right: they
+            # count as wrong, and are named (the predictions are written all the same)
+            truth, _, unseen = class_labels(table, t_cols[0], classes, unseen_ok=True)
             print(f"accuracy on {X.shape[0]} rows: {np.mean(truth == k_hat):.1%}",
                   file=sys.stderr)
+            if unseen:
+                n = int(np.sum(truth < 0))
+                print(f"  {n} of them have classes not seen in training "
+                      f"({', '.join(map(repr, unseen))}), counted as wrong", file=sys.stderr)
     if args.output:
         print(f"{X.shape[0]} predictions written to {args.output}", file=sys.stderr)
     return 0

@@ -105,22 +105,42 @@ def is_numeric_column(table: Table, c) -> bool:
     return all(_number(r[c]) is not None for r in table.rows)
 
 
-def class_labels(table: Table, c, classes=None) -> tuple[np.ndarray, list[str]]:
-    """Integer labels of column ``c`` and the sorted class names (numeric names sort
-    by value).  With ``classes`` given, a value outside them is a DataError."""
+def class_labels(table: Table, c, classes=None, unseen_ok=False):
+    """Integer labels of column ``c`` and the sorted class names.
+
+    A column whose values are all numbers has one class per numeric value
+    (``1`` and ``1.0`` are one class, named as first written) and sorts by
+    value; any other column has one class per distinct string.  With
+    ``classes`` given (a trained model's), a value outside them is a DataError,
+    or with ``unseen_ok`` the label -1 (the names of such values are returned
+    third, in order of appearance).
+    """
     values = [r[c] for r in table.rows]
+    numbers = [_number(v) for v in values]
+    numeric = all(x is not None for x in numbers)
     if classes is None:
-        distinct = set(values)
-        if all(_number(v) is not None for v in distinct):
-            classes = sorted(distinct, key=lambda v: (float(v), v))
+        if numeric:
+            first = {}
+            for v, x in zip(values, numbers):
+                first.setdefault(x, v)
+            classes = [first[x] for x in sorted(first)]
         else:
-            classes = sorted(distinct)
-    index = {name: k for k, name in enumerate(classes)}
+            classes = sorted(set(values))
+    as_number = numeric and all(_number(name) is not None for name in classes)
+    index = {(_number(name) if as_number else name): k for k, name in enumerate(classes)}
     labels = np.empty(len(values), dtype=np.int64)
+    unseen = []
     for e, v in enumerate(values):
-        if v not in index:
-            raise DataError(f"{table.path}, line {table.line_nos[e]}, column "
-                            f"{table.header[c]!r}: class {v!r} was not seen in training "
-                            f"(classes: {', '.join(classes)})")
-        labels[e] = index[v]
+        k = index.get(numbers[e] if as_number else v)
+        if k is None:
+            if not unseen_ok:
+                raise DataError(f"{table.path}, line {table.line_nos[e]}, column "
+                                f"{table.header[c]!r}: class {v!r} was not seen in training "
+                                f"(classes: {', '.join(classes)})")
+            if v not in unseen:
+                unseen.append(v)
+            k = -1
+        labels[e] = k
+    if unseen_ok:
+        return labels, list(classes), unseen
     return labels, list(classes)
