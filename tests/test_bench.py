@@ -185,9 +185,10 @@ def _bench(*args, block_peers=False):
 
 def test_command_json_end_to_end_without_peers():
     out = _bench("--workload", "C2", "--repeat", "3", "--json", "--kind", "gradient",
-                 "--settle", "0.01", block_peers=True)
+                 "--settle", "0.01", "--scenario", "steady", block_peers=True)
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
+    assert report["scenarios"] == ["steady"]
     assert {"machine", "versions", "repeat", "notes", "workloads", "results"} <= set(report)
     assert report["settle_s"] == 0.01
     assert report["machine"]["threads"] >= 1
@@ -208,7 +209,7 @@ def test_command_json_end_to_end_without_peers():
 
 def test_command_with_installed_peers():
     out = _bench("--workload", "C2", "--repeat", "3", "--json", "--kind", "gradient",
-                 "--threads", "1", "--settle", "0")
+                 "--threads", "1", "--settle", "0", "--scenario", "steady")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     for r in report["results"]:
@@ -226,6 +227,7 @@ def test_command_with_installed_peers():
     (("--repeat", "0"), "--repeat"),
     (("--settle", "-1"), "--settle"),
     (("--peers", "numpy,tensorflow"), "unknown peer 'tensorflow'"),
+    (("--scenario", "busy"), "--scenario: expected some of steady, idle, mixed, got 'busy'"),
 ])
 def test_usage_errors_exit_2_with_one_line(args, message):
     out = _bench(*args, block_peers=True)
@@ -246,6 +248,47 @@ def test_interleaved_settles_and_rewarms_before_every_sample():
     assert len(calls) == 1 + 3 * 2 and timed["f"][1:3] == (1, 3)
     assert time.perf_counter() - t0 >= 3 * 0.05
     assert all(calls[i + 1] - calls[i] < 0.05 for i in (1, 3, 5))  # warm call, then timed
+
+
+def test_single_calls_sleep_or_work_before_every_timed_call():
+    events = []
+    t0 = time.perf_counter()
+    timed = bench.single_calls({"f": lambda: events.append("call")}, "idle", samples=4)
+    assert time.perf_counter() - t0 >= 4 * bench.IDLE_S
+    assert events == ["call"] * 4  # no calibration, no warm-up call
+    median, number, samples, fastest, p90 = timed["f"]
+    assert (number, samples) == (1, 4) and fastest <= median <= p90
+    events.clear()
+    bench.single_calls({"f": lambda: events.append("call")}, "mixed", samples=3,
+                       before=lambda: events.append("numpy"))
+    assert events == ["numpy", "call"] * 3
+
+
+def test_mixed_matmul_has_about_the_gradient_flops():
+    w = bench.BY_NAME["C3-1000-f32"]
+    A = bench.mixed_matmul(w)()
+    n = A.shape[0]
+    assert A.dtype == np.float32 and 32 <= n <= 1024
+    assert 0.5 < 2 * n**3 / w.flops < 2
+
+
+def test_command_reports_every_scenario_with_its_p90():
+    out = _bench("--workload", "C2", "--repeat", "3", "--json", "--kind", "gradient",
+                 "--settle", "0", "--peers", "numpy", "--scenario", "idle,mixed",
+                 block_peers=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["scenarios"] == ["idle", "mixed"]
+    ok = [r for r in report["results"] if r["status"] == "ok"]
+    assert {(r["scenario"], r["contender"]) for r in ok} == {
+        (sc, c) for sc in ("idle", "mixed") for c in ("fastbp", "reference", "numpy")}
+    for r in ok:
+        assert r["samples"] == bench.SCENARIO_SAMPLES and r["calls_per_sample"] == 1
+        assert 0 < r["median_s"] <= r["p90_s"]
+    out = _bench("--workload", "C2", "--repeat", "3", "--kind", "gradient", "--settle", "0",
+                 "--peers", "none", "--scenario", "steady,idle", block_peers=True)
+    assert out.returncode == 0, out.stderr
+    assert "p90" in out.stdout and "  idle     fastbp" in out.stdout
 
 
 def test_help_and_list():

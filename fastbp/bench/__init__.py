@@ -258,7 +258,7 @@ def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
     right after a 0.25 s pause: 7.2 ms, back to back 5.5 ms).
 
     Returns ``{name: (median seconds per call, calls per sample, samples,
-    fastest sample's seconds per call)}``.
+    fastest sample's seconds per call, 90th percentile)}``.
     """
     number = {}
     for name, fn in runs.items():
@@ -290,8 +290,60 @@ def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
     finally:
         if gc_was:
             gc.enable()
-    return {name: (statistics.median(s), number[name], len(s), min(s))
+    return {name: (statistics.median(s), number[name], len(s), min(s), _p90(s))
             for name, s in samples.items()}
+
+
+# How programs call a library, besides back to back (``interleaved``): after
+# idle time, and between pieces of NumPy work.
+SCENARIOS = ("steady", "idle", "mixed")
+IDLE_S = 0.05  # the sleep before each call of the idle scenario
+SCENARIO_SAMPLES = 30  # at least this many single calls per contender and scenario
+
+
+def mixed_matmul(w, dtype=None):
+    """The NumPy work done before each call of the mixed scenario: a square
+    matmul of about the workload's gradient flops (n between 32 and 1024)."""
+    n = int(min(1024, max(32, round((w.flops / 2) ** (1 / 3)))))
+    rng = np.random.default_rng(1)
+    A = rng.random((n, n)).astype(dtype or w.dtype)
+    B = rng.random((n, n)).astype(dtype or w.dtype)
+    return lambda: A @ B
+
+
+def single_calls(runs: dict, scenario: str, samples: int, before=None) -> dict:
+    """Seconds of single calls of each callable, the way programs make them,
+    round-robin: ``"idle"``, each call after ``IDLE_S`` of sleep; ``"mixed"``,
+    each call right after ``before()`` (NumPy work).  No warm-up call before a
+    sample: whatever waking a thread pool or refilling the caches costs is in
+    the time.
+
+    Returns ``{name: (median, calls per sample (1), samples, fastest, p90)}``.
+    """
+    times = {name: [] for name in runs}
+    names = list(runs)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(samples):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
+                if scenario == "idle":
+                    time.sleep(IDLE_S)
+                else:
+                    before()
+                t0 = time.perf_counter()
+                runs[name]()
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        if gc_was:
+            gc.enable()
+    return {name: (statistics.median(t), 1, len(t), min(t), _p90(t))
+            for name, t in times.items()}
+
+
+def _p90(samples) -> float:
+    return float(np.percentile(samples, 90))
 
 
 # ------------------------------------------------------------------------ checking
@@ -339,7 +391,9 @@ class Row:
     contender: str
     status: str  # "ok" or "skipped"
     reason: str = ""
+    scenario: str = "steady"
     median_s: float | None = None
+    p90_s: float | None = None
     calls_per_sample: int | None = None
     samples: int | None = None
     ratio_to_best_peer: float | None = None
@@ -364,8 +418,10 @@ def load_contenders(names, threads: int):
     return loaded, skipped
 
 
-def bench_workload(w, kind, contenders, skipped, repeat, ref, settle=0.0):
-    """Check then time every contender on workload ``w``; returns the rows.
+def bench_workload(w, kind, contenders, skipped, repeat, ref, settle=0.0,
+                   scenarios=("steady",)):
+    """Check then time every contender on workload ``w`` in each of ``scenarios``
+    (``SCENARIOS``); returns the rows.
 
     A NumPy matmul of the workload's dtype is timed in the same rounds as the
     contenders, and its fastest sample is the peak: on a shared machine whose
@@ -400,22 +456,30 @@ def bench_workload(w, kind, contenders, skipped, repeat, ref, settle=0.0):
                              f"relative error {err:.3g} > {tol:g}")
         prepared[name] = (prep.run, err)
     runs = {n: p[0] for n, p in prepared.items()}
-    if runs:
-        runs[" matmul"] = matmul(w.dtype)
-    timed = interleaved(runs, repeat, settle=settle)
-    # the peak is the matmul's best sample: the machine's reach in these rounds
-    peak = 2 * PEAK_N**3 / timed.pop(" matmul")[3] / 1e9 if runs else None
-    peer_times = [timed[n][0] for n in timed if contenders[n].is_peer]
-    best = min(peer_times) if peer_times else None
-    for name, (t, number, n_samples, _) in timed.items():
-        gf = flops / t / 1e9
-        rows.append(Row(w.name, kind, name, "ok", median_s=t, calls_per_sample=number,
-                        samples=n_samples,
-                        ratio_to_best_peer=None if best is None else t / best,
-                        gflops=gf, peak_pct=100 * gf / peak, matmul_gflops=peak,
-                        error=prepared[name][1]))
+    peak = None
+    for scenario in scenarios:
+        if scenario == "steady":
+            timed = interleaved({**runs, " matmul": matmul(w.dtype)} if runs else runs, repeat,
+                                settle=settle)
+            # the peak is the matmul's best sample: the machine's reach in these rounds
+            peak = 2 * PEAK_N**3 / timed.pop(" matmul")[3] / 1e9 if runs else None
+        else:
+            timed = single_calls(runs, scenario, max(repeat, SCENARIO_SAMPLES),
+                                 before=mixed_matmul(w))
+            if peak is None and runs:
+                peak = matmul_peak(w.dtype)
+        peer_times = [timed[n][0] for n in timed if contenders[n].is_peer]
+        best = min(peer_times) if peer_times else None
+        for name, (t, number, n_samples, _, p90) in timed.items():
+            gf = flops / t / 1e9
+            rows.append(Row(w.name, kind, name, "ok", scenario=scenario, median_s=t,
+                            p90_s=p90, calls_per_sample=number, samples=n_samples,
+                            ratio_to_best_peer=None if best is None else t / best,
+                            gflops=gf, peak_pct=100 * gf / peak, matmul_gflops=peak,
+                            error=prepared[name][1]))
     order = {n: i for i, n in enumerate(CONTENDERS)}
-    rows.sort(key=lambda r: (r.status != "ok", order.get(r.contender, 99)))
+    rows.sort(key=lambda r: (r.status != "ok", SCENARIOS.index(r.scenario),
+                             order.get(r.contender, 99)))
     return rows
 
 
@@ -431,7 +495,8 @@ def _train_oracle(w, net, params, X, Y, contenders):
     return _peers.NumpyContender().training(w, net64, p64, X64, Y64, None).result()[1]
 
 
-def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0) -> dict:
+def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0,
+            scenarios=("steady",)) -> dict:
     """Run the comparison; returns the JSON-able report.
 
     ``on_rows(report, rows)``, when given, is called after each workload with the
@@ -456,6 +521,8 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0) 
         "versions": versions(),
         "repeat": repeat,
         "settle_s": settle,
+        "scenarios": list(scenarios),
+        "idle_s": IDLE_S,
         "notes": notes,
         "workloads": {w.name: {**asdict(w), "label": w.label, "n_weights": w.n_weights,
                                "flops_per_gradient": w.flops} for w in workloads},
@@ -466,7 +533,8 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0) 
             if kind == "train" and not w.steps:
                 continue
             rows = [asdict(r) for r in
-                    bench_workload(w, kind, contenders, skipped, repeat, ref_mod, settle)]
+                    bench_workload(w, kind, contenders, skipped, repeat, ref_mod, settle,
+                                   scenarios)]
             report["results"] += rows
             if on_rows is not None:
                 on_rows(report, rows)
@@ -490,8 +558,8 @@ def format_table(report, rows=None) -> str:
     rows = report["results"] if rows is None else rows
     wl = report["workloads"]
     lines = []
-    header = (f"{'contender':<10} {'median':>10} {'ratio':>7} {'GFLOP/s':>8} "
-              f"{'% peak':>7}  {'rel. err':>8}")
+    header = (f"{'scenario':<8} {'contender':<10} {'median':>10} {'p90':>10} {'ratio':>7} "
+              f"{'GFLOP/s':>8} {'% peak':>7}  {'rel. err':>8}")
     seen = []
     for r in rows:
         key = (r["workload"], r["kind"])
@@ -511,11 +579,13 @@ def format_table(report, rows=None) -> str:
             if (r["workload"], r["kind"]) != (name, kind):
                 continue
             if r["status"] != "ok":
-                lines.append(f"  {r['contender']:<10} skipped: {r['reason']}")
+                lines.append(f"  {'':<8} {r['contender']:<10} skipped: {r['reason']}")
                 continue
             ratio = "" if r["ratio_to_best_peer"] is None else f"{r['ratio_to_best_peer']:.2f}"
-            lines.append(f"  {r['contender']:<10} {_fmt_time(r['median_s']):>10} {ratio:>7} "
-                         f"{r['gflops']:>8.2f} {r['peak_pct']:>6.1f}%  {r['error']:>8.1e}")
+            lines.append(f"  {r['scenario']:<8} {r['contender']:<10} "
+                         f"{_fmt_time(r['median_s']):>10} {_fmt_time(r['p90_s']):>10} "
+                         f"{ratio:>7} {r['gflops']:>8.2f} {r['peak_pct']:>6.1f}%  "
+                         f"{r['error']:>8.1e}")
         lines.append("")
     return "\n".join(lines)
 
@@ -530,9 +600,12 @@ def format_header(report) -> str:
          f"float32, {peak['float64']:.1f} GFLOP/s float64; '% peak' below is relative to the "
          "same matmul's best sample in each workload's rounds"),
         f"versions: {vs}",
-        (f"median of up to {report['repeat']} interleaved samples; ratio = time / fastest "
-         f"peer's time (peers: {', '.join(_peers.PEERS)}); GFLOP/s from 6 N n_weights per "
-         "gradient"),
+        (f"steady: median of up to {report['repeat']} interleaved samples of back-to-back "
+         f"calls, each after a {report['settle_s']:g} s pause and an untimed call; idle: single "
+         f"calls, each after {report['idle_s'] * 1e3:g} ms of sleep; mixed: single calls, each "
+         "right after a NumPy matmul of about the gradient's flops"),
+        (f"ratio = time / fastest peer's time in the same scenario (peers: "
+         f"{', '.join(_peers.PEERS)}); GFLOP/s from 6 N n_weights per gradient"),
     ]
     out += [f"note: {n}" for n in report["notes"]]
     return "\n".join(out) + "\n"
@@ -568,6 +641,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=SETTLE, metavar="SECONDS",
                    help="pause before every sample, so that the thread pool of the library "
                         "timed before it has gone idle (default: %(default)s)")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="steady (back to back), idle (each call after 50 ms of sleep) or "
+                        "mixed (each call after NumPy work); repeat or comma-separate "
+                        "(default: all three)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -607,6 +684,13 @@ def run(args) -> int:
         return _usage(f"--peers: unknown peer {bad[0]!r}; expected some of "
                       f"{', '.join(_peers.PEERS)} or 'none'")
     kinds = ("gradient", "train") if args.kind == "all" else (args.kind,)
+    scenarios = [x.strip() for arg in (args.scenario or [",".join(SCENARIOS)])
+                 for x in arg.split(",") if x.strip()]
+    bad = [x for x in scenarios if x not in SCENARIOS]
+    if bad or not scenarios:
+        return _usage(f"--scenario: expected some of {', '.join(SCENARIOS)}, got "
+                      f"{bad[0] if bad else args.scenario!r}")
+    scenarios = [x for x in SCENARIOS if x in scenarios]
     started = []
 
     def show(report, rows):  # the table mode prints each workload as it finishes
@@ -618,7 +702,7 @@ def run(args) -> int:
     try:
         report = collect(workloads, kinds, ["fastbp", "reference", *peers], threads,
                          args.repeat, on_rows=None if args.json else show,
-                         settle=args.settle)
+                         settle=args.settle, scenarios=scenarios)
     except (CheckError, ValueError, RuntimeError, OSError) as e:
         if getattr(args, "debug", False):
             raise
