@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _python(script, timeout=300, **env):
+    env.setdefault("FASTBP_LAUNCH", "threshold")  # the drivers the tests expect
     """(returncode, stdout, stderr) of ``script`` in a fresh interpreter (run from
     a file, so that spawned children can import its functions)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
@@ -110,6 +111,7 @@ def test_plans_are_shared_by_equal_descriptions():
 def test_plan_reports_the_driver_that_ran(monkeypatch):
     from fastbp._core import plan as core_plan
 
+    monkeypatch.setattr(core_plan, "POLICY", "threshold")
     net = Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy")
     p = net.init(1)
     rng = np.random.default_rng(0)
@@ -278,3 +280,52 @@ def test_a_corrupt_cache_is_deleted_and_compiled_again(tmp_path):
         runs.append(out.split())
     assert [r[1] for r in runs] == ["0", "1", "0"]
     assert runs[0][0] == runs[1][0] == runs[2][0]
+
+
+def test_adaptive_policy_runs_the_driver_recent_calls_found_faster(monkeypatch):
+    """A parallel driver that stalls (as one waiting for a busy core does) loses
+    to the serial one after its first calls, is tried again every REPROBE-th
+    call, and wins back when it is fast again; every call gives the same bits."""
+    import time
+
+    from fastbp._core import kernels
+    from fastbp._core import plan as core_plan
+
+    net = Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy", l2=0.25)
+    p = net.init(1)
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(600, 40)), rng.integers(0, 8, 600)
+    J0, g0 = net.loss_and_grad(p, X, Y)
+    real = kernels.loss_grad_parallel
+    delay = [0.02]
+
+    def parallel(*args):
+        time.sleep(delay[0])
+        return real(*args)
+
+    monkeypatch.setattr(core_plan, "POLICY", "adaptive")
+    monkeypatch.setattr(kernels, "loss_grad_parallel", parallel)
+    net.plan._timings.clear()
+    ran = []
+    for _ in range(2 * core_plan.REPROBE):
+        J, g = net.loss_and_grad(p, X, Y)
+        assert J == J0 and g == g0
+        ran.append(net.plan.last_driver[0])
+    assert "".join(ran[:4]) == "ppss"
+    assert set(ran[4:]) == {"s", "p"} and ran[4:].count("p") == 2  # the reprobes
+    # now the serial driver is the slow one: the reprobes bring the parallel back
+    delay[0] = 0.0
+    real_serial = kernels.loss_grad_serial
+
+    def serial(*args):
+        time.sleep(0.02)
+        return real_serial(*args)
+
+    monkeypatch.setattr(kernels, "loss_grad_serial", serial)
+    monkeypatch.setattr(core_plan, "REPROBE", 4)
+    ran = []
+    for _ in range(16):
+        J, g = net.loss_and_grad(p, X, Y)
+        assert J == J0 and g == g0
+        ran.append(net.plan.last_driver[0])
+    assert ran[-8:].count("p") == 6, ran  # parallel again, serial every 4th call

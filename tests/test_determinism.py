@@ -23,6 +23,7 @@ SCRIPT = textwrap.dedent("""
     from fastbp._core import plan as core_plan
     assert hasattr(core_plan, "SERIAL_BELOW")
     core_plan.SERIAL_BELOW = 0  # always the parallel kernels: they are what is tested
+    core_plan.POLICY = "threshold"
     h = hashlib.sha256()
     for sizes, acts, loss, N in {cases}:
         for dtype in ("float64", "float32"):
@@ -85,6 +86,7 @@ def test_bit_identical_under_set_num_threads():
 def test_serial_twin_gives_the_same_bits(monkeypatch):
     from fastbp._core import plan as core_plan
 
+    monkeypatch.setattr(core_plan, "POLICY", "threshold")
     for sizes, acts, loss, N in [([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy",
                                   203), ([3, 2, 1], "sigmoid", "sse", 1)]:
         for dtype in ("float64", "float32"):
@@ -102,7 +104,10 @@ def test_serial_twin_gives_the_same_bits(monkeypatch):
             assert digests[0] == digests[1]
 
 
-def test_concurrent_calls_from_python_threads():
+def test_concurrent_calls_from_python_threads(monkeypatch):
+    from fastbp._core import plan as core_plan
+
+    monkeypatch.setattr(core_plan, "POLICY", "threshold")  # the parallel path, every call
     nets = [
         Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy"),  # parallel path
         Network([4, 8, 3], "sigmoid", "bce"),  # serial path

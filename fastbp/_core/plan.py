@@ -19,6 +19,12 @@ Launch policy (``launch``): the serial twin of a driver below ``SERIAL_BELOW``
 multiply-adds, when no thread-safe threading layer could be loaded, and in a
 child process forked after the parent launched GNU OpenMP threads (which
 cannot be used there); the parallel driver otherwise.  Both give the same bits.
+Above the threshold the plan also times its calls (``_Timings``, policy
+"adaptive", the default): a parallel call that waits for a worker thread (one
+woken after idle time, or sharing its core with another process or another
+library's spinning pool) can take many times the serial driver's time, so each
+entry point and batch size runs whichever driver its recent calls found
+faster, and now and then the other one again, in case conditions changed.
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ from .screen import inputs_clean
 __all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_for"]
 
 SERIAL, PARALLEL = "serial", "parallel"
+
+# "adaptive": above SERIAL_BELOW, the driver recent calls found faster (see
+# _Timings); "threshold": always the parallel one there.  FASTBP_LAUNCH sets it.
+POLICY = os.environ.get("FASTBP_LAUNCH", "adaptive")
+# Every REPROBE-th call of an entry point and batch size runs the driver that
+# is losing, so its time stays current.
+REPROBE = 16
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
 # layers; 'workqueue' aborts the process.  Unless the user chose a layer, ask
@@ -121,6 +134,45 @@ def _overflow_warning(call, what):
     warnings.warn(f"{call}: {what} overflowed to inf or NaN although every input is "
                   f"finite: the inputs or parameters are too large for this dtype",
                   RuntimeWarning, stacklevel=4)
+
+
+class _Timings:
+    """Recent seconds per call of the serial and the parallel driver of one
+    entry point and batch size, and the choice they give: the first two calls
+    run the parallel driver, the next two the serial one (the first call of
+    each is not counted: it may compile, load the threading layer or fault in
+    fresh buffers); from then on the faster by the median of their last three
+    calls, except that every ``REPROBE``-th call runs the other (results are
+    the same bits either way)."""
+
+    __slots__ = ("calls", "parallel", "serial", "warm")
+
+    def __init__(self):
+        self.calls = 0
+        self.parallel = []
+        self.serial = []
+        self.warm = set()
+
+    def parallel_next(self) -> bool:
+        self.calls += 1
+        if not self.parallel:
+            return True
+        if not self.serial:
+            return False
+        faster = _median3(self.parallel) < _median3(self.serial)
+        return faster if self.calls % REPROBE else not faster
+
+    def record(self, driver, seconds) -> None:
+        if driver not in self.warm:
+            self.warm.add(driver)
+            return
+        times = self.parallel if driver == PARALLEL else self.serial
+        times.append(seconds)
+        del times[:-3]
+
+
+def _median3(times):
+    return sorted(times)[len(times) // 2]
 
 
 class Workspaces:
@@ -217,7 +269,7 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_l2_arg", "_row_sum_tol", "_scalar", "_workspaces",
+    __slots__ = ("__weakref__", "_l2_arg", "_row_sum_tol", "_scalar", "_timings", "_workspaces",
                  "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
                  "no_targets", "sizes")
 
@@ -238,6 +290,7 @@ class Plan:
         # Y of a call without targets (no rows, so nothing can write into it)
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         self.last_driver = None
+        self._timings = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -252,6 +305,26 @@ class Plan:
 
     def _work(self, N) -> int:
         return N * (self.n_params + self.sizes[0])
+
+    def _launch(self, entry, N, parallel_fn, serial_fn, args):
+        """One driver call by the launch policy (``POLICY``); sets ``last_driver``."""
+        work = self._work(N)
+        if work < SERIAL_BELOW or POLICY != "adaptive" or not _parallel_ok:
+            out, self.last_driver = launch(parallel_fn, serial_fn, work, args)
+            return out
+        timings = self._timings.get((entry, N))
+        if timings is None:
+            if len(self._timings) >= 64:  # a new mix of batch sizes: start over
+                self._timings.clear()
+            timings = self._timings[(entry, N)] = _Timings()
+        t0 = time.perf_counter()
+        if timings.parallel_next():
+            out, driver = launch(parallel_fn, serial_fn, work, args)
+        else:
+            out, driver = serial_fn(*args), SERIAL
+        timings.record(driver, time.perf_counter() - t0)
+        self.last_driver = driver
+        return out
 
     # ------------------------------------------------------------------ entry points
 
@@ -269,8 +342,8 @@ class Plan:
                 J = kernels.loss_grad_serial(*args)
                 self.last_driver = SERIAL
             else:
-                J, self.last_driver = launch(kernels.loss_grad_parallel,
-                                             kernels.loss_grad_serial, self._work(N), args)
+                J = self._launch("grad", N, kernels.loss_grad_parallel,
+                                 kernels.loss_grad_serial, args)
         except Exception as e:
             _heal(e)
             J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
@@ -289,8 +362,8 @@ class Plan:
         args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
                 losses)
         try:
-            J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
-                                         self._work(N), args)
+            J = self._launch("loss" if want_loss else "forward", N, kernels.forward_parallel,
+                             kernels.forward_serial, args)
         except Exception as e:
             _heal(e)
             J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
