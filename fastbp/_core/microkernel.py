@@ -1,0 +1,555 @@
+"""An outer-product register micro-kernel and the GEMM loops around it.
+
+The micro-kernel computes one MR x NR block of a product,
+
+    C[i, j] += sum_k A[i, k] * B[k, j],    0 <= i < MR, 0 <= j < NR,
+
+from packed micro-panels: ``A_panel[k * MR + i] = A[i, k]`` and
+``B_panel[k * NR + j] = B[k, j]`` (contiguous, one k after the other).  Its
+MR * NR accumulators live in vector registers for the whole sum: per k it loads
+MR / W vectors of A (W values of the dtype per vector), broadcasts each of the
+NR values of B, and does MR * NR / W fused multiply-adds.  The block of C is
+stored with i contiguous: ``c[c_off + j * ldc + i]``.
+
+It is emitted as LLVM instructions (a numba intrinsic) because numba's loops do
+not reach it: numba turns LLVM's SLP vectorizer off, and the loop vectorizer
+vectorizes along k, the reduction index, instead of holding a register block
+across it.
+
+Summation order.  Every C[i, j] is ONE chain of fused multiply-adds over k in
+order, started from 0 (or from the C[i, j] in memory, when accumulating):
+
+    c = fma(A[i, K-1], B[K-1, j], ... fma(A[i, 1], B[1, j], fma(A[i, 0], B[0, j], c0)))
+
+with one rounding per step.  Nothing else enters it: the accumulator of (i, j) is
+one lane of one vector register, and the GEMM driver continues the same chain
+across its KC blocks by loading C back into the accumulators.  So each entry is
+a function of its row of A, its column of B and K alone: bit-identical however
+the caller tiles M and N (or K into KC blocks), on any vector width, and on any
+CPU that has fused multiply-add.  Hosts without it get the same bits from
+libm's ``fma``, slowly.
+
+Vector width.  Taken from the host CPU when this module is imported
+(``NATIVE_BITS``: avx512f -> 512, avx2 with fma -> 256, else 128), or from the
+environment variable ``FASTBP_VECTOR_BITS`` (128, 256 or 512) to test another
+width's code on this host (LLVM splits vectors wider than the host's into
+several registers).  The compiled functions go into numba's cache only at the
+host's width: the cache is keyed on the source and the CPU, not on this
+module's constants, so a forced width is compiled afresh in each process and
+never written where a native process would load it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from .config import ERROR_MODEL, FASTMATH
+
+
+def host_vector_bits() -> int:
+    """The widest vector registers with fused multiply-add on this CPU, in bits."""
+    features = llvm.get_host_cpu_features()
+    if features.get("avx512f", False):
+        return 512
+    if features.get("avx2", False) and features.get("fma", False):
+        return 256
+    return 128
+
+
+NATIVE_BITS = host_vector_bits()
+VECTOR_BITS = int(os.environ.get("FASTBP_VECTOR_BITS", NATIVE_BITS))
+if VECTOR_BITS not in (128, 256, 512):
+    raise ValueError(f"FASTBP_VECTOR_BITS must be 128, 256 or 512, not {VECTOR_BITS}")
+
+# tuning overrides (temporary, for the sweep)
+_TUNE = {key: os.environ[key] for key in os.environ if key.startswith("FASTBP_MK_")}
+CACHE = VECTOR_BITS == NATIVE_BITS and not _TUNE
+
+# (bits of the dtype, bits of a vector) -> (MR, NR, KC, MC, NC).
+# MR (a multiple of the vector length, rows of A held in vectors) x NR (values
+# of B broadcast) accumulators, plus MR / W vectors of A and one broadcast,
+# must fit the register file: 16 registers below AVX-512, 32 with it.
+# KC x NR of B (one micro-panel) stays in L1 across a block of A; MC x KC of A
+# (one block) stays in L2; KC x NC of B (one block) in L3.
+# Starting points: flame/blis config/*/bli_cntx_init_*.c (haswell/zen2: 6 x 8
+# and 6 x 16 with vectors along NR, here transposed to 8 x 6 and 16 x 6; skx:
+# 16 x 14 and 32 x 12), then measured with asv_bench/microkernel_sweep.py.
+BLOCKS = {
+    (64, 128): (4, 6, 256, 96, 4080),
+    (32, 128): (8, 6, 256, 96, 4080),
+    (64, 256): (8, 6, 256, 128, 4080),
+    (32, 256): (16, 6, 256, 144, 4080),
+    (64, 512): (16, 14, 256, 240, 3752),
+    (32, 512): (32, 12, 384, 480, 3072),
+}
+
+
+for _bits in (32, 64):
+    if f"FASTBP_MK_BLOCKS{_bits}" in _TUNE:
+        BLOCKS[(_bits, VECTOR_BITS)] = tuple(
+            int(v) for v in _TUNE[f"FASTBP_MK_BLOCKS{_bits}"].split(","))
+PREFETCH_A = int(_TUNE.get("FASTBP_MK_PF", 0))
+PREFETCH_C = int(_TUNE.get("FASTBP_MK_PFC", 0))
+PREFETCH_PACK = int(_TUNE.get("FASTBP_MK_PFP", 0))
+
+
+def blocks(dtype, bits: int = VECTOR_BITS) -> tuple[int, int, int, int, int]:
+    """(MR, NR, KC, MC, NC) for ``dtype`` (float32 or float64) at ``bits``."""
+    return BLOCKS[(np.dtype(dtype).itemsize * 8, bits)]
+
+
+# ------------------------------------------------------------------ micro-kernel
+
+
+def _emit_prefetch(builder, ptr):
+    """llvm.prefetch(ptr, read, locality 3 (keep in all levels), data)."""
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fn = builder.module.globals.get("llvm.prefetch.p0i8") or ir.Function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+        "llvm.prefetch.p0i8")
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                      ir.Constant(i32, 1)])
+
+
+UNROLL = int(_TUNE.get("FASTBP_MK_UNROLL", 1))
+
+
+def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, unroll=None):
+    """Emit the MR x NR micro-kernel inline, leaving the builder after it.
+
+    pa, pb, pc are element pointers to the A and B micro-panels and to C[0, 0]
+    of the block; k, ldc are i64; accumulate is i1.  The accumulators are the
+    loops' phi nodes, one vector each: LLVM keeps them in registers when they
+    fit, which is what the block sizes are chosen for.  The main loop does
+    ``unroll`` values of k per iteration, a second loop the k % unroll left."""
+    U = UNROLL if unroll is None else unroll
+    i64 = ir.IntType(64)
+    vec = ir.VectorType(T, W)
+    vptr = vec.as_pointer()
+    nv = MR // W
+    align = 8 if isinstance(T, ir.DoubleType) else 4  # the packed panels are not vector-aligned
+    name = f"llvm.fma.v{W}f{64 if isinstance(T, ir.DoubleType) else 32}"
+    fma = builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), name)
+    undef = ir.Constant(vec, ir.Undefined)
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W)
+
+    def const(x):
+        return ir.Constant(i64, x)
+
+    def c_ptr(j, v):
+        return builder.bitcast(builder.gep(pc, [builder.add(builder.mul(ldc, const(j)),
+                                                            const(v * W))]), vptr)
+
+    def step(p, acc):
+        """C[i, j] = fma(A[i, p], B[p, j], C[i, j]) for the whole block."""
+        a_p = builder.gep(pa, [builder.mul(p, const(MR))])
+        b_p = builder.gep(pb, [builder.mul(p, const(NR))])
+        a = [builder.load(builder.bitcast(builder.gep(a_p, [const(v * W)]), vptr), align=align)
+             for v in range(nv)]
+        if PREFETCH_A:
+            for line in range(0, MR * align, 64):
+                _emit_prefetch(builder, builder.gep(a_p, [const(PREFETCH_A * MR + line // align)]))
+        new = []
+        for j in range(NR):
+            b = builder.load(builder.gep(b_p, [const(j)]), align=align)
+            bv = builder.shuffle_vector(builder.insert_element(undef, b, const(0)), undef, splat)
+            new.extend(builder.call(fma, [a[v], bv, acc[j * nv + v]]) for v in range(nv))
+        return new
+
+    def phis(incoming):
+        """One phi per accumulator, from [(values, block), ...]."""
+        out = [builder.phi(vec) for _ in incoming[0][0]]
+        for values, block in incoming:
+            for phi, x in zip(out, values):
+                phi.add_incoming(x, block)
+        return out
+
+    def loop(lo, hi, by, acc, pred, after):
+        """for p in range(lo, hi, by): acc = step(p) ... step(p + by - 1), entered from
+        ``pred`` when lo < hi, else straight to ``after``; returns (acc, block) of
+        the loop's exit, for the phis of ``after``."""
+        body = builder.append_basic_block("mk.loop")
+        builder.cbranch(builder.icmp_signed("<", lo, hi), body, after)
+        builder.position_at_end(body)
+        p = builder.phi(i64)
+        cur = phis([(acc, pred)])
+        new = cur
+        for u in range(by):
+            new = step(builder.add(p, const(u)) if u else p, new)
+        p_next = builder.add(p, const(by))
+        end = builder.block
+        builder.cbranch(builder.icmp_signed("<", p_next, hi), body, after)
+        p.add_incoming(lo, pred)
+        p.add_incoming(p_next, end)
+        for phi, x in zip(cur, new):
+            phi.add_incoming(x, end)
+        return new, end
+
+    entry = builder.block
+    load_blk = builder.append_basic_block("mk.load")
+    start = builder.append_basic_block("mk.start")
+    builder.cbranch(accumulate, load_blk, start)
+
+    # C[i, j] from memory when accumulating (the chain goes on), else 0
+    builder.position_at_end(load_blk)
+    loaded = [builder.load(c_ptr(j, v), align=align) for j in range(NR) for v in range(nv)]
+    builder.branch(start)
+    builder.position_at_end(start)
+    acc = phis([([ir.Constant(vec, None)] * len(loaded), entry), (loaded, load_blk)])
+
+    if U > 1:
+        k_main = builder.mul(builder.sdiv(k, const(U)), const(U))
+        mid = builder.append_basic_block("mk.mid")
+        acc_main, main_end = loop(const(0), k_main, U, acc, start, mid)
+        builder.position_at_end(mid)
+        p0 = builder.phi(i64)
+        p0.add_incoming(const(0), start)
+        p0.add_incoming(k_main, main_end)
+        acc = phis([(acc, start), (acc_main, main_end)])
+        start, lo = mid, p0
+    else:
+        lo = const(0)
+    done = builder.append_basic_block("mk.done")
+    acc_rem, rem_end = loop(lo, k, 1, acc, start, done)
+    builder.position_at_end(done)
+    out = phis([(acc, start), (acc_rem, rem_end)])
+    for idx, x in enumerate(out):
+        builder.store(x, c_ptr(*divmod(idx, nv)), align=align)
+
+
+@intrinsic
+def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate):
+    """C[i, j] (+)= sum_k A[i, k] * B[k, j] for one MR x NR block (module docstring).
+
+    Parameters
+    ----------
+    k : int
+        Length of the sum.
+    a, b : 1-d arrays of float64 or float32
+        Hold the packed micro-panels from ``a_off`` (``a[a_off + k * MR + i]``)
+        and ``b_off`` (``b[b_off + k * NR + j]``).
+    c : 1-d array of the same dtype
+        C[i, j] is ``c[c_off + j * ldc + i]``.
+    accumulate : bool
+        Add to C (continuing each entry's chain of multiply-adds) or overwrite it.
+    """
+    arrays = (a, b, c)
+    if not (all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" for x in arrays)
+            and isinstance(a.dtype, types.Float) and b.dtype == a.dtype == c.dtype):
+        return None
+    bits = a.dtype.bitwidth
+    MR, NR = BLOCKS[(bits, VECTOR_BITS)][:2]
+    W = VECTOR_BITS // bits
+
+    def codegen(context, builder, sig, args):
+        ints = [context.cast(builder, args[i], sig.args[i], types.intp) for i in (0, 2, 4, 6, 7)]
+        kk, ao, bo, co, ld = ints
+        ptrs = [context.make_array(sig.args[i])(context, builder, args[i]).data
+                for i in (1, 3, 5)]
+        pa, pb, pc = (builder.gep(p, [o]) for p, o in zip(ptrs, (ao, bo, co)))
+        acc = context.cast(builder, args[8], sig.args[8], types.boolean)
+        T = context.get_value_type(a.dtype)
+        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc)
+        return context.get_dummy_value()
+
+    return types.none(k, a, a_off, b, b_off, c, c_off, ldc, accumulate), codegen
+
+
+@intrinsic
+def block_sizes(typingctx, x):
+    """(MR, NR, KC, MC, NC) of ``x``'s dtype at this module's width, as constants."""
+    if not (isinstance(x, types.Array) and isinstance(x.dtype, types.Float)):
+        return None
+    sizes = BLOCKS[(x.dtype.bitwidth, VECTOR_BITS)]
+    tup = types.UniTuple(types.intp, len(sizes))
+
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, tup, [context.get_constant(types.intp, v)
+                                                 for v in sizes])
+
+    return tup(x), codegen
+
+
+@intrinsic
+def prefetch(typingctx, x, i):
+    """Ask for the cache line holding ``x[i]`` (1-d C-contiguous x), for reading."""
+    if not (isinstance(x, types.Array) and x.layout == "C" and isinstance(i, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        idx = context.cast(builder, args[1], sig.args[1], types.intp)
+        _emit_prefetch(builder, builder.gep(data, [idx]))
+        return context.get_dummy_value()
+
+    return types.none(x, i), codegen
+
+
+# ------------------------------------------------------------------ packing
+
+
+def _panel_width(typingctx_args):
+    """R of a panel row intrinsic's arguments (src, ..., dst, ..., side): MR for side
+    0, NR for side 1, of the dtype at this module's width; None if not typable."""
+    src, dst, side = typingctx_args
+    if not (all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+                for x in (src, dst)) and src.dtype == dst.dtype
+            and isinstance(src.dtype, types.Float) and isinstance(side, types.IntegerLiteral)):
+        return None
+    return BLOCKS[(src.dtype.bitwidth, VECTOR_BITS)][side.literal_value]
+
+
+@intrinsic
+def _panel_row(typingctx, src, s_off, s_stride, dst, d_off, side):
+    """dst[d_off + i] = src[s_off + i * s_stride] for i < R (R = MR for side 0, NR
+    for side 1): one row of a micro-panel, written as one vector store; read as
+    one vector load when s_stride is 1, else R loads.  Raw addresses: numba's
+    indexing would add a negative-index test to every element, and its loops of
+    R copies are unrolled into scalar moves (the SLP vectorizer is off)."""
+    R = _panel_width((src, dst, side))
+    if R is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        T = context.get_value_type(sig.args[0].dtype)
+        vec = ir.VectorType(T, R)
+        align = 8 if isinstance(T, ir.DoubleType) else 4
+        sp = context.make_array(sig.args[0])(context, builder, args[0]).data
+        dp = context.make_array(sig.args[3])(context, builder, args[3]).data
+        so, st, do = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4))
+        base = builder.gep(sp, [so])
+        one = builder.icmp_signed("==", st, ir.Constant(st.type, 1))
+        with builder.if_else(one) as (contiguous, strided):
+            with contiguous:
+                blk_c = builder.block
+                v_c = builder.load(builder.bitcast(base, vec.as_pointer()), align=align)
+            with strided:
+                v_s = ir.Constant(vec, ir.Undefined)
+                for i in range(R):
+                    x = builder.load(builder.gep(base, [builder.mul(st, ir.Constant(st.type, i))]),
+                                     align=align)
+                    v_s = builder.insert_element(v_s, x, ir.Constant(ir.IntType(32), i))
+                blk_s = builder.block
+        v = builder.phi(vec)
+        v.add_incoming(v_c, blk_c)
+        v.add_incoming(v_s, blk_s)
+        builder.store(v, builder.bitcast(builder.gep(dp, [do]), vec.as_pointer()), align=align)
+        return context.get_dummy_value()
+
+    return types.none(src, s_off, s_stride, dst, d_off, side), codegen
+
+
+@njit(fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _pack(s, off, rs, cs, m, k, side, out, out_off):
+    """Pack S[0:m, 0:k], S[i, p] = ``s[off + i * rs + p * cs]``, into micro-panels of R
+    rows (R = MR for side 0, NR for side 1):
+    ``out[out_off + (i // R) * R * k + p * R + i % R] = S[i, p]``, the rows past m
+    of the last panel set to 0 (they only feed entries of C that are dropped)."""
+    R = block_sizes(out)[side]
+    zero = out.dtype.type(0)
+    full = m - m % R
+    if rs == 1:
+        # column p of S is contiguous: read it along the whole block (one stream
+        # per p; per panel it would be R values from each row of a large stride)
+        for p in range(k):
+            src = off + p * cs
+            dst = out_off + p * R
+            for i0 in range(0, full, R):
+                if PREFETCH_PACK:
+                    prefetch(s, src + PREFETCH_PACK * cs + i0)
+                _panel_row(s, src + i0, 1, out, dst + i0 * k, side)
+    else:
+        # R rows of S at a time, each read along p (contiguous when cs == 1)
+        for i0 in range(0, full, R):
+            src = off + i0 * rs
+            dst = out_off + i0 * k
+            for p in range(k):
+                _panel_row(s, src + p * cs, rs, out, dst + p * R, side)
+    if full < m:
+        base = out_off + full * k
+        rows = m - full
+        for p in range(k):
+            for i in range(R):
+                out[base + p * R + i] = s[off + (full + i) * rs + p * cs] if i < rows else zero
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def pack_a(a, off, rs, cs, m, k, out, out_off):
+    """Pack A[0:m, 0:k], A[i, p] = ``a[off + i * rs + p * cs]``, into micro-panels of
+    MR rows: ``out[out_off + (i // MR) * MR * k + p * MR + i % MR] = A[i, p]``,
+    zero-padded to a multiple of MR rows."""
+    _pack(a, off, rs, cs, m, k, 0, out, out_off)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def pack_b(b, off, rs, cs, k, n, out, out_off):
+    """Pack B[0:k, 0:n], B[p, j] = ``b[off + p * rs + j * cs]``, into micro-panels of
+    NR columns: ``out[out_off + (j // NR) * NR * k + p * NR + j % NR] = B[p, j]``,
+    zero-padded to a multiple of NR columns."""
+    _pack(b, off, cs, rs, n, k, 1, out, out_off)
+
+
+# ------------------------------------------------------------------ GEMM
+
+
+def workspace_size(n: int, dtype) -> int:
+    """Values of the ``work`` buffer ``gemm`` needs for a product with n columns:
+    one packed block of A (MC x KC), one of B (KC x min(n, NC) rounded up to NR)
+    and one MR x NR block of C for the edges, each starting on a 64-byte line."""
+    MR, NR, KC, MC, NC = blocks(dtype)
+    per_line = 64 // np.dtype(dtype).itemsize
+    cols = -(-min(max(n, 1), NC) // NR) * NR
+    return sum(-(-size // per_line) * per_line for size in (MC * KC, KC * cols, MR * NR))
+
+
+def workspace(n: int, dtype) -> np.ndarray:
+    """A ``work`` buffer for ``gemm`` (``workspace_size`` values), 64-byte aligned so
+    that no vector load of a packed panel crosses a cache line."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(workspace_size(n, dtype) + 64 // itemsize, dtype)
+    skip = (-raw.ctypes.data % 64) // itemsize
+    return raw[skip:skip + workspace_size(n, dtype)]
+
+
+@njit(fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
+def _even_step(size, most, unit):
+    """The step that cuts range(size) into the fewest blocks of at most ``most``
+    values, of equal sizes rounded up to a multiple of ``unit`` (``most`` is one);
+    at least ``unit``."""
+    blocks = max(1, -(-size // most))
+    return max(1, -(-(-(-size // blocks)) // unit)) * unit
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def gemm(m, n, k, a, a_off, a_rs, a_cs, b, b_off, b_rs, b_cs, c, c_off, ldc, accumulate,
+         work):
+    """C (+)= A B for general strides (C column-major), on the micro-kernel.
+
+    Parameters
+    ----------
+    m, n, k : int
+        C is m x n, the sum runs over k.
+    a, b : 1-d C-contiguous arrays
+        A[i, p] is ``a[a_off + i * a_rs + p * a_cs]``, B[p, j] is
+        ``b[b_off + p * b_rs + j * b_cs]``: any layout of either, transposed or
+        not, through the strides.
+    c : 1-d C-contiguous array of the same dtype
+        C[i, j] is ``c[c_off + j * ldc + i]``.
+    accumulate : bool
+        C += A B, else C = A B.
+    work : 1-d C-contiguous array
+        ``workspace(n, dtype)``.
+
+    Notes
+    -----
+    C[i, j] = sum_p A[i, p] B[p, j], each entry one chain of fused multiply-adds
+    over p = 0..k-1 in order (module docstring): bit-identical for any m, n and
+    offsets.  BLIS's loop nest: per block of NC columns and KC values of p, B is
+    packed once (kept in L3); per block of MC rows, A is packed (kept in L2);
+    per micro-panel of B (kept in L1 while the block of A streams past), the
+    micro-kernel runs over the block's micro-panels of A.  Blocks after the
+    first value of p accumulate into C, continuing each entry's chain.
+    Edge blocks (fewer than MR rows or NR columns left) go through a scratch
+    MR x NR block, with the packed panels padded by zeros.
+    """
+    MR, NR, KC, MC, NC = block_sizes(work)
+    line = 64 // work.itemsize
+    wb = -(-(MC * KC) // line) * line
+    wt = wb + -(-(KC * (-(-min(max(n, 1), NC) // NR) * NR)) // line) * line
+    # equal blocks of at most KC (MC, NC): a last block of a few values of p
+    # would pay the micro-kernel's loads and stores of C for little work
+    k_step = _even_step(k, KC, 1)
+    m_step = _even_step(m, MC, MR)
+    n_step = _even_step(n, NC, NR)
+    zero = c.dtype.type(0)
+    if k == 0 and not accumulate:
+        for j in range(n):
+            for i in range(m):
+                c[c_off + j * ldc + i] = zero
+    for jc in range(0, n, n_step):
+        nc = min(n_step, n - jc)
+        for pc in range(0, k, k_step):
+            kc = min(k_step, k - pc)
+            acc = accumulate or pc > 0
+            pack_b(b, b_off + pc * b_rs + jc * b_cs, b_rs, b_cs, kc, nc, work, wb)
+            for ic in range(0, m, m_step):
+                mc = min(m_step, m - ic)
+                pack_a(a, a_off + ic * a_rs + pc * a_cs, a_rs, a_cs, mc, kc, work, 0)
+                for jr in range(0, nc, NR):
+                    nr = min(NR, nc - jr)
+                    for ir in range(0, mc, MR):
+                        mr = min(MR, mc - ir)
+                        c0 = c_off + (jc + jr) * ldc + ic + ir
+                        if PREFETCH_C:
+                            # the next block of C (down the column, or the next
+                            # columns): its loads open the micro-kernel's chains
+                            cn = c0 + MR if ir + MR < mc else c0 - ir + NR * ldc
+                            for j in range(NR):
+                                for i in range(0, MR, line):
+                                    prefetch(c, cn + j * ldc + i)
+                        if mr == MR and nr == NR:
+                            micro_kernel(kc, work, ir * kc, work, wb + jr * kc, c, c0, ldc,
+                                         acc)
+                            continue
+                        # edge: the same chains, on a scratch block (ldc = MR)
+                        if acc:
+                            for j in range(nr):
+                                for i in range(mr):
+                                    work[wt + j * MR + i] = c[c0 + j * ldc + i]
+                        micro_kernel(kc, work, ir * kc, work, wb + jr * kc, work, wt, MR, acc)
+                        for j in range(nr):
+                            for i in range(mr):
+                                c[c0 + j * ldc + i] = work[wt + j * MR + i]
+
+
+def matmul(X, Y, out=None, *, trans_x=False, trans_y=False, accumulate=False, work=None):
+    """out (+)= op(X) @ op(Y) for C-contiguous 2-d arrays of one float dtype, on ``gemm``.
+
+    Parameters
+    ----------
+    X : ndarray of shape (M, K), or (K, M) with ``trans_x`` (op(X) = X^T)
+    Y : ndarray of shape (K, N), or (N, K) with ``trans_y``
+    out : ndarray of shape (M, N), optional
+        Written (or added to, with ``accumulate``); allocated when not given.
+    work : ndarray, optional
+        ``workspace(M, dtype)``, reused across calls of the same M (or less).
+
+    Returns
+    -------
+    out : ndarray of shape (M, N)
+
+    Notes
+    -----
+    out[r, s] = sum_p op(X)[r, p] op(Y)[p, s].  ``gemm`` writes a column-major C,
+    and a row-major out is the column-major C = out^T = op(Y)^T op(X)^T: its A
+    is op(Y)^T (rows s, contiguous in s unless ``trans_y``), its B op(X)^T.
+    The three products of backpropagation are this with op = identity or a
+    transpose: z = W a (out = A W^T, ``trans_y``), delta_prev = W^T delta
+    (out = D W), dW = delta a^T (out = D^T A, ``trans_x``), examples as rows.
+    """
+    M, K = X.shape[::-1] if trans_x else X.shape
+    K2, N = Y.shape[::-1] if trans_y else Y.shape
+    if K2 != K:
+        raise ValueError(f"inner dimensions differ: {K} and {K2}")
+    for x in (X, Y) + (() if out is None else (out,)):
+        if not (x.flags.c_contiguous and x.dtype == X.dtype and x.dtype.kind == "f"):
+            raise ValueError("X, Y and out must be C-contiguous and of one float dtype")
+    if out is None:
+        out = np.zeros((M, N), X.dtype)
+    if out.shape != (M, N):
+        raise ValueError(f"out has shape {out.shape}, not {(M, N)}")
+    if work is None:
+        work = workspace(M, X.dtype)
+    a_rs, a_cs = (K, 1) if trans_y else (1, N)
+    b_rs, b_cs = (M, 1) if trans_x else (1, K)
+    gemm(N, M, K, Y.reshape(-1), 0, a_rs, a_cs, X.reshape(-1), 0, b_rs, b_cs, out.reshape(-1),
+         0, N, accumulate, work)
+    return out
