@@ -67,7 +67,9 @@ VECTOR_BITS = int(os.environ.get("FASTBP_VECTOR_BITS", NATIVE_BITS))
 if VECTOR_BITS not in (128, 256, 512):
     raise ValueError(f"FASTBP_VECTOR_BITS must be 128, 256 or 512, not {VECTOR_BITS}")
 
-# tuning overrides (temporary, for the sweep)
+# Overrides of the block table and the unrolling, for asv_bench/microkernel_sweep.py
+# to try other values: FASTBP_MK_BLOCKS64 / FASTBP_MK_BLOCKS32 = "MR,NR,KC,MC,NC"
+# (at the width in use), FASTBP_MK_UNROLL = values of k per loop iteration.
 _TUNE = {key: os.environ[key] for key in os.environ if key.startswith("FASTBP_MK_")}
 CACHE = VECTOR_BITS == NATIVE_BITS and not _TUNE
 
@@ -94,9 +96,7 @@ for _bits in (32, 64):
     if f"FASTBP_MK_BLOCKS{_bits}" in _TUNE:
         BLOCKS[(_bits, VECTOR_BITS)] = tuple(
             int(v) for v in _TUNE[f"FASTBP_MK_BLOCKS{_bits}"].split(","))
-PREFETCH_A = int(_TUNE.get("FASTBP_MK_PF", 0))
-PREFETCH_C = int(_TUNE.get("FASTBP_MK_PFC", 0))
-PREFETCH_PACK = int(_TUNE.get("FASTBP_MK_PFP", 0))
+UNROLL = int(_TUNE.get("FASTBP_MK_UNROLL", 1))
 
 
 def blocks(dtype, bits: int = VECTOR_BITS) -> tuple[int, int, int, int, int]:
@@ -107,39 +107,40 @@ def blocks(dtype, bits: int = VECTOR_BITS) -> tuple[int, int, int, int, int]:
 # ------------------------------------------------------------------ micro-kernel
 
 
-def _emit_prefetch(builder, ptr):
-    """llvm.prefetch(ptr, read, locality 3 (keep in all levels), data)."""
-    i8p = ir.IntType(8).as_pointer()
-    i32 = ir.IntType(32)
-    fn = builder.module.globals.get("llvm.prefetch.p0i8") or ir.Function(
-        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-        "llvm.prefetch.p0i8")
-    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                      ir.Constant(i32, 1)])
+def _declare(builder, name, ret, params):
+    """The function ``name`` of the module being built (an LLVM intrinsic)."""
+    return builder.module.globals.get(name) or ir.Function(
+        builder.module, ir.FunctionType(ret, params), name)
 
 
-UNROLL = int(_TUNE.get("FASTBP_MK_UNROLL", 1))
+def _vector_name(vec):
+    return f"v{vec.count}f{64 if isinstance(vec.element, ir.DoubleType) else 32}"
 
 
-def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, unroll=None):
+def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr, nr):
     """Emit the MR x NR micro-kernel inline, leaving the builder after it.
 
-    pa, pb, pc are element pointers to the A and B micro-panels and to C[0, 0]
-    of the block; k, ldc are i64; accumulate is i1.  The accumulators are the
+    pa, pb, pc: element pointers to the A and B micro-panels and to C[0, 0] of
+    the block; k, ldc, mr, nr: i64; accumulate: i1.  The accumulators are the
     loops' phi nodes, one vector each: LLVM keeps them in registers when they
-    fit, which is what the block sizes are chosen for.  The main loop does
-    ``unroll`` values of k per iteration, a second loop the k % unroll left."""
-    U = UNROLL if unroll is None else unroll
-    i64 = ir.IntType(64)
+    fit, which is what the block sizes are chosen for.  C is read (when
+    accumulating) and written in rows i < mr and columns j < nr only, with
+    masked vector loads and stores when mr < MR or nr < NR."""
+    i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(T, W)
     vptr = vec.as_pointer()
+    mask_t = ir.VectorType(i1, W)
     nv = MR // W
     align = 8 if isinstance(T, ir.DoubleType) else 4  # the packed panels are not vector-aligned
-    name = f"llvm.fma.v{W}f{64 if isinstance(T, ir.DoubleType) else 32}"
-    fma = builder.module.globals.get(name) or ir.Function(
-        builder.module, ir.FunctionType(vec, [vec, vec, vec]), name)
+    name = _vector_name(vec)
+    fma = _declare(builder, f"llvm.fma.{name}", vec, [vec, vec, vec])
+    mload = _declare(builder, f"llvm.masked.load.{name}.p0{name}", vec,
+                     [vptr, i32, mask_t, vec])
+    mstore = _declare(builder, f"llvm.masked.store.{name}.p0{name}", ir.VoidType(),
+                      [vec, vptr, i32, mask_t])
     undef = ir.Constant(vec, ir.Undefined)
-    splat = ir.Constant(ir.VectorType(ir.IntType(32), W), [0] * W)
+    zero = ir.Constant(vec, None)
+    splat = ir.Constant(ir.VectorType(i32, W), [0] * W)
 
     def const(x):
         return ir.Constant(i64, x)
@@ -148,15 +149,38 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, un
         return builder.bitcast(builder.gep(pc, [builder.add(builder.mul(ldc, const(j)),
                                                             const(v * W))]), vptr)
 
+    def masks():
+        """masks[j * nv + v]: lanes of vector v of column j inside the mr x nr corner."""
+        lanes = ir.VectorType(i64, W)
+        mr_v = builder.shuffle_vector(builder.insert_element(ir.Constant(lanes, ir.Undefined),
+                                                             mr, ir.Constant(i32, 0)),
+                                      ir.Constant(lanes, ir.Undefined), splat)
+        rows = [builder.icmp_signed("<", ir.Constant(lanes, list(range(v * W, v * W + W))),
+                                    mr_v) for v in range(nv)]
+        none = ir.Constant(mask_t, [0] * W)
+        return [builder.select(builder.icmp_signed("<", const(j), nr), rows[v], none)
+                for j in range(NR) for v in range(nv)]
+
+    def if_full(emit_full, emit_edge):
+        """emit_full() when the block is whole (mr == MR and nr == NR), else
+        emit_edge(masks); returns the phis of their results (lists of vectors)."""
+        full = builder.and_(builder.icmp_signed("==", mr, const(MR)),
+                            builder.icmp_signed("==", nr, const(NR)))
+        with builder.if_else(full, likely=True) as (then, otherwise):
+            with then:
+                x_full = emit_full()
+                b_full = builder.block
+            with otherwise:
+                x_edge = emit_edge(masks())
+                b_edge = builder.block
+        return phis([(x_full, b_full), (x_edge, b_edge)]) if x_full else None
+
     def step(p, acc):
         """C[i, j] = fma(A[i, p], B[p, j], C[i, j]) for the whole block."""
         a_p = builder.gep(pa, [builder.mul(p, const(MR))])
         b_p = builder.gep(pb, [builder.mul(p, const(NR))])
         a = [builder.load(builder.bitcast(builder.gep(a_p, [const(v * W)]), vptr), align=align)
              for v in range(nv)]
-        if PREFETCH_A:
-            for line in range(0, MR * align, 64):
-                _emit_prefetch(builder, builder.gep(a_p, [const(PREFETCH_A * MR + line // align)]))
         new = []
         for j in range(NR):
             b = builder.load(builder.gep(b_p, [const(j)]), align=align)
@@ -193,22 +217,23 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, un
             phi.add_incoming(x, end)
         return new, end
 
-    entry = builder.block
-    load_blk = builder.append_basic_block("mk.load")
-    start = builder.append_basic_block("mk.start")
-    builder.cbranch(accumulate, load_blk, start)
-
     # C[i, j] from memory when accumulating (the chain goes on), else 0
-    builder.position_at_end(load_blk)
-    loaded = [builder.load(c_ptr(j, v), align=align) for j in range(NR) for v in range(nv)]
-    builder.branch(start)
-    builder.position_at_end(start)
-    acc = phis([([ir.Constant(vec, None)] * len(loaded), entry), (loaded, load_blk)])
+    entry = builder.block
+    with builder.if_then(accumulate):
+        loaded = if_full(
+            lambda: [builder.load(c_ptr(j, v), align=align) for j in range(NR)
+                     for v in range(nv)],
+            lambda m: [builder.call(mload, [c_ptr(j, v), ir.Constant(i32, align),
+                                            m[j * nv + v], zero])
+                       for j in range(NR) for v in range(nv)])
+        load_end = builder.block
+    start = builder.block
+    acc = phis([([zero] * len(loaded), entry), (loaded, load_end)])
 
-    if U > 1:
-        k_main = builder.mul(builder.sdiv(k, const(U)), const(U))
+    if UNROLL > 1:
+        k_main = builder.mul(builder.sdiv(k, const(UNROLL)), const(UNROLL))
         mid = builder.append_basic_block("mk.mid")
-        acc_main, main_end = loop(const(0), k_main, U, acc, start, mid)
+        acc_main, main_end = loop(const(0), k_main, UNROLL, acc, start, mid)
         builder.position_at_end(mid)
         p0 = builder.phi(i64)
         p0.add_incoming(const(0), start)
@@ -221,46 +246,63 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, un
     acc_rem, rem_end = loop(lo, k, 1, acc, start, done)
     builder.position_at_end(done)
     out = phis([(acc, start), (acc_rem, rem_end)])
-    for idx, x in enumerate(out):
-        builder.store(x, c_ptr(*divmod(idx, nv)), align=align)
+
+    def store_full():
+        for idx, x in enumerate(out):
+            builder.store(x, c_ptr(*divmod(idx, nv)), align=align)
+        return []
+
+    def store_edge(m):
+        for idx, x in enumerate(out):
+            builder.call(mstore, [x, c_ptr(*divmod(idx, nv)), ir.Constant(i32, align), m[idx]])
+        return []
+
+    if_full(store_full, store_edge)
+
+
+def _is_array(x):
+    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
 
 
 @intrinsic
-def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate):
-    """C[i, j] (+)= sum_k A[i, k] * B[k, j] for one MR x NR block (module docstring).
+def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr, nr):
+    """C[i, j] (+)= sum_k A[i, k] * B[k, j] for one MR x NR block (module docstring),
+    of which the top-left mr x nr corner is C.
 
     Parameters
     ----------
     k : int
         Length of the sum.
-    a, b : 1-d arrays of float64 or float32
+    a, b : 1-d C-contiguous arrays of float64 or float32
         Hold the packed micro-panels from ``a_off`` (``a[a_off + k * MR + i]``)
         and ``b_off`` (``b[b_off + k * NR + j]``).
-    c : 1-d array of the same dtype
+    c : 1-d C-contiguous array of the same dtype
         C[i, j] is ``c[c_off + j * ldc + i]``.
     accumulate : bool
         Add to C (continuing each entry's chain of multiply-adds) or overwrite it.
+    mr, nr : int
+        Rows (1..MR) and columns (1..NR) of C: nothing outside them is read or
+        written (masked vector loads and stores at the edges of a matrix).
     """
-    arrays = (a, b, c)
-    if not (all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C" for x in arrays)
-            and isinstance(a.dtype, types.Float) and b.dtype == a.dtype == c.dtype):
+    if not (all(_is_array(x) for x in (a, b, c)) and isinstance(a.dtype, types.Float)
+            and b.dtype == a.dtype == c.dtype):
         return None
     bits = a.dtype.bitwidth
     MR, NR = BLOCKS[(bits, VECTOR_BITS)][:2]
     W = VECTOR_BITS // bits
 
     def codegen(context, builder, sig, args):
-        ints = [context.cast(builder, args[i], sig.args[i], types.intp) for i in (0, 2, 4, 6, 7)]
-        kk, ao, bo, co, ld = ints
-        ptrs = [context.make_array(sig.args[i])(context, builder, args[i]).data
-                for i in (1, 3, 5)]
-        pa, pb, pc = (builder.gep(p, [o]) for p, o in zip(ptrs, (ao, bo, co)))
+        kk, ao, bo, co, ld, m, n = (context.cast(builder, args[i], sig.args[i], types.intp)
+                                    for i in (0, 2, 4, 6, 7, 9, 10))
+        pa, pb, pc = (builder.gep(context.make_array(sig.args[i])(context, builder,
+                                                                  args[i]).data, [off])
+                      for i, off in ((1, ao), (3, bo), (5, co)))
         acc = context.cast(builder, args[8], sig.args[8], types.boolean)
         T = context.get_value_type(a.dtype)
-        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc)
+        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc, m, n)
         return context.get_dummy_value()
 
-    return types.none(k, a, a_off, b, b_off, c, c_off, ldc, accumulate), codegen
+    return types.none(k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr, nr), codegen
 
 
 @intrinsic
@@ -278,73 +320,56 @@ def block_sizes(typingctx, x):
     return tup(x), codegen
 
 
-@intrinsic
-def prefetch(typingctx, x, i):
-    """Ask for the cache line holding ``x[i]`` (1-d C-contiguous x), for reading."""
-    if not (isinstance(x, types.Array) and x.layout == "C" and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        idx = context.cast(builder, args[1], sig.args[1], types.intp)
-        _emit_prefetch(builder, builder.gep(data, [idx]))
-        return context.get_dummy_value()
-
-    return types.none(x, i), codegen
-
-
 # ------------------------------------------------------------------ packing
 
 
-def _panel_width(typingctx_args):
-    """R of a panel row intrinsic's arguments (src, ..., dst, ..., side): MR for side
-    0, NR for side 1, of the dtype at this module's width; None if not typable."""
-    src, dst, side = typingctx_args
-    if not (all(isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
-                for x in (src, dst)) and src.dtype == dst.dtype
+@intrinsic
+def _panel_row(typingctx, src, s_off, s_stride, rows, dst, d_off, side):
+    """dst[d_off + i] = src[s_off + i * s_stride] for i < rows, 0 for rows <= i < R
+    (R = MR for side 0, NR for side 1): one row of a micro-panel, stored as one
+    vector; read as one vector load when s_stride is 1 and rows is R, else by
+    R loads (of the last row past ``rows``: always inside src) and selects.
+    Raw addresses: numba's indexing adds a negative-index test to every
+    element, and its loops of R copies are unrolled into scalar moves (the SLP
+    vectorizer is off)."""
+    if not (_is_array(src) and _is_array(dst) and src.dtype == dst.dtype
             and isinstance(src.dtype, types.Float) and isinstance(side, types.IntegerLiteral)):
         return None
-    return BLOCKS[(src.dtype.bitwidth, VECTOR_BITS)][side.literal_value]
-
-
-@intrinsic
-def _panel_row(typingctx, src, s_off, s_stride, dst, d_off, side):
-    """dst[d_off + i] = src[s_off + i * s_stride] for i < R (R = MR for side 0, NR
-    for side 1): one row of a micro-panel, written as one vector store; read as
-    one vector load when s_stride is 1, else R loads.  Raw addresses: numba's
-    indexing would add a negative-index test to every element, and its loops of
-    R copies are unrolled into scalar moves (the SLP vectorizer is off)."""
-    R = _panel_width((src, dst, side))
-    if R is None:
-        return None
+    R = BLOCKS[(src.dtype.bitwidth, VECTOR_BITS)][side.literal_value]
 
     def codegen(context, builder, sig, args):
         T = context.get_value_type(sig.args[0].dtype)
         vec = ir.VectorType(T, R)
         align = 8 if isinstance(T, ir.DoubleType) else 4
         sp = context.make_array(sig.args[0])(context, builder, args[0]).data
-        dp = context.make_array(sig.args[3])(context, builder, args[3]).data
-        so, st, do = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4))
+        dp = context.make_array(sig.args[4])(context, builder, args[4]).data
+        so, st, n, do = (context.cast(builder, args[i], sig.args[i], types.intp)
+                         for i in (1, 2, 3, 5))
         base = builder.gep(sp, [so])
-        one = builder.icmp_signed("==", st, ir.Constant(st.type, 1))
-        with builder.if_else(one) as (contiguous, strided):
+        i64 = st.type
+        fast = builder.and_(builder.icmp_signed("==", st, ir.Constant(i64, 1)),
+                            builder.icmp_signed("==", n, ir.Constant(i64, R)))
+        with builder.if_else(fast, likely=True) as (contiguous, general):
             with contiguous:
                 blk_c = builder.block
                 v_c = builder.load(builder.bitcast(base, vec.as_pointer()), align=align)
-            with strided:
-                v_s = ir.Constant(vec, ir.Undefined)
+            with general:
+                v_g = ir.Constant(vec, ir.Undefined)
+                last = builder.sub(n, ir.Constant(i64, 1))
                 for i in range(R):
-                    x = builder.load(builder.gep(base, [builder.mul(st, ir.Constant(st.type, i))]),
-                                     align=align)
-                    v_s = builder.insert_element(v_s, x, ir.Constant(ir.IntType(32), i))
-                blk_s = builder.block
+                    inside = builder.icmp_signed("<", ir.Constant(i64, i), n)
+                    row = builder.select(inside, ir.Constant(i64, i), last)
+                    x = builder.load(builder.gep(base, [builder.mul(st, row)]), align=align)
+                    x = builder.select(inside, x, ir.Constant(T, 0))
+                    v_g = builder.insert_element(v_g, x, ir.Constant(ir.IntType(32), i))
+                blk_g = builder.block
         v = builder.phi(vec)
         v.add_incoming(v_c, blk_c)
-        v.add_incoming(v_s, blk_s)
+        v.add_incoming(v_g, blk_g)
         builder.store(v, builder.bitcast(builder.gep(dp, [do]), vec.as_pointer()), align=align)
         return context.get_dummy_value()
 
-    return types.none(src, s_off, s_stride, dst, d_off, side), codegen
+    return types.none(src, s_off, s_stride, rows, dst, d_off, side), codegen
 
 
 @njit(fastmath=FASTMATH, error_model=ERROR_MODEL, inline="always")
@@ -352,33 +377,22 @@ def _pack(s, off, rs, cs, m, k, side, out, out_off):
     """Pack S[0:m, 0:k], S[i, p] = ``s[off + i * rs + p * cs]``, into micro-panels of R
     rows (R = MR for side 0, NR for side 1):
     ``out[out_off + (i // R) * R * k + p * R + i % R] = S[i, p]``, the rows past m
-    of the last panel set to 0 (they only feed entries of C that are dropped)."""
+    of the last panel set to 0 (they only feed entries of C that are not stored)."""
     R = block_sizes(out)[side]
-    zero = out.dtype.type(0)
-    full = m - m % R
     if rs == 1:
         # column p of S is contiguous: read it along the whole block (one stream
-        # per p; per panel it would be R values from each row of a large stride)
+        # per p; per panel it would be R values from each of k rows far apart)
         for p in range(k):
-            src = off + p * cs
-            dst = out_off + p * R
-            for i0 in range(0, full, R):
-                if PREFETCH_PACK:
-                    prefetch(s, src + PREFETCH_PACK * cs + i0)
-                _panel_row(s, src + i0, 1, out, dst + i0 * k, side)
+            for i0 in range(0, m, R):
+                _panel_row(s, off + p * cs + i0, 1, min(R, m - i0), out,
+                           out_off + i0 * k + p * R, side)
     else:
         # R rows of S at a time, each read along p (contiguous when cs == 1)
-        for i0 in range(0, full, R):
-            src = off + i0 * rs
-            dst = out_off + i0 * k
+        for i0 in range(0, m, R):
+            rows = min(R, m - i0)
             for p in range(k):
-                _panel_row(s, src + p * cs, rs, out, dst + p * R, side)
-    if full < m:
-        base = out_off + full * k
-        rows = m - full
-        for p in range(k):
-            for i in range(R):
-                out[base + p * R + i] = s[off + (full + i) * rs + p * cs] if i < rows else zero
+                _panel_row(s, off + i0 * rs + p * cs, rs, rows, out,
+                           out_off + i0 * k + p * R, side)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -402,12 +416,12 @@ def pack_b(b, off, rs, cs, k, n, out, out_off):
 
 def workspace_size(n: int, dtype) -> int:
     """Values of the ``work`` buffer ``gemm`` needs for a product with n columns:
-    one packed block of A (MC x KC), one of B (KC x min(n, NC) rounded up to NR)
-    and one MR x NR block of C for the edges, each starting on a 64-byte line."""
-    MR, NR, KC, MC, NC = blocks(dtype)
+    one packed block of A (MC x KC) and one of B (KC x min(n, NC) rounded up to
+    NR), each starting on a 64-byte line."""
+    _, NR, KC, MC, NC = blocks(dtype)
     per_line = 64 // np.dtype(dtype).itemsize
     cols = -(-min(max(n, 1), NC) // NR) * NR
-    return sum(-(-size // per_line) * per_line for size in (MC * KC, KC * cols, MR * NR))
+    return sum(-(-size // per_line) * per_line for size in (MC * KC, KC * cols))
 
 
 def workspace(n: int, dtype) -> np.ndarray:
@@ -424,8 +438,9 @@ def _even_step(size, most, unit):
     """The step that cuts range(size) into the fewest blocks of at most ``most``
     values, of equal sizes rounded up to a multiple of ``unit`` (``most`` is one);
     at least ``unit``."""
-    blocks = max(1, -(-size // most))
-    return max(1, -(-(-(-size // blocks)) // unit)) * unit
+    count = max(1, (size + most - 1) // most)
+    per_block = (size + count - 1) // count
+    return max(1, (per_block + unit - 1) // unit) * unit
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -451,63 +466,39 @@ def gemm(m, n, k, a, a_off, a_rs, a_cs, b, b_off, b_rs, b_cs, c, c_off, ldc, acc
     Notes
     -----
     C[i, j] = sum_p A[i, p] B[p, j], each entry one chain of fused multiply-adds
-    over p = 0..k-1 in order (module docstring): bit-identical for any m, n and
-    offsets.  BLIS's loop nest: per block of NC columns and KC values of p, B is
-    packed once (kept in L3); per block of MC rows, A is packed (kept in L2);
-    per micro-panel of B (kept in L1 while the block of A streams past), the
-    micro-kernel runs over the block's micro-panels of A.  Blocks after the
-    first value of p accumulate into C, continuing each entry's chain.
-    Edge blocks (fewer than MR rows or NR columns left) go through a scratch
-    MR x NR block, with the packed panels padded by zeros.
+    over p = 0..k-1 in order (module docstring): bit-identical for any m, n,
+    offsets and blocking.  BLIS's loop nest: per block of NC columns and KC
+    values of p, B is packed once (kept in L3); per block of MC rows, A is
+    packed (kept in L2); per micro-panel of B (kept in L1 while the block of A
+    streams past), the micro-kernel runs over the block's micro-panels of A.
+    Blocks after the first value of p accumulate into C, continuing each
+    entry's chain.  At the edges (fewer than MR rows or NR columns left) the
+    packed panels are padded with zeros and the micro-kernel's loads and
+    stores of C are masked.
     """
     MR, NR, KC, MC, NC = block_sizes(work)
     line = 64 // work.itemsize
     wb = -(-(MC * KC) // line) * line
-    wt = wb + -(-(KC * (-(-min(max(n, 1), NC) // NR) * NR)) // line) * line
     # equal blocks of at most KC (MC, NC): a last block of a few values of p
     # would pay the micro-kernel's loads and stores of C for little work
     k_step = _even_step(k, KC, 1)
     m_step = _even_step(m, MC, MR)
     n_step = _even_step(n, NC, NR)
-    zero = c.dtype.type(0)
-    if k == 0 and not accumulate:
-        for j in range(n):
-            for i in range(m):
-                c[c_off + j * ldc + i] = zero
     for jc in range(0, n, n_step):
         nc = min(n_step, n - jc)
-        for pc in range(0, k, k_step):
+        # k = 0: one pass with kc = 0, which stores C = 0 (or leaves C)
+        for pc in range(0, max(k, 1), k_step):
             kc = min(k_step, k - pc)
             acc = accumulate or pc > 0
             pack_b(b, b_off + pc * b_rs + jc * b_cs, b_rs, b_cs, kc, nc, work, wb)
             for ic in range(0, m, m_step):
                 mc = min(m_step, m - ic)
                 pack_a(a, a_off + ic * a_rs + pc * a_cs, a_rs, a_cs, mc, kc, work, 0)
-                for jr in range(0, nc, NR):
-                    nr = min(NR, nc - jr)
-                    for ir in range(0, mc, MR):
-                        mr = min(MR, mc - ir)
-                        c0 = c_off + (jc + jr) * ldc + ic + ir
-                        if PREFETCH_C:
-                            # the next block of C (down the column, or the next
-                            # columns): its loads open the micro-kernel's chains
-                            cn = c0 + MR if ir + MR < mc else c0 - ir + NR * ldc
-                            for j in range(NR):
-                                for i in range(0, MR, line):
-                                    prefetch(c, cn + j * ldc + i)
-                        if mr == MR and nr == NR:
-                            micro_kernel(kc, work, ir * kc, work, wb + jr * kc, c, c0, ldc,
-                                         acc)
-                            continue
-                        # edge: the same chains, on a scratch block (ldc = MR)
-                        if acc:
-                            for j in range(nr):
-                                for i in range(mr):
-                                    work[wt + j * MR + i] = c[c0 + j * ldc + i]
-                        micro_kernel(kc, work, ir * kc, work, wb + jr * kc, work, wt, MR, acc)
-                        for j in range(nr):
-                            for i in range(mr):
-                                c[c0 + j * ldc + i] = work[wt + j * MR + i]
+                for j_nr in range(0, nc, NR):
+                    for i_mr in range(0, mc, MR):
+                        c0 = c_off + (jc + j_nr) * ldc + ic + i_mr
+                        micro_kernel(kc, work, i_mr * kc, work, wb + j_nr * kc, c, c0, ldc, acc,
+                                     min(MR, mc - i_mr), min(NR, nc - j_nr))
 
 
 def matmul(X, Y, out=None, *, trans_x=False, trans_y=False, accumulate=False, work=None):
