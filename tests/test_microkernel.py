@@ -126,30 +126,28 @@ def test_micro_kernel_holds_its_block_in_registers():
         c = np.zeros(MR * NR, dtype)
         _kernel(4, a, b, c, MR, False, MR, NR)
         sig = next(s for s in _kernel.signatures if str(s[1].dtype) == np.dtype(dtype).name)
-        counts = _inner_loop(_kernel.inspect_asm(sig))
+        counts = mk.inner_loop(_kernel.inspect_asm(sig))
         assert counts["fma"] == MR * NR // W
         assert counts["broadcast"] == NR
-        assert counts["memory"] == MR // W + NR
+        assert counts["memory operands"] == MR // W + NR
         assert counts["stack"] == 0
 
 
-def _inner_loop(asm: str) -> dict:
-    """Counts over the basic block with the most fused multiply-adds."""
-    blocks, cur = [], []
-    for line in asm.splitlines():
-        if line.strip().endswith(":") or line.startswith("."):
-            blocks.append(cur)
-            cur = []
-        cur.append(line.strip())
-    blocks.append(cur)
-    body = max(blocks, key=lambda blk: sum(x.startswith("vfmadd") for x in blk))
-    ins = [x for x in body if x and not x.startswith((".", "#"))]
-    return {
-        "fma": sum(x.startswith("vfmadd") for x in ins),
-        "broadcast": sum(x.startswith("vbroadcast") for x in ins),
-        "memory": sum("(" in x for x in ins if not x.startswith(("lea", "prefetch"))),
-        "stack": sum("(%rsp)" in x or "(%rbp)" in x for x in ins),
-    }
+@pytest.mark.parametrize("cpu, bits", [("haswell", 256), ("skylake-avx512", 512),
+                                       ("znver4", 512)])
+def test_blocks_fit_the_registers(cpu, bits):
+    """Each width's block, compiled for a CPU of that width (which this host need
+    not be): per k, MR / W loads and NR broadcasts per MR * NR / W FMAs (LLVM
+    may unroll the loop), and no accumulator spilled."""
+    for dtype in DTYPES:
+        MR, NR = mk.blocks(dtype, bits)[:2]
+        W = bits // (8 * np.dtype(dtype).itemsize)
+        counts = mk.inner_loop(mk.kernel_asm(dtype, bits, cpu))
+        steps, rest = divmod(counts["fma"], MR * NR // W)
+        assert steps >= 1 and rest == 0, counts
+        assert counts["broadcast"] == steps * NR, counts
+        assert counts["memory operands"] == steps * (MR // W + NR), counts
+        assert counts["stack"] == 0, counts
 
 
 # ------------------------------------------------------------------ GEMM

@@ -305,6 +305,60 @@ def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr
     return types.none(k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr, nr), codegen
 
 
+def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None) -> str:
+    """The assembly of the micro-kernel alone, as a function
+    ``kernel(k, a, b, c, ldc, accumulate, mr, nr)``, at width ``bits`` for the LLVM
+    CPU ``cpu`` (default: this host), to read its inner loop on CPUs this host
+    is not (``asv_bench/microkernel_sweep.py --asm``)."""
+    T = ir.DoubleType() if np.dtype(dtype).itemsize == 8 else ir.FloatType()
+    dtype_bits = np.dtype(dtype).itemsize * 8
+    MR, NR = BLOCKS[(dtype_bits, bits)][:2]
+    i64, ptr = ir.IntType(64), T.as_pointer()
+    module = ir.Module("micro_kernel")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64,
+                                                             ir.IntType(1), i64, i64]),
+                     "kernel")
+    builder = ir.IRBuilder(fn.append_basic_block())
+    k, pa, pb, pc, ldc, accumulate, mr, nr = fn.args
+    _emit_micro_kernel(builder, T, bits // dtype_bits, MR, NR, k, pa, pb, pc, ldc, accumulate,
+                       mr, nr)
+    builder.ret_void()
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    if cpu is None:
+        cpu, features = llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    else:
+        features = ""
+    machine = llvm.Target.from_default_triple().create_target_machine(cpu=cpu,
+                                                                      features=features, opt=3)
+    passes = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(3))
+    passes.getModulePassManager().run(parsed, passes)
+    return machine.emit_assembly(parsed)
+
+
+def inner_loop(asm: str) -> dict:
+    """Counts over the basic block of x86 ``asm`` with the most vector FMAs (the k
+    loop of a micro-kernel): its instructions, FMAs, broadcasts, memory operands
+    and stack accesses (spills)."""
+    blocks, cur = [], []
+    for line in asm.splitlines():
+        line = line.strip()
+        if line.endswith(":"):
+            blocks.append(cur)
+            cur = []
+        elif line and not line.startswith((".", "#")):
+            cur.append(line)
+    blocks.append(cur)
+    body = max(blocks, key=lambda blk: sum(x.startswith("vfmadd") for x in blk))
+    return {
+        "instructions": len(body),
+        "fma": sum(x.startswith("vfmadd") for x in body),
+        "broadcast": sum(x.startswith(("vbroadcast", "vmovddup")) for x in body),
+        "memory operands": sum("(" in x for x in body if not x.startswith("lea")),
+        "stack": sum("(%rsp)" in x or "(%rbp)" in x for x in body),
+    }
+
+
 @intrinsic
 def block_sizes(typingctx, x):
     """(MR, NR, KC, MC, NC) of ``x``'s dtype at this module's width, as constants."""
