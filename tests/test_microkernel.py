@@ -115,22 +115,24 @@ def test_micro_kernel(dtype, k, accumulate):
 
 
 def test_micro_kernel_holds_its_block_in_registers():
-    """The k loop of the native block: MR / W loads of A, NR broadcasts of B and
-    MR * NR / W fused multiply-adds per k, and no other memory access (no
-    accumulator spilled to the stack)."""
+    """The k loop of the native block, as numba compiles it inside a caller: MR / W
+    loads of A, NR broadcasts of B and MR * NR / W fused multiply-adds per k, and
+    no other memory access (no accumulator spilled to the stack).  Compiled here
+    without the cache: numba cannot show the assembly of cached code."""
+    kernel = njit(fastmath=FASTMATH, error_model=ERROR_MODEL)(_kernel.py_func)
     for dtype in DTYPES:
         MR, NR = mk.blocks(dtype)[:2]
         W = mk.VECTOR_BITS // (8 * np.dtype(dtype).itemsize)
         a = np.zeros(MR * 4, dtype)
         b = np.zeros(NR * 4, dtype)
         c = np.zeros(MR * NR, dtype)
-        _kernel(4, a, b, c, MR, False, MR, NR)
-        sig = next(s for s in _kernel.signatures if str(s[1].dtype) == np.dtype(dtype).name)
-        counts = mk.inner_loop(_kernel.inspect_asm(sig))
-        assert counts["fma"] == MR * NR // W
-        assert counts["broadcast"] == NR
-        assert counts["memory operands"] == MR // W + NR
-        assert counts["stack"] == 0
+        kernel(4, a, b, c, MR, False, MR, NR)
+        sig = next(s for s in kernel.signatures if str(s[1].dtype) == np.dtype(dtype).name)
+        counts = mk.inner_loop(kernel.inspect_asm(sig))
+        assert counts["fma"] == MR * NR // W, counts
+        assert counts["broadcast"] == NR, counts
+        assert counts["memory operands"] == MR // W + NR, counts
+        assert counts["stack"] == 0, counts
 
 
 @pytest.mark.parametrize("cpu, bits", [("haswell", 256), ("skylake-avx512", 512),
