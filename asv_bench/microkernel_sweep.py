@@ -19,7 +19,9 @@ memory operands and stack accesses per k), ``--compile``: the compile time
 from an empty numba cache and the load time from a warm one, ``--tune``: the
 1024^3 product for other block sizes (through ``FASTBP_MK_BLOCKS64`` /
 ``FASTBP_MK_BLOCKS32``), and ``--asm znver4:512,...``: the inner loop compiled
-for other CPUs (LLVM names) at their widths, for widths this host lacks.
+for other CPUs (LLVM names) at their widths, for widths this host lacks;
+``--tuple-step``: the alternative to the k loop in the IR (one k step per
+intrinsic call on a block numba carries as a tuple), on the same panels.
 
 OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which slow it down on
 some machines; leave them out of this command only:
@@ -243,6 +245,87 @@ def asm(cpus: str) -> None:
                   + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
+def tuple_step(repeats: int) -> None:
+    """The rejected alternative: an intrinsic doing one k step of the 256-bit
+    float64 block on a tuple of MR * NR values that numba carries between steps,
+    against the micro-kernel with its k loop in the IR, on the same panels."""
+    from llvmlite import ir
+    from numba import njit, types
+    from numba.extending import intrinsic
+
+    from fastbp._core import microkernel as mk
+    from fastbp._core.config import ERROR_MODEL, FASTMATH
+
+    MR, NR, KC = mk.blocks(np.float64, 256)[:3]
+    W = 4
+    block = types.UniTuple(types.float64, MR * NR)
+
+    @intrinsic
+    def zeros(typingctx):
+        def codegen(context, builder, sig, args):
+            return ir.Constant(context.get_value_type(block), None)
+
+        return block(), codegen
+
+    @intrinsic
+    def step(typingctx, acc, a, a_off, b, b_off):
+        """acc[j * MR + i] = fma(a[a_off + i], b[b_off + j], acc[j * MR + i])."""
+
+        def codegen(context, builder, sig, args):
+            vec, i32, i64 = ir.VectorType(ir.DoubleType(), W), ir.IntType(32), ir.IntType(64)
+            fma = mk._declare(builder, "llvm.fma.v4f64", vec, [vec, vec, vec])
+            out, arr_a, off_a, arr_b, off_b = args
+            pa = builder.gep(context.make_array(sig.args[1])(context, builder, arr_a).data,
+                             [off_a])
+            pb = builder.gep(context.make_array(sig.args[3])(context, builder, arr_b).data,
+                             [off_b])
+            undef = ir.Constant(vec, ir.Undefined)
+            va = [builder.load(builder.bitcast(builder.gep(pa, [ir.Constant(i64, v * W)]),
+                                               vec.as_pointer()), align=8)
+                  for v in range(MR // W)]
+            acc_in = out
+            for j in range(NR):
+                bj = builder.load(builder.gep(pb, [ir.Constant(i64, j)]))
+                bv = builder.shuffle_vector(builder.insert_element(undef, bj, ir.Constant(i32, 0)),
+                                            undef, ir.Constant(ir.VectorType(i32, W), [0] * W))
+                for v in range(MR // W):
+                    cv = undef
+                    for lane in range(W):
+                        x = builder.extract_value(acc_in, j * MR + v * W + lane)
+                        cv = builder.insert_element(cv, x, ir.Constant(i32, lane))
+                    r = builder.call(fma, [va[v], bv, cv])
+                    for lane in range(W):
+                        out = builder.insert_value(
+                            out, builder.extract_element(r, ir.Constant(i32, lane)),
+                            j * MR + v * W + lane)
+            return out
+
+        return block(acc, a, a_off, b, b_off), codegen
+
+    @njit(fastmath=FASTMATH, error_model=ERROR_MODEL)
+    def by_steps(k, a, b, c, reps):
+        for _ in range(reps):
+            acc = zeros()
+            for p in range(k):
+                acc = step(acc, a, p * MR, b, p * NR)
+            for i in range(MR * NR):
+                c[i] += acc[i]
+
+    if mk.VECTOR_BITS != 256:
+        print("  (needs FASTBP_VECTOR_BITS=256)")
+        return
+    repeat = _kernel_caller()
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=MR * KC), rng.normal(size=NR * KC), np.zeros(MR * NR)
+    reps = 2000
+    g_step, g_loop, _ = _paired(lambda: by_steps(KC, a, b, c, reps),
+                                lambda: repeat(KC, a, b, c, MR, reps, MR, NR),
+                                2 * MR * NR * KC * reps, repeats)
+    counts = mk.inner_loop(by_steps.inspect_asm(by_steps.signatures[0]))
+    print(f"  one k step on a tuple: {g_step:.1f} GFLOP/s; k loop in the IR: {g_loop:.1f}")
+    print("  tuple's inner loop: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", default="",
@@ -250,6 +333,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9, help="timed calls of each (>= 7)")
     parser.add_argument("--compile", action="store_true", help="also the compile times")
     parser.add_argument("--tune", action="store_true", help="also other block sizes")
+    parser.add_argument("--tuple-step", action="store_true",
+                        help="also the rejected one-step-on-a-tuple micro-kernel")
     parser.add_argument("--asm", default="",
                         help="inner loop for LLVM CPUs at widths, e.g. znver4:512,haswell:256")
     args = parser.parse_args()
@@ -269,6 +354,9 @@ def main() -> None:
         compile_times()
     if args.tune:
         tune(args.repeats)
+    if args.tuple_step:
+        print("float64 8 x 6 micro-kernel, 256-bit, k = 256, in L1:")
+        tuple_step(args.repeats)
     if args.asm:
         print("inner loop of the micro-kernel compiled for (per loop iteration):")
         asm(args.asm)

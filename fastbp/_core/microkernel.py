@@ -14,7 +14,12 @@ stored with i contiguous: ``c[c_off + j * ldc + i]``.
 It is emitted as LLVM instructions (a numba intrinsic) because numba's loops do
 not reach it: numba turns LLVM's SLP vectorizer off, and the loop vectorizer
 vectorizes along k, the reduction index, instead of holding a register block
-across it.
+across it.  The k loop itself is in the IR, its accumulators phi nodes of
+vector type.  An intrinsic doing one k step on a block that numba carries
+between steps (a tuple of MR * NR values) was measured too: LLVM keeps the
+tuple as MR * NR scalar phis and rebuilds the vectors every step, through
+shuffles and the stack (8 x 6 float64: 86 stack accesses per k, a tenth of the
+speed; ``asv_bench/microkernel_sweep.py --tuple-step``).
 
 Summation order.  Every C[i, j] is ONE chain of fused multiply-adds over k in
 order, started from 0 (or from the C[i, j] in memory, when accumulating):
