@@ -10,6 +10,9 @@ names below and nothing else.  Inside it:
   compiled scalar formulas (exp, tanh, sigmoid, softplus).
 - ``kernels``: the forward, loss, backward and gradient loops and their
   serial and parallel drivers.
+- ``microkernel``: the outer-product register micro-kernel (LLVM vector
+  instructions at the host's width) and the packing and GEMM loops around it;
+  not yet used by ``kernels``.
 - ``train_kernels``: the compiled training loop and its records.
 - ``screen``: the compiled input screen.
 - ``memory``: the memory check made before large allocations.
