@@ -135,8 +135,18 @@ def widths(name: str, sizes, at_least: int = 2) -> tuple:
     return tuple(int(n) for n in sizes)
 
 
+def refuse_masked(name: str, A) -> None:
+    """A masked array is refused: NumPy's conversions drop the mask, so the
+    values under it would be used as if they were data."""
+    if isinstance(A, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not supported (the masked entries would "
+                        f"be used as they are); pass {name}.filled(value) or drop the masked "
+                        "rows")
+
+
 def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
     """A 2-D C-contiguous array of ``dtype`` with ``n_cols`` columns, all finite."""
+    refuse_masked(name, A)
     A = np.asarray(A)
     if A.dtype.kind != "f":
         raise TypeError(
@@ -188,6 +198,11 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
     Accepted forms: (N, n_out) floats; for cross_entropy integer class labels of
     shape (N,) (converted to one-hot rows); (N,) floats when n_out == 1.
     """
+    if Y is None:
+        raise TypeError(f"Y: expected the targets, an array of shape ({N}, {n_out})"
+                        f"{f' or ({N},)' if n_out == 1 or loss == 'cross_entropy' else ''}, "
+                        "got None")
+    refuse_masked("Y", Y)
     Y = np.asarray(Y)
     if Y.dtype.kind in "iub" and loss == "cross_entropy":
         if Y.ndim != 1:

@@ -35,6 +35,7 @@ import io
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -102,7 +103,9 @@ def check_destination(path, name: str = "path") -> str:
     TypeError
         ``path`` is not a str or os.PathLike.
     ValueError
-        ``path`` is empty, names an existing directory or ends with a separator.
+        ``path`` is empty, names an existing directory or ends with a separator,
+        or names something other than a regular file (a device, a FIFO, a
+        socket), which the atomic write would replace by a file.
     FileNotFoundError
         The directory that would hold the file does not exist.
     """
@@ -121,10 +124,23 @@ def check_destination(path, name: str = "path") -> str:
         example = os.path.join(path, "model.npz")
         raise ValueError(f"{name} {path!r}: is a directory, not a model file (name a file "
                          f"in it, such as {example!r})")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f"{name} {path!r}: {_kind(path)}, not a regular file: saving would "
+                         "replace it by a model file (name a file, such as 'model.npz')")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{name} {path!r}: no such directory {folder!r}")
     return path
+
+
+def _kind(path) -> str:
+    """What the existing non-regular file at ``path`` is, in words."""
+    mode = os.stat(path).st_mode
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"is {kind}"
+    return "is not a regular file"
 
 
 def save(path, net: Network, params: Params, *, metadata: dict | None = None) -> None:
@@ -176,7 +192,9 @@ def save(path, net: Network, params: Params, *, metadata: dict | None = None) ->
     fields["sha256"] = _checksum(FORMAT_VERSION, fields, theta)
     text = _canonical_json(fields)
     if len(text) > MAX_META_BYTES:
-        raise ValueError(f"metadata: {len(text)} bytes of JSON with the network description, "
+        # without metadata, the network's description alone is too long (many layers)
+        what = "metadata" if metadata else "net"
+        raise ValueError(f"{what}: {len(text)} bytes of JSON with the network description, "
                          f"more than the {MAX_META_BYTES} a model file may hold")
     meta_bytes = np.frombuffer(text, np.uint8)
     directory = os.path.dirname(os.path.abspath(path))
@@ -248,6 +266,9 @@ def load_with_metadata(path) -> tuple[Network, Params, dict | None]:
         raise FileNotFoundError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not os.path.isfile(path):
+        # a FIFO would block the open until a writer comes; a device reads for ever
+        raise ModelFileError(f"{path}: {_kind(path)}, not a model file")
 
     def fail(problem):
         return ModelFileError(f"{path}: {problem}")

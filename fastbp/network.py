@@ -336,16 +336,19 @@ class Network:
                 return Y
         return None
 
-    def _inputs(self, params, X, Y=None):
-        """(theta, X, Y) validated and converted for the kernels (Y stays None
-        when not given): as they are when ``_ready``, else through the full
-        checks and conversions."""
-        Yr = self._ready(params, X, self._plan.no_targets if Y is None else Y)
+    def _inputs(self, params, X, Y=None, targets=False):
+        """(theta, X, Y) validated and converted for the kernels: as they are
+        when ``_ready``, else through the full checks and conversions.  Without
+        ``targets`` (a call that takes none) Y stays None; with it, Y is
+        required."""
+        Yr = None
+        if Y is not None or not targets:
+            Yr = self._ready(params, X, self._plan.no_targets if Y is None else Y)
         if Yr is not None:
             return params.flat, X, (None if Y is None else Yr)
         theta = self.check_params(params)
         X = as_float_matrix("X", X, self.sizes[0], self.dtype)
-        if Y is not None:
+        if Y is not None or targets:
             Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
         return theta, X, Y
 
@@ -384,7 +387,7 @@ class Network:
         """
         Yr = self._ready(params, X, Y)
         if Yr is None:
-            theta, X, Y = self._inputs(params, X, Y)
+            theta, X, Y = self._inputs(params, X, Y, targets=True)
         else:
             theta, Y = params.flat, Yr
         J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad))
@@ -395,7 +398,7 @@ class Network:
 
     def loss(self, params, X, Y) -> float:
         """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
-        theta, X, Y = self._inputs(params, X, Y)
+        theta, X, Y = self._inputs(params, X, Y, targets=True)
         return self._plan.loss(theta, X, Y)
 
     def forward(self, params, X) -> np.ndarray:

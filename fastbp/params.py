@@ -15,6 +15,7 @@ __all__ = ["Layers", "Params", "as_flat", "layer_offsets", "n_params"]
 
 import numpy as np
 
+from ._checks import is_bool, widths
 from ._core import check_memory, layer_offsets, n_params
 
 
@@ -26,6 +27,11 @@ def as_flat(name: str, flat, n: int, dtype=None) -> np.ndarray:
     if not isinstance(flat, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(flat).__name__}")
     if flat.dtype not in (np.float32, np.float64):
+        if flat.dtype.kind == "f" and flat.dtype.newbyteorder("=") in (np.float32, np.float64):
+            native = flat.dtype.newbyteorder("=").name
+            raise TypeError(f"{name}: dtype must be float32 or float64 in the machine's byte "
+                            f"order, got {flat.dtype.str} (convert with "
+                            f"{name}.astype({native!r}))")
         raise TypeError(f"{name}: dtype must be float32 or float64, got {flat.dtype}")
     if flat.ndim != 1:
         raise ValueError(f"{name}: expected a 1-D vector of {n} parameters, got shape "
@@ -81,8 +87,9 @@ class Params:
         One flag per layer l = 1..L.
     flat : ndarray of shape (n_params,)
         The parameter vector; kept as given when it is 1-D, C-contiguous and
-        float32/float64 (so ``Params.flat`` may be a view the caller owns),
-        otherwise copied.
+        float32/float64 in the machine's byte order (so ``Params.flat`` may be a
+        view the caller owns), otherwise copied (a float32/float64 vector of the
+        other byte order is converted to the machine's).
 
     Attributes
     ----------
@@ -97,11 +104,20 @@ class Params:
     __slots__ = ("_flat", "_views", "bias", "sizes")
 
     def __init__(self, sizes: Sequence[int], bias: Sequence[bool], flat: np.ndarray):
-        sizes = tuple(int(n) for n in sizes)
-        bias = tuple(bool(f) for f in bias)
+        sizes = widths("sizes", sizes)
+        if isinstance(bias, (str, bytes)) or not hasattr(bias, "__len__"):
+            raise TypeError(f"bias: expected a sequence of {len(sizes) - 1} bools, got {bias!r}")
         if len(bias) != len(sizes) - 1:
             raise ValueError(f"bias: expected {len(sizes) - 1} flags, got {len(bias)}")
+        if not all(is_bool(f) for f in bias):
+            raise TypeError(f"bias: expected {len(sizes) - 1} bools, got {list(bias)}")
+        bias = tuple(bool(f) for f in bias)
+        if isinstance(flat, np.ma.MaskedArray):
+            raise TypeError("flat: expected a NumPy array, got a masked array (its masked "
+                            "entries would be used as they are; pass flat.filled(value))")
         flat = np.asarray(flat)
+        if flat.dtype.kind == "f" and not flat.dtype.isnative:
+            flat = flat.astype(flat.dtype.newbyteorder("="))
         if flat.dtype not in (np.float32, np.float64):
             raise TypeError(f"flat: dtype must be float32 or float64, got {flat.dtype}")
         if flat.ndim != 1 or not flat.flags.c_contiguous:

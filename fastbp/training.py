@@ -352,6 +352,8 @@ def train(
     entropy = secrets.randbits(128) if opts["seed"] is None else opts["seed"]
     streams = _Streams(entropy)  # as SeedSequence(None) when no seed was given
     X, Y, Xv, Yv = _split(net, X, Y, validation, streams)
+    if opts["inplace"]:
+        _refuse_aliases(params.flat, X=X, Y=Y, **{"validation[0]": Xv, "validation[1]": Yv})
 
     theta = params.flat if opts["inplace"] else theta0.copy()
     run = _records(net, theta, X, Y, Xv, Yv, opts, stop_rule, streams)
@@ -526,6 +528,9 @@ def _run(net, run, opts, seed):
             n = min(chunk, epochs - done)
             if done + n > times.shape[0]:
                 grown = min(epochs, max(2 * times.shape[0], done + n))
+                # loss, val_loss, val_accuracy and time: 4 float64 per epoch
+                _core.check_memory(f"train: the per-epoch records of {grown} epochs",
+                                   32 * grown)
                 records[5] = _core.Records(*(_grow(a, grown, np.nan) for a in records[5]))
                 times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
@@ -541,7 +546,7 @@ def _run(net, run, opts, seed):
             if callback is not None and done < epochs:
                 snapshot = _history(run, times, done, "completed", seed, net,
                                     model.theta.copy(), None)
-                if callback(snapshot):
+                if _stop_requested(callback(snapshot)):
                     stop_reason = "callback"
                     break
             # the time of a call includes its fixed cost, so this over-estimates
@@ -558,6 +563,24 @@ def _run(net, run, opts, seed):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _refuse_aliases(theta, **arrays):
+    """With ``inplace``, the data the run reads must not lie in the memory of
+    the parameters it writes: each update would change the data under it."""
+    for name, A in arrays.items():
+        if A.size and np.may_share_memory(A, theta):
+            raise ValueError(f"{name}: shares memory with params.flat, which inplace=True "
+                             f"updates as it trains; pass a copy ({name}.copy())")
+
+
+def _stop_requested(answer) -> bool:
+    """What the callback's return value says: stop when it is true."""
+    try:
+        return bool(answer)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"callback: must return True (stop), False or None, got "
+                        f"{type(answer).__name__} ({e})") from None
 
 
 def _grow(a, n, fill):

@@ -17,6 +17,8 @@ a decision, not a surprise.
   signature.
 - ``is_cache_error`` and ``purge_cache``: numba's cache files read as they are
   found; a truncated or garbled one makes every call fail until it is deleted.
+- ``compiler_locks``: numba's compiler lock and llvmlite's lock on LLVM, which
+  a fork must not copy while another thread holds them (``hold_across_fork``).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import os
 import threading
 import warnings
 
+import llvmlite.binding.ffi
 from numba import types
 from numba.core import caching, cgutils
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
 # njit(**NO_REFCOUNT): reference counting off; such a function must never allocate.
@@ -106,3 +110,31 @@ def purge_cache(dispatchers, exc: BaseException) -> None:
             warnings.warn(f"fastbp: numba's cache of the compiled core could not be read "
                           f"({type(exc).__name__}: {exc}); deleted it and compiling again",
                           RuntimeWarning, stacklevel=4)
+
+
+def compiler_locks() -> tuple:
+    """numba's compiler lock and llvmlite's lock on the LLVM library, in the
+    order numba takes them (the compiler lock first)."""
+    return (global_compiler_lock._lock, llvmlite.binding.ffi.lib._lock._lock)
+
+
+def hold_across_fork() -> None:
+    """Make every ``os.fork`` wait until no other thread compiles or loads code
+    (both locks free), and hold the locks while it forks.
+
+    A child forked while another thread held either lock (compiling a kernel,
+    loading one from the cache, looking up a compiled address) inherits it held
+    by a thread that does not exist in the child, and its first compilation or
+    address lookup then waits for ever.  Holding the locks across the fork
+    hands the child free ones."""
+    locks = compiler_locks()
+
+    def before():
+        for lock in locks:
+            lock.acquire()
+
+    def after():
+        for lock in reversed(locks):
+            lock.release()
+
+    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)

@@ -45,7 +45,7 @@ from . import train_kernels as tk
 from .config import SERIAL_BELOW
 from .functions import activate
 from .memory import check_memory
-from .numba_private import is_cache_error, purge_cache
+from .numba_private import hold_across_fork, is_cache_error, purge_cache
 from .screen import inputs_clean
 
 __all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_for"]
@@ -81,6 +81,8 @@ def _after_fork_in_child():
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+# a fork waits for any other thread's compilation, so the child's locks are free
+hold_across_fork()
 
 
 def parallel_available() -> bool:
