@@ -19,8 +19,8 @@ Launch policy (``launch``): the serial twin of a driver below ``SERIAL_BELOW``
 multiply-adds, when no thread-safe threading layer could be loaded, and in a
 child process forked after the parent launched GNU OpenMP threads (which
 cannot be used there); the parallel driver otherwise.  Both give the same bits.
-Above the threshold the plan also times its calls (``_Timings``, policy
-"adaptive", the default): a parallel call that waits for a worker thread (one
+Above the threshold the plan can also time its calls (``_Timings``, policy
+"adaptive", opt-in: ``POLICY``): a parallel call that waits for a worker thread (one
 woken after idle time, or sharing its core with another process or another
 library's spinning pool) can take many times the serial driver's time, so each
 entry point and batch size runs whichever driver its recent calls found
@@ -52,9 +52,15 @@ __all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_fo
 
 SERIAL, PARALLEL = "serial", "parallel"
 
-# "adaptive": above SERIAL_BELOW, the driver recent calls found faster (see
-# _Timings); "threshold": always the parallel one there.  FASTBP_LAUNCH sets it.
-POLICY = os.environ.get("FASTBP_LAUNCH", "adaptive")
+# "threshold" (the default): always the parallel driver above SERIAL_BELOW;
+# "adaptive": there, the driver recent calls found faster (see _Timings).
+# FASTBP_LAUNCH sets it.  Adaptive is not the default yet: measured with
+# fastbp bench (2 threads, NumPy interleaved, this 2-core machine), it ran the
+# C3-10000-f32 gradient at 28-29 ms against 21-23 ms always-parallel (a noisy
+# parallel driver loses some of its trials to a steady serial one), while with
+# another process holding a core it took a 600 x 40-64-8 gradient from 12-15 ms
+# to 0.8 ms.
+POLICY = os.environ.get("FASTBP_LAUNCH", "threshold")
 # Every REPROBE-th call of an entry point and batch size runs the driver that
 # is losing, so its time stays current.
 REPROBE = 16
@@ -143,9 +149,10 @@ class _Timings:
     entry point and batch size, and the choice they give: the first two calls
     run the parallel driver, the next two the serial one (the first call of
     each is not counted: it may compile, load the threading layer or fault in
-    fresh buffers); from then on the faster by the median of their last three
-    calls, except that every ``REPROBE``-th call runs the other (results are
-    the same bits either way)."""
+    fresh buffers); from then on the faster by the fastest of their last three
+    calls (noise and a one-off wake only ever add time; a driver whose last
+    three calls all stalled is slow for now), except that every
+    ``REPROBE``-th call runs the other (results are the same bits either way)."""
 
     __slots__ = ("calls", "parallel", "serial", "warm")
 
@@ -161,7 +168,7 @@ class _Timings:
             return True
         if not self.serial:
             return False
-        faster = _median3(self.parallel) < _median3(self.serial)
+        faster = min(self.parallel) < min(self.serial)
         return faster if self.calls % REPROBE else not faster
 
     def record(self, driver, seconds) -> None:
@@ -171,10 +178,6 @@ class _Timings:
         times = self.parallel if driver == PARALLEL else self.serial
         times.append(seconds)
         del times[:-3]
-
-
-def _median3(times):
-    return sorted(times)[len(times) // 2]
 
 
 class Workspaces:
