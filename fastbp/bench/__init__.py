@@ -18,6 +18,7 @@ flops) and one backward pass (deltas and weight gradients, 4 N n_w), so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -268,28 +269,20 @@ def interleaved(runs: dict, repeat: int, sample_time: float = 0.005,
         number[name] = max(1, min(10_000, int(sample_time / max(t, 1e-7))))
     samples = {name: [] for name in runs}
     spent = dict.fromkeys(runs, 0.0)
-    names = list(runs)
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(repeat):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                if spent[name] > budget and len(samples[name]) >= 3:
-                    continue
-                fn, n = runs[name], number[name]
-                if settle:
-                    time.sleep(settle)
-                    fn()  # untimed: wakes its threads and warms its caches again
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    fn()
-                dt = time.perf_counter() - t0
-                spent[name] += dt
-                samples[name].append(dt / n)
-    finally:
-        if gc_was:
-            gc.enable()
+    with _gc_off():
+        for name in _round_robin(list(runs), repeat):
+            if spent[name] > budget and len(samples[name]) >= 3:
+                continue
+            fn, n = runs[name], number[name]
+            if settle:
+                time.sleep(settle)
+                fn()  # untimed: wakes its threads and warms its caches again
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            dt = time.perf_counter() - t0
+            spent[name] += dt
+            samples[name].append(dt / n)
     return {name: (statistics.median(s), number[name], len(s), min(s), _p90(s))
             for name, s in samples.items()}
 
@@ -321,25 +314,37 @@ def single_calls(runs: dict, scenario: str, samples: int, before=None) -> dict:
     Returns ``{name: (median, calls per sample (1), samples, fastest, p90)}``.
     """
     times = {name: [] for name in runs}
-    names = list(runs)
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(samples):
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
-                if scenario == "idle":
-                    time.sleep(IDLE_S)
-                else:
-                    before()
-                t0 = time.perf_counter()
-                runs[name]()
-                times[name].append(time.perf_counter() - t0)
-    finally:
-        if gc_was:
-            gc.enable()
+    with _gc_off():
+        for name in _round_robin(list(runs), samples):
+            if scenario == "idle":
+                time.sleep(IDLE_S)
+            else:
+                before()
+            t0 = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - t0)
     return {name: (statistics.median(t), 1, len(t), min(t), _p90(t))
             for name, t in times.items()}
+
+
+def _round_robin(names, rounds):
+    """Each name once per round, the order rotating from round to round so that
+    no contender always follows the same one."""
+    for r in range(rounds):
+        k = r % len(names)
+        yield from names[k:] + names[:k]
+
+
+@contextlib.contextmanager
+def _gc_off():
+    """The garbage collector off while timing, as in ``timeit``."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _p90(samples) -> float:
