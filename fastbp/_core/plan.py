@@ -200,12 +200,14 @@ class Workspaces:
     MAX_BYTES = 1 << 28
     SIZES = 4
 
-    __slots__ = ("_P", "_S", "_dtype", "_free")
+    __slots__ = ("_P", "_S", "_dtype", "_free", "_row_bytes")
 
     def __init__(self, layout, dtype):
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
         self._P = kernels.panel_rows(layout)
+        # bytes of a set per example: acts, deltas and the panels
+        self._row_bytes = self._dtype.itemsize * (2 * self._S + self._P)
         self._free = {}
 
     def take(self, N: int):
@@ -221,20 +223,16 @@ class Workspaces:
 
     def give(self, N: int, ws) -> None:
         free = self._free
-        nbytes = _set_bytes(ws)
+        nbytes = N * self._row_bytes
         if N in free or nbytes > self.MAX_BYTES:
             return
         if len(free) >= self.SIZES:
             free.clear()  # a new mix of batch sizes: start over
         if nbytes > self.SMALL:  # replaces the kept large set, if any
-            for k, kept in list(free.items()):
-                if _set_bytes(kept) > self.SMALL:
+            for k in list(free):
+                if k * self._row_bytes > self.SMALL:
                     free.pop(k, None)
         free[N] = ws
-
-
-def _set_bytes(ws) -> int:
-    return 2 * ws[0].nbytes + ws[3].nbytes
 
 
 class Drivers(NamedTuple):
@@ -274,8 +272,8 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_l2_arg", "_row_sum_tol", "_scalar", "_timings", "_workspaces",
-                 "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
+    __slots__ = ("__weakref__", "_l2_arg", "_one", "_row_sum_tol", "_scalar", "_serial_rows",
+                 "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
                  "no_targets", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
@@ -290,6 +288,9 @@ class Plan:
         # faster than NumPy scalars, and as the same float64), np.float32 otherwise.
         self._scalar = float if self.dtype == np.float64 else self.dtype.type
         self._l2_arg = self._scalar(l2)
+        self._one = self._scalar(1.0)
+        # batches of fewer examples than this are below SERIAL_BELOW (``_work``)
+        self._serial_rows = -(-SERIAL_BELOW // (self.n_params + self.sizes[0]))
         self._row_sum_tol = float(row_sum_tol) * self.sizes[-1]
         self._workspaces = Workspaces(self.layout, self.dtype)
         # Y of a call without targets (no rows, so nothing can write into it)
@@ -336,14 +337,14 @@ class Plan:
     def loss_and_grad(self, theta, X, Y, input_grad=False):
         """(J, dJ/dtheta, dJ/dX or None): one gradient driver call."""
         N = X.shape[0]
-        scale = self._scalar(1.0 / N if self.mean else 1.0)
+        scale = self._scalar(1.0 / N) if self.mean else self._one
         workspaces = self._workspaces
         acts, deltas, losses, panels = ws = workspaces.take(N)
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
                 acts, deltas, losses, grad, panels)
         try:
-            if N * (self.n_params + self.sizes[0]) < SERIAL_BELOW:
+            if N < self._serial_rows:
                 J = kernels.loss_grad_serial(*args)
                 self.last_driver = SERIAL
             else:

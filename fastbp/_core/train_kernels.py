@@ -30,11 +30,12 @@ separate code generation, several seconds in all on a cold cache.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, typeof, types
+from numba import njit, types
 
 from .config import ERROR_MODEL, FASTMATH
 from .kernels import C_OUT, N_IN, N_OUT, W_OFF
@@ -445,7 +446,6 @@ def _driver_types(dtype):
 _loss_grad_at = function_at(lambda theta: _driver_types(np.dtype(str(theta.dtype)))[0])
 _forward_at = function_at(lambda theta: _driver_types(np.dtype(str(theta.dtype)))[1])
 
-_compiled = {}
 _addresses = {}
 
 
@@ -463,14 +463,38 @@ def driver_address(driver, dtype, which: int) -> int:
 
 
 def compiled_train_chunk(records):
-    """``train_chunk`` compiled (or loaded from the cache) for the types of
-    ``records`` (model, batches, opt, val, stop, records), on first use: its
-    signature is derived from the records, one compiled version per dtype."""
-    arg_types = tuple(typeof(r) for r in records)
-    fn = _compiled.get(arg_types)
-    if fn is None:
-        sig = types.UniTuple(types.int64, 2)(types.int64, types.int64, *arg_types,
-                                             types.int64, types.int64)
-        fn = _compiled[arg_types] = njit(sig, cache=True, nogil=True, error_model=ERROR_MODEL,
-                                         **NO_REFCOUNT)(train_chunk)
-    return fn
+    """``train_chunk`` for ``records`` (model, batches, opt, val, stop, records),
+    called as ``train_chunk`` itself is, compiled (or loaded from the cache) for
+    the types of the records' fields on first use: its signature is derived
+    from them, one compiled version per dtype."""
+    return _train_chunk_records
+
+
+def _train_chunk_records(loss_grad_addr, forward_addr, *args):
+    *recs, ep0, n_epochs = args
+    return _train_chunk_fields(loss_grad_addr, forward_addr, ep0, n_epochs,
+                               *itertools.chain.from_iterable(recs))
+
+
+# The records' fields, counted: where each record begins in the fields passed
+# flat to _train_chunk_fields (numba folds globals into constants).
+_M = len(Model._fields)
+_B = _M + len(Batches._fields)
+_O = _B + len(Optimizer._fields)
+_V = _O + len(Validation._fields)
+_S = _V + len(Stopping._fields)
+_R = _S + len(Records._fields)
+
+_train_chunk_inline = njit(inline="always", error_model=ERROR_MODEL, **NO_REFCOUNT)(train_chunk)
+
+
+@njit(cache=True, nogil=True, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def _train_chunk_fields(loss_grad_addr, forward_addr, ep0, n_epochs, *f):
+    """``train_chunk`` on the records' fields, passed one by one: numba's
+    dispatcher types arrays and scalars in C, while a record (a tuple) goes
+    through its Python ``typeof``, ~80 us per record per call, more than a
+    small run's whole training.  The records are rebuilt here, in compiled code."""
+    return _train_chunk_inline(loss_grad_addr, forward_addr, Model(*f[0:_M]),
+                               Batches(*f[_M:_B]), Optimizer(*f[_B:_O]),
+                               Validation(*f[_O:_V]), Stopping(*f[_V:_S]),
+                               Records(*f[_S:_R]), ep0, n_epochs)
