@@ -133,6 +133,28 @@ def test_wide_layers_and_long_batches(sizes, N, dtype, path):
            "l2": 0.01, "N": N, "labels": True, "seed": 3}, dtype, path=path)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_deep_network_of_mixed_widths(dtype, path):
+    """Forty layers whose widths fall on both sides of the tasks' 16-unit
+    blocks, so the task -> layer search (a binary search over the layout's
+    first-task columns) lands on every kind of layer boundary, the input
+    layer's transpose tasks included (input_grad)."""
+    widths = [3] + [17, 1, 33, 16, 2, 15, 48, 5] * 5
+    check({"sizes": widths, "activations": ["tanh"] * (len(widths) - 2) + ["identity"],
+           "loss": "sse", "bias": True, "reduction": "mean", "l2": 0.001, "N": 45,
+           "labels": False, "seed": 11}, dtype, path=path)
+
+
+def test_layout_first_task_columns():
+    """Each layer's first transpose and weight-gradient task, as the kernels
+    count them: blocks of 16 columns (n_in) and of 16 rows (n_out), from layer 1."""
+    from fastbp._core import kernels
+
+    layout = Network([17, 1, 33, 16], ["tanh", "tanh", "identity"], "sse").plan.layout
+    assert layout[:, kernels.T_TASK0].tolist() == [0, 2, 3]  # ceil(17/16), + ceil(1/16)
+    assert layout[:, kernels.G_TASK0].tolist() == [0, 1, 4]  # ceil(1/16), + ceil(33/16)
+
+
 @pytest.mark.parametrize("out_act, loss", PAIRS)
 def test_large_pre_activations_stay_finite_and_match(out_act, loss):
     """|z| up to ~1e3: no overflow in sigmoid, softmax or the cross-entropies

@@ -74,9 +74,10 @@ from .functions import (
 )
 from .numba_private import NO_REFCOUNT
 
-# Columns of the layout table (one row per layer l = 1..L, stored at row l - 1).
-N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT = range(7)
-LAYOUT_COLUMNS = 7
+# Columns of the layout table (one row per layer l = 1..L, stored at row l - 1);
+# T_TASK0 and G_TASK0: the layer's first _transpose_task and _weight_grad_task.
+N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, T_TASK0, G_TASK0 = range(9)
+LAYOUT_COLUMNS = 9
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
 BLOCK = 32  # examples per parallel task in phase 1
@@ -251,6 +252,22 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     deltas[e, c + k] = scale * r * derivative_from_a(act, a)
 
 
+@njit(inline="always", error_model=ERROR_MODEL)
+def _task_layer(layout, col, t):
+    """The layer (row of ``layout``) of task t: the last l with layout[l, col] <= t,
+    ``col`` holding each layer's first task (a non-decreasing column).  A binary
+    search, so a task costs O(log L), not O(L): a network of many narrow layers
+    would otherwise take time quadratic in its depth."""
+    lo, hi = 0, layout.shape[0] - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if layout[mid, col] <= t:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _transpose_tasks(layout, input_grad):
     """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
@@ -269,11 +286,10 @@ def _transpose_task(theta, layout, input_grad, WT, t):
     ``input_grad``) in order.  A copy is O(n_l n_{l-1}), the backward pass that
     reads it O(N n_l n_{l-1}).
     """
-    l = 0 if input_grad else 1
-    j0 = t * ROWS
-    while j0 >= layout[l, N_IN]:  # the layer and first column of task t
-        j0 -= ((layout[l, N_IN] + ROWS - 1) // ROWS) * ROWS
-        l += 1
+    if not input_grad:  # layer 1's tasks are skipped
+        t += layout[1, T_TASK0] if layout.shape[0] > 1 else 0
+    l = _task_layer(layout, T_TASK0, t)
+    j0 = (t - layout[l, T_TASK0]) * ROWS
     n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
     j1 = min(n_in, j0 + ROWS)
     # 8 rows of W at a time: their lines stay in L1 while the task's columns
@@ -427,11 +443,8 @@ def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
     value twice rather than adding it twice.  The grouping of every sum
     depends on N alone, so results do not depend on the tasks.
     """
-    l = 0
-    i0 = t * ROWS
-    while i0 >= layout[l, N_OUT]:  # the layer and first row of task t
-        i0 -= ((layout[l, N_OUT] + ROWS - 1) // ROWS) * ROWS
-        l += 1
+    l = _task_layer(layout, G_TASK0, t)
+    i0 = (t - layout[l, G_TASK0]) * ROWS
     L = layout.shape[0]
     lay = layout[l]
     n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]

@@ -521,15 +521,20 @@ def n_params(sizes, bias) -> int:
 
 def layout_table(sizes, activation_codes, bias) -> np.ndarray:
     """The kernels' int64 layout table (``kernels``' columns), read-only: per
-    layer n_in, n_out, the offsets of ``layer_offsets``, the activation code and
-    the columns of a^(l-1) and a^(l) in the batch buffers."""
+    layer n_in, n_out, the offsets of ``layer_offsets``, the activation code, the
+    columns of a^(l-1) and a^(l) in the batch buffers, and the layer's first
+    transpose and weight-gradient tasks (each counted from layer 1)."""
     L = len(sizes) - 1
     table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
-    col = 0
+    col = t_task = g_task = 0
+    rows = kernels.ROWS
     for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
         n_in, n_out = sizes[l - 1], sizes[l]
-        table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in)
+        table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in,
+                        t_task, g_task)
         col += n_in
+        t_task += -(-n_in // rows)  # the kernels' tasks: blocks of ROWS columns or rows
+        g_task += -(-n_out // rows)
     table.setflags(write=False)
     return table
 
