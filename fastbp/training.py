@@ -19,6 +19,7 @@ import math
 import numbers
 import secrets
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -49,6 +50,9 @@ DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
 # Python between chunks costs nothing measurable, short enough for a live
 # progress bar and a prompt Ctrl-C.
 _CHUNK_SECONDS = 0.25
+# Chunks expected to run longer than this run in a worker thread (``_watched``),
+# so that Ctrl-C stops them within a mini-batch; starting the thread costs ~0.1 ms.
+_WATCHED_CHUNK_S = 0.05
 # Pessimistic costs of a serial step (its fixed part: calls, zeroing, update)
 # and of a multiply-add of the forward pass (with its share of the backward
 # pass, gradient and activations), for sizing the first chunk: measured
@@ -502,7 +506,8 @@ def _stopping_record(net, rule, theta, Nv, Yv) -> _core.Stopping:
         MONITORS[monitor], offset, factor, divisor, 0.0 if rule is None else rule.tol,
         0 if rule is None else rule.patience, restore, np.array([best]),
         np.array([-1, 0 if rule is None else rule.count], dtype=np.int64),
-        np.empty_like(theta) if restore else theta[:0].copy(), theta.copy())
+        np.empty_like(theta) if restore else theta[:0].copy(), theta.copy(),
+        np.zeros(1, np.int64))
 
 
 def _run(net, run, opts, seed):
@@ -520,6 +525,7 @@ def _run(net, run, opts, seed):
     done = 0
     chunk = _first_chunk(run.N, run.B, run.Nv, plan.n_params + net.sizes[0],
                          not drivers.parallel)
+    per_epoch_guess = _epoch_guess(run.N, run.B, run.Nv, plan.n_params + net.sizes[0])
     outcome = _core.RUNNING
     stop_reason = "completed"
     t_start = time.perf_counter()
@@ -534,7 +540,11 @@ def _run(net, run, opts, seed):
                 records[5] = _core.Records(*(_grow(a, grown, np.nan) for a in records[5]))
                 times = _grow(times, grown, 0.0)
             t0 = time.perf_counter()
-            k, outcome = chunk_fn(loss_grad, drivers.forward, *records, done, n)
+            args = (loss_grad, drivers.forward, *records, done, n)
+            if n * per_epoch_guess > _WATCHED_CHUNK_S:
+                k, outcome = _watched(chunk_fn, args, records[4].interrupt)
+            else:
+                k, outcome = chunk_fn(*args)
             t1 = time.perf_counter()
             times[done:done + k] = (t0 - t_start) + (t1 - t0) * np.arange(1, k + 1) / k
             done += k
@@ -551,7 +561,7 @@ def _run(net, run, opts, seed):
                     break
             # the time of a call includes its fixed cost, so this over-estimates
             # an epoch: the next chunk stays within _CHUNK_SECONDS
-            per_epoch = max((t1 - t0) / k, 1e-9)
+            per_epoch = per_epoch_guess = max((t1 - t0) / k, 1e-9)
             chunk = max(1, min(256 * chunk, int(_CHUNK_SECONDS / per_epoch)))
             if per_epoch > _GIVE_UP * serial_epoch:
                 serial_epoch = math.inf
@@ -563,6 +573,34 @@ def _run(net, run, opts, seed):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _watched(chunk_fn, args, interrupt):
+    """``chunk_fn(*args)`` in a worker thread (the compiled chunk releases the
+    GIL), so that Ctrl-C reaches this thread at once: it then sets ``interrupt``,
+    which stops the chunk after its current mini-batch, waits for it and lets
+    the KeyboardInterrupt go on.  Without this, Python would handle the signal
+    only once the whole chunk (one epoch at least) had returned."""
+    result = []
+
+    def work():
+        try:
+            result.append(chunk_fn(*args))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            result.append(e)
+
+    worker = threading.Thread(target=work, name="fastbp-train", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    except KeyboardInterrupt:
+        interrupt[0] = 1
+        worker.join()
+        raise
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
 
 
 def _refuse_aliases(theta, **arrays):
@@ -658,9 +696,13 @@ def _first_chunk(N, B, Nv, per_example, serial) -> int:
     them."""
     if not serial:
         return 1
+    return max(1, int(_FIRST_CHUNK_SECONDS / _epoch_guess(N, B, Nv, per_example)))
+
+
+def _epoch_guess(N, B, Nv, per_example) -> float:
+    """A pessimistic estimate of an epoch's seconds (see ``_first_chunk``)."""
     steps = -(-N // B) + (Nv > 0)
-    epoch = steps * _STEP_SECONDS + (N + Nv) * per_example * _MULADD_SECONDS
-    return max(1, int(_FIRST_CHUNK_SECONDS / epoch))
+    return steps * _STEP_SECONDS + (N + Nv) * per_example * _MULADD_SECONDS
 
 
 def _split(net, X, Y, validation, streams):

@@ -53,7 +53,7 @@ BEST_EPOCH, WAIT = 0, 1
 # validation accuracy.
 MONITOR_LOSS, MONITOR_VAL_LOSS, MONITOR_ACCURACY = 0, 1, 2
 # Outcome of a chunk.
-RUNNING, EARLY_STOP, DIVERGED = 0, 1, 2
+RUNNING, EARLY_STOP, DIVERGED, INTERRUPTED = 0, 1, 2, 3
 
 # SplitMix64 constants (Steele, Lea and Flood 2014; the seeding generator of
 # xoshiro).  A private generator keeps shuffling in compiled code without
@@ -336,8 +336,10 @@ class Stopping(NamedTuple):
     its score's affine map (``_score``), tol and patience (0: never stop
     early), whether the best epoch's parameters are kept (into ``best_theta``),
     its state: the best score (float64[1]) and ``counters`` (int64[2]: the best
-    epoch, the epochs without improvement), and the parameters at the end of the
-    last epoch whose loss and parameters were finite (``finite_theta``)."""
+    epoch, the epochs without improvement), the parameters at the end of the
+    last epoch whose loss and parameters were finite (``finite_theta``), and
+    ``interrupt`` (int64[1]): set to nonzero by another thread, it stops the
+    chunk after the current mini-batch (``INTERRUPTED``)."""
 
     monitor: int
     offset: float
@@ -350,6 +352,7 @@ class Stopping(NamedTuple):
     counters: np.ndarray
     best_theta: np.ndarray
     finite_theta: np.ndarray
+    interrupt: np.ndarray
 
 
 class Records(NamedTuple):
@@ -378,7 +381,8 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
     Returns
     -------
     (int, int)
-        Epochs completed in this call, and RUNNING, EARLY_STOP or DIVERGED.
+        Epochs completed in this call, and RUNNING, EARLY_STOP, DIVERGED or
+        INTERRUPTED (the last epoch left incomplete).
     """
     theta, layout, loss_code, mean, l2 = model
     bt = batches
@@ -414,6 +418,8 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
             opt.step[0] += 1
             _update(opt, theta, bt.grad, opt.step[0])
+            if stop.interrupt[0] != 0:  # Ctrl-C in the caller: stop within a batch
+                return ep - ep0, INTERRUPTED
         J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
         val_loss = dt(0)
         if has_val:
