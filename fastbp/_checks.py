@@ -167,11 +167,11 @@ def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
     """``A`` as a C-contiguous array of ``dtype`` (itself when it already is one),
     all finite: a NaN or inf is named where it is, and a finite value that the
     conversion to a narrower dtype takes out of range is named as such."""
-    B = np.ascontiguousarray(A, dtype=dtype)
-    if B is A:  # no conversion: nothing it could have taken out of range
-        check_finite(name, B)
-        return B
+    if A.dtype == dtype and A.flags.c_contiguous:  # no conversion: nothing out of range
+        check_finite(name, A)
+        return A
     with np.errstate(over="ignore", invalid="ignore"):
+        B = np.ascontiguousarray(A, dtype=dtype)
         clean = math.isfinite(B.sum())
     if not clean and np.isfinite(A).all():
         k = np.argwhere(~np.isfinite(B))[0]
