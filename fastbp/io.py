@@ -105,7 +105,9 @@ def check_destination(path, name: str = "path") -> str:
     ValueError
         ``path`` is empty, names an existing directory or ends with a separator,
         or names something other than a regular file (a device, a FIFO, a
-        socket), which the atomic write would replace by a file.
+        socket), which the atomic write would replace by a file; or ``path`` is
+        a symbolic link that cannot be resolved to a file to write (a loop, or a
+        dangling link whose target's directory does not exist).
     FileNotFoundError
         The directory that would hold the file does not exist.
     """
@@ -127,10 +129,31 @@ def check_destination(path, name: str = "path") -> str:
     if os.path.exists(path) and not os.path.isfile(path):
         raise ValueError(f"{name} {path!r}: {_kind(path)}, not a regular file: saving would "
                          "replace it by a model file (name a file, such as 'model.npz')")
+    if os.path.islink(path):
+        _link_target(path, name)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{name} {path!r}: no such directory {folder!r}")
     return path
+
+
+def _link_target(path: str, name: str = "path") -> str:
+    """The file that saving to ``path`` writes: ``path`` itself, or where the
+    symbolic link ``path`` leads (through every link in the chain), so that the
+    link stays a link and points to the new content.  ValueError naming ``path``
+    where there is no such file to write: a loop of links, or a dangling link
+    whose target's directory does not exist."""
+    if not os.path.islink(path):
+        return path
+    target = os.path.realpath(path)
+    if os.path.islink(target):  # realpath stops at a loop and returns a link
+        raise ValueError(f"{name} {path!r}: a symbolic link that does not resolve (a loop of "
+                         "links); name a file, such as 'model.npz'")
+    folder = os.path.dirname(target)
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name} {path!r}: a dangling symbolic link to {target!r}, whose "
+                         f"directory {folder!r} does not exist")
+    return target
 
 
 def _kind(path) -> str:
@@ -151,7 +174,9 @@ def save(path, net: Network, params: Params, *, metadata: dict | None = None) ->
     path : str or os.PathLike
         Destination, written exactly as named (no suffix added); an existing file
         is replaced only once the new one is complete on disk.  Checked first by
-        ``check_destination``.
+        ``check_destination``.  A symbolic link is followed: the new file replaces
+        the link's target (a dangling link's target is created, if its directory
+        exists), and the link stays a link to it.
     net : Network
     params : Params
         Parameters of ``net`` (stored in the network's dtype).
@@ -197,6 +222,8 @@ def save(path, net: Network, params: Params, *, metadata: dict | None = None) ->
         raise ValueError(f"{what}: {len(text)} bytes of JSON with the network description, "
                          f"more than the {MAX_META_BYTES} a model file may hold")
     meta_bytes = np.frombuffer(text, np.uint8)
+    # a symlink's target is replaced, not the link (checked again: it may have changed)
+    path = _link_target(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
                                suffix=".tmp")

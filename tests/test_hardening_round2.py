@@ -248,6 +248,69 @@ def test_fork_while_another_thread_compiles():
     assert out.strip() == "child 0"
 
 
+def test_fork_while_another_thread_runs_a_parallel_region():
+    """A child forked at any moment while another thread of the parent is
+    inside a parallel gradient (GNU OpenMP's team busy) runs the serial kernels
+    and gives the parent's bits; none crashes or hangs."""
+    code, out, err = _python("""
+        import os, random, threading, time
+        import numpy as np
+        import fastbp
+
+        net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
+        p = net.init(1)
+        rng = np.random.default_rng(0)
+        X, Y = rng.normal(size=(600, 40)), rng.integers(0, 8, 600)
+        J0, g0 = net.loss_and_grad(p, X, Y)
+        assert net.plan.last_driver == "parallel", net.plan.last_driver
+        expected = g0.flat.copy()
+
+        stop = threading.Event()
+        calls = [0]
+
+        def compute():
+            while not stop.is_set():
+                J, g = net.loss_and_grad(p, X, Y)
+                if not np.array_equal(g.flat, expected):
+                    os._exit(7)
+                calls[0] += 1
+
+        t = threading.Thread(target=compute, daemon=True)
+        t.start()
+        while calls[0] < 3:
+            time.sleep(0.001)
+        results = []
+        pick = random.Random(0)
+        for i in range(5):
+            time.sleep(pick.uniform(0.0, 0.02))
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    J, g = net.loss_and_grad(p, X, Y)
+                    ok = (np.array_equal(g.flat, expected) and J == J0
+                          and net.plan.last_driver == "serial")
+                    os._exit(0 if ok else 1)
+                except BaseException:
+                    os._exit(2)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    results.append(os.waitstatus_to_exitcode(status))
+                    break
+                time.sleep(0.01)
+            else:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+                results.append("hung")
+        stop.set()
+        t.join()
+        print("children", results, "parent calls", calls[0] > 3)
+    """, timeout=120)
+    assert code == 0, err
+    assert out.strip() == "children [0, 0, 0, 0, 0] parent calls True", out
+
+
 # ---------------------------------------------------------------- resources
 
 

@@ -533,6 +533,67 @@ def test_save_rejects_an_empty_path_or_a_directory_before_any_work(tmp_path, mon
         check_destination(3)
 
 
+@pytest.mark.skipif(not hasattr(os, "symlink") or sys.platform == "win32",
+                    reason="symbolic links")
+def test_save_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    net = NETS[0]
+    real = tmp_path / "models"
+    real.mkdir()
+    target = real / "m.npz"
+    fastbp.save(target, net, net.init(seed=0))
+    os.chmod(target, 0o640)
+    link = tmp_path / "current.npz"
+    os.symlink(target, link)
+    fastbp.save(link, net, net.init(seed=1))
+    assert os.path.islink(link) and os.readlink(link) == str(target)
+    assert fastbp.load(link)[1] == net.init(seed=1)
+    assert fastbp.load(target)[1] == net.init(seed=1)
+    assert os.stat(target).st_mode & 0o777 == 0o640
+    assert sorted(os.listdir(tmp_path)) == ["current.npz", "models"]
+    assert os.listdir(real) == ["m.npz"]  # the temporary file was in the target's folder
+
+    # a chain of links, relative: the last target is written
+    chain = tmp_path / "chain.npz"
+    os.symlink("current.npz", chain)
+    fastbp.save(chain, net, net.init(seed=2))
+    assert os.path.islink(chain) and os.path.islink(link)
+    assert fastbp.load(target)[1] == net.init(seed=2)
+
+    # dangling, its target's folder there: the target is created
+    dangling = tmp_path / "next.npz"
+    os.symlink(real / "new.npz", dangling)
+    fastbp.save(dangling, net, net.init(seed=3))
+    assert os.path.islink(dangling)
+    assert fastbp.load(real / "new.npz")[1] == net.init(seed=3)
+
+    # dangling into a missing folder, or a loop: refused, naming the path, nothing written
+    lost = tmp_path / "lost.npz"
+    os.symlink(tmp_path / "nowhere" / "m.npz", lost)
+    with pytest.raises(ValueError, match=r"^path '.*lost\.npz': a dangling symbolic link"):
+        fastbp.save(lost, net, net.init(seed=0))
+    loop = tmp_path / "loop.npz"
+    os.symlink(loop, loop)
+    with pytest.raises(ValueError, match=r"^path '.*loop\.npz': a symbolic link that does not"):
+        fastbp.save(loop, net, net.init(seed=0))
+    assert os.path.islink(lost) and os.path.islink(loop)
+    assert not (tmp_path / "nowhere").exists()
+
+    # a link to a directory or to a FIFO is refused as they are
+    dir_link = tmp_path / "dir.npz"
+    os.symlink(real, dir_link)
+    with pytest.raises(ValueError, match="is a directory"):
+        fastbp.save(dir_link, net, net.init(seed=0))
+    if hasattr(os, "mkfifo"):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        fifo_link = tmp_path / "fifo.npz"
+        os.symlink(fifo, fifo_link)
+        with pytest.raises(ValueError, match="is a FIFO"):
+            fastbp.save(fifo_link, net, net.init(seed=0))
+        assert os.path.islink(fifo_link)
+    assert sorted(os.listdir(real)) == ["m.npz", "new.npz"]
+
+
 # ---------------------------------------------------------------------- more crafted files
 
 
