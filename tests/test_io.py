@@ -102,6 +102,15 @@ def _rewrite(path, theta=None, meta=None, extra=None):
     np.savez(path, **entries)
 
 
+def _shift_first_weight(path):
+    """Rewrite the file with its first parameter changed by 1 and nothing else
+    (a valid archive whose checksum no longer matches)."""
+    with np.load(path) as a:
+        theta = a["theta"].copy()
+    theta[0] += 1.0
+    _rewrite(path, theta=theta)
+
+
 def _meta(path):
     with np.load(path) as a:
         return json.loads(a["meta"].tobytes())
@@ -133,10 +142,7 @@ def test_flipped_byte_in_weights_rejected(tmp_path):
 
 def test_tampered_weights_with_valid_zip_rejected(tmp_path):
     path = _saved(tmp_path)
-    with np.load(path) as a:
-        theta = a["theta"].copy()
-    theta[0] += 1.0
-    _rewrite(path, theta=theta)
+    _shift_first_weight(path)
     with pytest.raises(ModelFileError, match="checksum"):
         fastbp.load(path)
 
@@ -487,10 +493,7 @@ def test_version_1_files_still_load(tmp_path, net):
     net2, p2, extra = fastbp.io.load_with_metadata(path)
     assert net2 == net and p2 == p and extra == {"features": ["a", "b"]}
     # its checksum still guards its parameters
-    with np.load(path) as a:
-        theta = a["theta"].copy()
-    theta[0] += 1.0
-    _rewrite(path, theta=theta)
+    _shift_first_weight(path)
     with pytest.raises(ModelFileError, match="v1.npz: parameters do not match their checksum"):
         fastbp.load(path)
 
