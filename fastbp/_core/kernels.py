@@ -58,7 +58,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
 from .config import ERROR_MODEL, FASTMATH
 from .functions import (
@@ -72,7 +72,7 @@ from .functions import (
     log1pexp,
 )
 from .microkernel import _even_step, block_sizes, micro_kernel, pack_a, pack_b
-from .numba_private import NO_REFCOUNT
+from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
 # T_TASK0 and G_TASK0: the layer's first _transpose_task and _weight_grad_task;
@@ -296,7 +296,7 @@ def _transpose_tasks(layout, input_grad):
     return T
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _transpose_task(theta, layout, input_grad, WT, t):
     """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
     the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
@@ -398,7 +398,7 @@ def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
 # ---------------------------------------------------------------- micro-kernel layers
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _pack_weights(theta, layout, scratch, backward, input_grad):
     """W^(l) (and, with ``backward``, W^(l)T for l >= 2, and for l = 1 with
     ``input_grad``) of every wide layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
@@ -519,7 +519,7 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
                 scratch[row + (i // NR) * NR * kc + i % NR] = d[i] if i < n_out else zero
 
 
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
                    input_grad, acts, deltas, losses, scratch, work, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
@@ -575,7 +575,7 @@ def _grad_blocks(n_in, n_out, MR, NR, MC):
     return rows, cols, (n_in + rows - 1) // rows, (n_out + cols - 1) // cols
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
@@ -670,40 +670,105 @@ def _total_loss(theta, layout, losses, scale, l2):
 
 
 # ---------------------------------------------------------------- drivers
+#
+# The drivers call the four workers above through their addresses (``fns``,
+# from ``worker_addresses``), not as functions: a call to a compiled function
+# links the callee's code into the caller, where numba and LLVM process it
+# again, once per driver; through an address each worker is compiled once per
+# dtype and the four drivers hold only their loops (a cold start of the
+# gradient, import to result, 27 s linked against XX s).
+
+EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, TRANSPOSE_TASK, PACK_WEIGHTS = range(4)
+_WORKERS = (_example_block, _weight_grad_task, _transpose_task, _pack_weights)
+
+
+def _worker_types(dtype):
+    """The signatures of the four workers for parameters of ``dtype``: the
+    caller's arrays that a worker only reads (theta, X, Y) typed read-only, so
+    that a read-only input array passes too."""
+    f = types.float64 if np.dtype(dtype) == np.float64 else types.float32
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    rvec = types.Array(f, 1, "C", readonly=True)
+    rmat = types.Array(f, 2, "C", readonly=True)
+    lay = types.Array(types.int64, 2, "C", readonly=True)
+    i64, b = types.int64, types.boolean
+    return (types.none(rvec, vec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64,
+                       i64, i64),
+            types.none(rvec, lay, vec, mat, i64, vec, f, i64),
+            types.none(rvec, lay, b, vec, i64),
+            types.none(rvec, lay, vec, b, b))
+
+
+def _at(which):
+    return function_at(lambda like: types.FunctionType(
+        _worker_types(np.dtype(str(like.dtype)))[which]))
+
+
+_example_block_at, _weight_grad_task_at, _transpose_task_at, _pack_weights_at = (
+    _at(w) for w in range(4))
+
+_addresses = {}
+
+
+def worker_addresses(dtype) -> np.ndarray:
+    """The drivers' ``fns`` for ``dtype``: the addresses of the four workers'
+    compiled code (compiled, or loaded from the cache, on first use), read-only."""
+    dtype = np.dtype(dtype)
+    fns = _addresses.get(dtype)
+    if fns is None:
+        fns = np.array([compiled_address(w, sig) for w, sig in zip(_WORKERS,
+                                                                   _worker_types(dtype))],
+                       dtype=np.int64)
+        fns.setflags(write=False)
+        fns = _addresses.setdefault(dtype, fns)
+    return fns
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _phase0(fns, theta, layout, input_grad, grad, scratch, backward):
+    """The narrow layers' W^T into ``grad`` (when ``backward``) and the packed
+    weights into ``scratch``: serial, O(weights)."""
+    if backward:
+        transpose = _transpose_task_at(fns[TRANSPOSE_TASK], scratch)
+        for t in range(_transpose_tasks(layout, input_grad)):
+            transpose(theta, layout, input_grad, grad, t)
+    pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
+    pack(theta, layout, scratch, backward, input_grad)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                       acts, deltas, losses, grad, scratch):
+                       acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``; the narrow layers' W^T and the packed weights done
     serially, then parallel over example blocks, then over weight-gradient
     tasks.  ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the
     end ``scratch[0]`` is 1 when every gradient entry is finite, else 0
-    (``_finite_flag``)."""
+    (``_finite_flag``).  ``fns``: ``worker_addresses(theta.dtype)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     # grad is free until phase 2 writes it: it holds the narrow layers' W^T.
     # Serial: the O(weights) copies are a few % of a gradient, while each
     # parallel region costs a launch, ~12 ms when another process holds a
     # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
-    for t in range(_transpose_tasks(layout, input_grad)):
-        _transpose_task(theta, layout, input_grad, grad, t)
-    _pack_weights(theta, layout, scratch, want, input_grad)
+    _phase0(fns, theta, layout, input_grad, grad, scratch, want)
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
-                       min(N, b * BLOCK + BLOCK))
+        # prange's index is unsigned; the workers' signatures take int64
+        b = np.int64(b)
+        block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+        block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+              deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
+              min(N, b * BLOCK + BLOCK))
     for t in prange(_weight_grad_tasks(layout, scratch)):
-        # prange's index is unsigned: cast, or the worker compiles a second time
-        _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, np.int64(t))
+        task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
+        task(theta, layout, scratch, deltas, N, grad, l2, np.int64(t))
     _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                     acts, deltas, losses, grad, scratch):
+                     acts, deltas, losses, grad, scratch, fns):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
 
@@ -713,33 +778,34 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
-    for t in range(_transpose_tasks(layout, input_grad)):
-        _transpose_task(theta, layout, input_grad, grad, t)
-    _pack_weights(theta, layout, scratch, want, input_grad)
+    _phase0(fns, theta, layout, input_grad, grad, scratch, want)
+    block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
-                       min(N, b * BLOCK + BLOCK))
+        block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+              deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
+              min(N, b * BLOCK + BLOCK))
+    task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
     for t in range(_weight_grad_tasks(layout, scratch)):
-        _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t)
+        task(theta, layout, scratch, deltas, N, grad, l2, t)
     _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
-                     scratch):
+                     scratch, fns):
     """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
     ``losses`` and J returned (as by ``loss_grad_parallel``), else 0.  Without
     targets (``want_loss`` False) Y is not read.  ``scratch``: at least
     ``scratch_size(layout, N, False)`` values."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
-    _pack_weights(theta, layout, scratch, no, no)
+    _phase0(fns, theta, layout, no, scratch, scratch, no)
     for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
-                       no, no, acts, acts, losses, scratch, _work(layout, N, no, b), b * BLOCK,
-                       min(N, b * BLOCK + BLOCK))
+        b = np.int64(b)
+        block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+        block(theta, scratch, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+              losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)
@@ -747,15 +813,15 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
-                   scratch):
+                   scratch, fns):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
-    _pack_weights(theta, layout, scratch, no, no)
+    _phase0(fns, theta, layout, no, scratch, scratch, no)
+    block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
-                       no, no, acts, acts, losses, scratch, _work(layout, N, no, b), b * BLOCK,
-                       min(N, b * BLOCK + BLOCK))
+        block(theta, scratch, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+              losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)

@@ -300,6 +300,12 @@ class Plan:
         self.last_driver = None
         self._timings = {}
 
+    @property
+    def fns(self) -> np.ndarray:
+        """The drivers' worker addresses (``kernels.worker_addresses``): compiled,
+        or loaded from the cache, at the first call that needs them."""
+        return kernels.worker_addresses(self.dtype)
+
     # ------------------------------------------------------------------ inputs
 
     def screen(self, theta, X, Y) -> bool:
@@ -344,7 +350,7 @@ class Plan:
         acts, deltas, losses, scratch = ws = workspaces.take(N)
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
-                acts, deltas, losses, grad, scratch)
+                acts, deltas, losses, grad, scratch, self.fns)
         try:
             if N < self._serial_rows:
                 J = kernels.loss_grad_serial(*args)
@@ -368,7 +374,7 @@ class Plan:
         acts, losses = ws[0], ws[2]
         scale = self._scalar(1.0 / N if self.mean else 1.0)
         args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
-                losses, ws[3])
+                losses, ws[3], self.fns)
         try:
             J = self._launch("loss" if want_loss else "forward", N, kernels.forward_parallel,
                              kernels.forward_serial, args)
@@ -461,7 +467,7 @@ class Plan:
         dt = self.dtype.type
         return (theta, self.layout, Xb, Yb, self.loss_code, dt(1.0 / B),
                 dt(self.l2), False, acts, deltas, losses, np.empty(self.n_params, self.dtype),
-                self.scratch(B))
+                self.scratch(B), self.fns)
 
     def _may_run_parallel(self, theta, work, X, Y, B) -> bool:
         """Whether one batch's work repays a launch and the parallel layer loads
