@@ -12,31 +12,26 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
 - ``scratch`` (``scratch_size(layout, N)`` values): a flag, the packed weights,
-  one packing buffer per thread, and (gradient drivers) the packed panels of
-  a^(l-1) and delta^(l) that the weight gradients read.
+  (gradient drivers) the packed panels of a^(l-1) and delta^(l) that the
+  weight gradients read, and one packing buffer per block of examples.
 
-Two ways to do a layer's multiply-adds, chosen by its shape (``GEMM``):
+Every multiply-add of the three equations (z = W a, sum_i W[i, j] delta_i,
+dW = sum_e delta a^T) runs in the register-blocked micro-kernel of
+``microkernel``: an MR x NR block of outputs held in vector registers for the
+whole sum, over operands packed into micro-panels.  W^(l) and W^(l)T are
+packed once per call (``_pack_weights``), a block of examples' activations or
+deltas once per product (``_block_product``), and the weight gradients'
+operands by the block of examples that produced them (``_to_panels``).  Each
+output is one chain of fused multiply-adds over its sum index in order, so its
+bits depend on the layer's shape and N alone: results are bit-identical for
+any thread count and any cut of the batch or of the units into tasks.  Three
+phases, each race-free:
 
-- wide layers (n_in and n_out at least ``GEMM_MIN``): the register-blocked
-  micro-kernel of ``microkernel`` (an MR x NR block of outputs held in vector
-  registers for the whole sum) over operands packed into micro-panels.  W^(l)
-  and W^(l)T are packed once per call (``_pack_weights``), a block of examples'
-  activations or deltas per product (``_block_product``), and the panels of
-  the weight gradient by the block that produced them (``_to_panels``).
-- narrow layers: a 4 x 3 tile of dot products over a contiguous sum index
-  (``_forward_layer``, ``_backward_layer``), which needs W^(l)T as a plain
-  transposed copy (``_transpose_task``).
-
-Either way every sum is one chain over its index in order, its grouping fixed
-by the layer's shape and N alone, so results are bit-identical for any thread
-count and any cut of the batch or of the units into tasks.  Three phases, each
-race-free:
-
-0. serial: the transposes and the packed weights (O(weights)).
+0. serial: the packed weights (O(weights)).
 1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
    output delta, backward, and the block's part of the panels; a block writes
-   only its own rows of the buffers, its own part of the panels and its
-   thread's packing buffer.
+   only its own rows of the buffers, its own part of the panels and its own
+   packing buffer.
 2. per (layer, block of inputs j, block of outputs i) task (parallel over
    tasks): dJ/dW[i, j] = sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a
    task writes only its own entries of the gradient.
@@ -48,9 +43,10 @@ for small problems, that only loop over the workers.
 Compile time shapes the structure.  Every compiled function costs a fixed
 share of a cold start, and each function that calls others links their code
 into its own and has LLVM optimize it all again, once per level.  So there are
-few workers, called directly by the drivers: ``_example_block`` only
-sequences them and is inlined into each driver at the Numba level, and no
-worker allocates (the serial drivers run without reference counting).
+three workers (``_pack_weights``, ``_example_block``, ``_weight_grad_task``),
+compiled once per dtype and called by the drivers through their addresses
+(see the drivers), and no worker allocates (they and the serial drivers run
+without reference counting).
 """
 
 from __future__ import annotations
@@ -75,21 +71,17 @@ from .microkernel import _even_step, block_sizes, micro_kernel, pack_a, pack_b
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
-# T_TASK0 and G_TASK0: the layer's first _transpose_task and _weight_grad_task;
-# GEMM: 1 for a layer done on the micro-kernel; PACK_W, PACK_T: where its packed
-# W and W^T start in the scratch (-1: none); PA_ROW, PD_ROW: its panel rows of
+# G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
+# packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
 # a^(l-1) and delta^(l); P0, P_ROWS, WORK (equal in every row): where the
 # panels start, the panel rows in all, and the values of one block's packing
-# buffer (0 when no layer is wide).
-(N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, T_TASK0, G_TASK0, GEMM, PACK_W, PACK_T,
- PA_ROW, PD_ROW, P0, P_ROWS, WORK) = range(17)
-LAYOUT_COLUMNS = 17
+# buffer.
+(N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
+ P0, P_ROWS, WORK) = range(15)
+LAYOUT_COLUMNS = 15
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
-BLOCK = 48  # examples per parallel task in phase 1 (a multiple of every NR)
-ROWS = 16  # columns of W^(l) per transpose task
-SHORT = 16  # backward sums over fewer units i than this run over the rows of W
-GEMM_MIN = 16  # layers with n_in and n_out both at least this use the micro-kernel
+BLOCK = 48  # examples per parallel task in phase 1 (a multiple of NR on 256-bit vectors)
 GCOLS = 8  # at most this many micro-panels (NR units i each) per weight-gradient task
 
 
@@ -115,94 +107,16 @@ def _work(layout, N, grad, b):
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _activate_rows(code, acts, e0, e1, c, n):
-    """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1.  ``code`` does
-    not change in the loop, so LLVM moves the branch in ``activate`` out of it
-    and each version of the loop body is one formula (vectorizable when the
-    formula is).  A copy of the loop per kind, written out, ran at the same
-    speed and cost ~1 s of cold start."""
-    for e in range(e0, e1):
-        a = acts[e, c:c + n]  # indices from 0: no negative-index fix-up in the loop
-        for k in range(n):
-            a[k] = activate(code, a[k])
-
-
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _derivative_rows(code, acts, deltas, e0, e1, c, n):
     """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
-    (004 eq. (4); 000 eq. (5b)); the branch on ``code`` as in ``_activate_rows``."""
+    (004 eq. (4); 000 eq. (5b)).  ``code`` does not change in the loop, so LLVM
+    moves the branch in ``derivative_from_a`` out of it and each version of the
+    loop body is one formula (vectorizable when the formula is)."""
     for e in range(e0, e1):
         a = acts[e, c:c + n]
         d = deltas[e, c:c + n]
         for k in range(n):
             d[k] *= derivative_from_a(code, a[k])
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _forward_layer(theta, lay, hidden, acts, e0, e1):
-    """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
-    (000 eq. before (1); 004 section 5), then, for a ``hidden`` layer,
-    a^(l)_i = f_l(z^(l)_i) in place.  The last layer keeps z: ``_output_delta``
-    needs it for a stable loss.
-
-    Register tile: 4 output units x 3 examples, twelve dot products sharing one
-    pass over j.  LLVM turns each into a vector accumulator (12 of the 16 ymm
-    registers), so each step loads 7 vectors for 12 multiply-adds.  The row
-    quadruple is the outer loop: W[i..i+3, :] stays in L1 while the block's
-    examples stream past from L2.  Past the last row or example the tile repeats
-    the last one (same value, written twice): one loop nest, no remainder code.
-    Each z_i(e) is one dot product whatever its place in a tile, so results do
-    not depend on the block boundaries.
-    """
-    n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = theta.dtype.type(0)
-    for i in range(0, n_out, 4):
-        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
-        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
-        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
-        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
-        b_0 = theta[b_off + i] if b_off >= 0 else zero
-        b_1 = theta[b_off + i1] if b_off >= 0 else zero
-        b_2 = theta[b_off + i2] if b_off >= 0 else zero
-        b_3 = theta[b_off + i3] if b_off >= 0 else zero
-        for e in range(e0, e1, 3):
-            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
-            x_p = acts[p, c_in:c_in + n_in]
-            x_q = acts[q, c_in:c_in + n_in]
-            x_r = acts[r, c_in:c_in + n_in]
-            z_0p = z_0q = z_0r = z_1p = z_1q = z_1r = zero
-            z_2p = z_2q = z_2r = z_3p = z_3q = z_3r = zero
-            for j in range(n_in):
-                # z_i(e) += W[i, j] * a_j(e)
-                z_0p += W_0[j] * x_p[j]
-                z_0q += W_0[j] * x_q[j]
-                z_0r += W_0[j] * x_r[j]
-                z_1p += W_1[j] * x_p[j]
-                z_1q += W_1[j] * x_q[j]
-                z_1r += W_1[j] * x_r[j]
-                z_2p += W_2[j] * x_p[j]
-                z_2q += W_2[j] * x_q[j]
-                z_2r += W_2[j] * x_r[j]
-                z_3p += W_3[j] * x_p[j]
-                z_3q += W_3[j] * x_q[j]
-                z_3r += W_3[j] * x_r[j]
-            acts[p, c_out + i] = z_0p + b_0
-            acts[q, c_out + i] = z_0q + b_0
-            acts[r, c_out + i] = z_0r + b_0
-            acts[p, c_out + i1] = z_1p + b_1
-            acts[q, c_out + i1] = z_1q + b_1
-            acts[r, c_out + i1] = z_1r + b_1
-            acts[p, c_out + i2] = z_2p + b_2
-            acts[q, c_out + i2] = z_2q + b_2
-            acts[r, c_out + i2] = z_2r + b_2
-            acts[p, c_out + i3] = z_3p + b_3
-            acts[q, c_out + i3] = z_3q + b_3
-            acts[r, c_out + i3] = z_3r + b_3
-    if hidden:
-        # 004 section 2; one loop per kind (identity: a = z, nothing to do)
-        _activate_rows(lay[ACT], acts, e0, e1, c_out, n_out)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -282,126 +196,13 @@ def _task_layer(layout, col, t):
     return lo
 
 
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _transpose_tasks(layout, input_grad):
-    """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
-    weight matrices of the narrow layers whose transpose the backward pass
-    reads (the wide ones read a packed W^T instead)."""
-    L = layout.shape[0]
-    T = layout[L - 1, T_TASK0]
-    if layout[L - 1, GEMM] == 0:
-        T += (layout[L - 1, N_IN] + ROWS - 1) // ROWS
-    if not input_grad and L > 1:
-        T -= layout[1, T_TASK0]
-    return T
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def _transpose_task(theta, layout, input_grad, WT, t):
-    """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
-    the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
-    narrow layers whose transpose the backward pass reads (l >= 2, and l = 1
-    when ``input_grad``) in order (``T_TASK0``; a wide layer has none).  A copy is O(n_l n_{l-1}), the backward pass that
-    reads it O(N n_l n_{l-1}).
-    """
-    if not input_grad:  # layer 1's tasks are skipped
-        t += layout[1, T_TASK0] if layout.shape[0] > 1 else 0
-    l = _task_layer(layout, T_TASK0, t)
-    j0 = (t - layout[l, T_TASK0]) * ROWS
-    n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
-    j1 = min(n_in, j0 + ROWS)
-    # 8 rows of W at a time: their lines stay in L1 while the task's columns
-    # are written out as 8-long runs of the rows of W^T
-    for i0 in range(0, n_out, 8):
-        for j in range(j0, j1):
-            for i in range(i0, min(n_out, i0 + 8)):
-                WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
-    """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
-    (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
-
-    ``act_prev`` < 0 means layer l - 1 is the input: then this is the input
-    gradient dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25)).
-    The sum reads the column W[:, j], which is row j of the transposed copy in
-    ``WT`` (``_transpose_task``): contiguous, so the backward pass has the
-    forward pass's register tile, 4 units j x 3 examples, twelve dot products
-    over i sharing one pass, and its remainder rule (repeat the last unit or
-    example).  Below ``SHORT`` terms (an output layer's few units) a dot product
-    would be all remainder code, so the sum runs instead over the rows W[i, :]
-    of ``theta``, each scaled by delta_i(e) and added in i order, vectorized
-    over j.  Either way each delta_j(e) is summed in an order fixed by the
-    layer's shape, the same for every example, so results do not depend on the
-    block boundaries.
-    """
-    n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = WT.dtype.type(0)
-    if n_out < SHORT:
-        for e in range(e0, e1):
-            out = deltas[e, c_in:c_in + n_in]
-            for j in range(n_in):
-                out[j] = zero
-            for i in range(n_out):
-                d_i = deltas[e, c_out + i]
-                W_i = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-                for j in range(n_in):
-                    out[j] += W_i[j] * d_i  # W[i, j] * delta_i(e)
-    # The same 4 x 3 tile as _forward_layer's, written out again over W^T and
-    # delta: one shared (non-inlined) tile function was measured at 1.2 s less
-    # cold start but 2-10% slower, so each equation keeps its own loop nest.
-    for j in range(0, n_in if n_out >= SHORT else 0, 4):
-        j1, j2, j3 = min(j + 1, n_in - 1), min(j + 2, n_in - 1), min(j + 3, n_in - 1)
-        V_0 = WT[w_off + j * n_out:w_off + (j + 1) * n_out]  # W[:, j]
-        V_1 = WT[w_off + j1 * n_out:w_off + (j1 + 1) * n_out]
-        V_2 = WT[w_off + j2 * n_out:w_off + (j2 + 1) * n_out]
-        V_3 = WT[w_off + j3 * n_out:w_off + (j3 + 1) * n_out]
-        for e in range(e0, e1, 3):
-            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
-            d_p = deltas[p, c_out:c_out + n_out]
-            d_q = deltas[q, c_out:c_out + n_out]
-            d_r = deltas[r, c_out:c_out + n_out]
-            s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
-            s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
-            for i in range(n_out):
-                # sum_i W[i, j] * delta_i(e)
-                s_0p += V_0[i] * d_p[i]
-                s_0q += V_0[i] * d_q[i]
-                s_0r += V_0[i] * d_r[i]
-                s_1p += V_1[i] * d_p[i]
-                s_1q += V_1[i] * d_q[i]
-                s_1r += V_1[i] * d_r[i]
-                s_2p += V_2[i] * d_p[i]
-                s_2q += V_2[i] * d_q[i]
-                s_2r += V_2[i] * d_r[i]
-                s_3p += V_3[i] * d_p[i]
-                s_3q += V_3[i] * d_q[i]
-                s_3r += V_3[i] * d_r[i]
-            deltas[p, c_in + j] = s_0p
-            deltas[q, c_in + j] = s_0q
-            deltas[r, c_in + j] = s_0r
-            deltas[p, c_in + j1] = s_1p
-            deltas[q, c_in + j1] = s_1q
-            deltas[r, c_in + j1] = s_1r
-            deltas[p, c_in + j2] = s_2p
-            deltas[q, c_in + j2] = s_2q
-            deltas[r, c_in + j2] = s_2r
-            deltas[p, c_in + j3] = s_3p
-            deltas[q, c_in + j3] = s_3q
-            deltas[r, c_in + j3] = s_3r
-    if act_prev > IDENTITY:  # identity (f' = 1) and the input (act_prev < 0) skip it
-        _derivative_rows(act_prev, acts, deltas, e0, e1, c_in, n_in)
-
-
 # ---------------------------------------------------------------- micro-kernel layers
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _pack_weights(theta, layout, scratch, backward, input_grad):
     """W^(l) (and, with ``backward``, W^(l)T for l >= 2, and for l = 1 with
-    ``input_grad``) of every wide layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
+    ``input_grad``) of every layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
     operand of ``_block_product`` for z = W a and for sum_i W[i, j] delta_i.
 
     A is packed per block of ``KC`` values of the sum index p (blocks of equal
@@ -410,8 +211,6 @@ def _pack_weights(theta, layout, scratch, backward, input_grad):
     ``A[i, p]`` at ``(i // MR) * MR * kc + (p - p0) * MR + i % MR``."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
     for l in range(layout.shape[0]):
-        if layout[l, GEMM] == 0:
-            continue
         n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
         # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
         pad = (n_out + MR - 1) // MR * MR
@@ -520,15 +319,14 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
-                   input_grad, acts, deltas, losses, scratch, work, e0, e1):
+def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
+                   acts, deltas, losses, scratch, work, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
-    the deltas from the last layer down (002 Table 1), wide layers on the
-    micro-kernel (packed W, W^T in ``scratch``), narrow ones reading W^T from
-    ``WT``, packing into ``scratch`` from ``work`` on (``_work``).  With
-    ``want_grad``, every a^(l) (l < L) and delta^(l) (l >= 1) also goes to the
-    panels in ``scratch`` for phase 2."""
+    the deltas from the last layer down (002 Table 1), on the packed W and W^T
+    in ``scratch``, packing the examples' values into ``scratch`` from ``work``
+    on (``_work``).  With ``want_grad``, every a^(l) (l < L) and delta^(l)
+    (l >= 1) also goes to the panels in ``scratch`` for phase 2."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
@@ -536,29 +334,26 @@ def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_gr
     L = layout.shape[0]
     for l in range(L):
         lay = layout[l]
-        if lay[GEMM]:
-            # z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i (000 eq. before (1); 004 section 5)
-            _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], work, acts, lay[C_IN],
-                           acts, lay[C_OUT], e0, e1)
-            _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1,
-                                lay[C_OUT], lay[N_OUT])
-        else:
-            _forward_layer(theta, lay, l < L - 1, acts, e0, e1)
+        # z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i (000 eq. before (1); 004 section 5),
+        # then a^(l) = f_l(z^(l)) for a hidden layer (004 section 2); the last layer
+        # keeps z: _output_delta needs it for a stable loss
+        _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], work, acts, lay[C_IN],
+                       acts, lay[C_OUT], e0, e1)
+        _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1, lay[C_OUT],
+                            lay[N_OUT])
     _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
         for l in range(L - 1, -1 if input_grad else 0, -1):
             lay = layout[l]
+            # delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i (004 eq. (4);
+            # 002 eq. (25) with (24); 000 eq. (12a)-(14)); for l = 1 the input gradient
+            # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25))
+            _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], work, deltas,
+                           lay[C_OUT], deltas, lay[C_IN], e0, e1)
             act_prev = layout[l - 1, ACT] if l > 0 else INPUT
-            if lay[GEMM]:
-                # delta^(l-1)_j = f'(z^(l-1)_j) sum_i W^(l)[i, j] delta^(l)_i (004 eq. (4);
-                # 002 eq. (25) with (24)); dJ/dx_j for l = 1 (004 eq. (7))
-                _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], work, deltas,
-                               lay[C_OUT], deltas, lay[C_IN], e0, e1)
-                if act_prev > IDENTITY:
-                    _derivative_rows(act_prev, acts, deltas, e0, e1, lay[C_IN], lay[N_IN])
-            else:
-                _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1)
+            if act_prev > IDENTITY:  # identity (f' = 1) and the input skip it
+                _derivative_rows(act_prev, acts, deltas, e0, e1, lay[C_IN], lay[N_IN])
         _to_panels(layout, acts, deltas, scratch, X.shape[0], e0, e1)
 
 
@@ -671,19 +466,18 @@ def _total_loss(theta, layout, losses, scale, l2):
 
 # ---------------------------------------------------------------- drivers
 #
-# The drivers call the four workers above through their addresses (``fns``,
+# The drivers call the three workers above through their addresses (``fns``,
 # from ``worker_addresses``), not as functions: a call to a compiled function
 # links the callee's code into the caller, where numba and LLVM process it
 # again, once per driver; through an address each worker is compiled once per
-# dtype and the four drivers hold only their loops (a cold start of the
-# gradient, import to result, 27 s linked against XX s).
+# dtype and the four drivers hold only their loops.
 
-EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, TRANSPOSE_TASK, PACK_WEIGHTS = range(4)
-_WORKERS = (_example_block, _weight_grad_task, _transpose_task, _pack_weights)
+EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS = range(3)
+_WORKERS = (_example_block, _weight_grad_task, _pack_weights)
 
 
 def _worker_types(dtype):
-    """The signatures of the four workers for parameters of ``dtype``: the
+    """The signatures of the three workers for parameters of ``dtype``: the
     caller's arrays that a worker only reads (theta, X, Y) typed read-only, so
     that a read-only input array passes too."""
     f = types.float64 if np.dtype(dtype) == np.float64 else types.float32
@@ -692,10 +486,9 @@ def _worker_types(dtype):
     rmat = types.Array(f, 2, "C", readonly=True)
     lay = types.Array(types.int64, 2, "C", readonly=True)
     i64, b = types.int64, types.boolean
-    return (types.none(rvec, vec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64,
-                       i64, i64),
+    return (types.none(rvec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64, i64,
+                       i64),
             types.none(rvec, lay, vec, mat, i64, vec, f, i64),
-            types.none(rvec, lay, b, vec, i64),
             types.none(rvec, lay, vec, b, b))
 
 
@@ -704,14 +497,13 @@ def _at(which):
         _worker_types(np.dtype(str(like.dtype)))[which]))
 
 
-_example_block_at, _weight_grad_task_at, _transpose_task_at, _pack_weights_at = (
-    _at(w) for w in range(4))
+_example_block_at, _weight_grad_task_at, _pack_weights_at = (_at(w) for w in range(3))
 
 _addresses = {}
 
 
 def worker_addresses(dtype) -> np.ndarray:
-    """The drivers' ``fns`` for ``dtype``: the addresses of the four workers'
+    """The drivers' ``fns`` for ``dtype``: the addresses of the three workers'
     compiled code (compiled, or loaded from the cache, on first use), read-only."""
     dtype = np.dtype(dtype)
     fns = _addresses.get(dtype)
@@ -724,39 +516,25 @@ def worker_addresses(dtype) -> np.ndarray:
     return fns
 
 
-@njit(inline="always", error_model=ERROR_MODEL)
-def _phase0(fns, theta, layout, input_grad, grad, scratch, backward):
-    """The narrow layers' W^T into ``grad`` (when ``backward``) and the packed
-    weights into ``scratch``: serial, O(weights)."""
-    if backward:
-        transpose = _transpose_task_at(fns[TRANSPOSE_TASK], scratch)
-        for t in range(_transpose_tasks(layout, input_grad)):
-            transpose(theta, layout, input_grad, grad, t)
-    pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
-    pack(theta, layout, scratch, backward, input_grad)
-
-
 @njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; the narrow layers' W^T and the packed weights done
-    serially, then parallel over example blocks, then over weight-gradient
+    ``deltas[:, :n_0]``; the packed weights done serially, then parallel over example blocks, then over weight-gradient
     tasks.  ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the
     end ``scratch[0]`` is 1 when every gradient entry is finite, else 0
     (``_finite_flag``).  ``fns``: ``worker_addresses(theta.dtype)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    # grad is free until phase 2 writes it: it holds the narrow layers' W^T.
-    # Serial: the O(weights) copies are a few % of a gradient, while each
-    # parallel region costs a launch, ~12 ms when another process holds a
+    # The weights are packed serially: O(weights), a few % of a gradient, while
+    # each parallel region costs a launch, ~12 ms when another process holds a
     # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
-    _phase0(fns, theta, layout, input_grad, grad, scratch, want)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
     for b in prange((N + BLOCK - 1) // BLOCK):
         # prange's index is unsigned; the workers' signatures take int64
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
               deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
               min(N, b * BLOCK + BLOCK))
     for t in prange(_weight_grad_tasks(layout, scratch)):
@@ -778,10 +556,10 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
-    _phase0(fns, theta, layout, input_grad, grad, scratch, want)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     for b in range((N + BLOCK - 1) // BLOCK):
-        block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
               deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
               min(N, b * BLOCK + BLOCK))
     task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
@@ -800,11 +578,11 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
     ``scratch_size(layout, N, False)`` values."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
-    _phase0(fns, theta, layout, no, scratch, scratch, no)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
     for b in prange((N + BLOCK - 1) // BLOCK):
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, scratch, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
               losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
@@ -817,10 +595,10 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, l
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
-    _phase0(fns, theta, layout, no, scratch, scratch, no)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     for b in range((N + BLOCK - 1) // BLOCK):
-        block(theta, scratch, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
               losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)

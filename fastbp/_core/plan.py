@@ -532,9 +532,8 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
     """The kernels' int64 layout table (``kernels``' columns) for parameters of
     ``dtype``, read-only: per layer n_in, n_out, the offsets of
     ``layer_offsets``, the activation code, the columns of a^(l-1) and a^(l) in
-    the batch buffers, the layer's first transpose and weight-gradient tasks
-    (each counted from layer 1), whether it runs on the micro-kernel, and where
-    its packed weights and panels lie in the drivers' scratch (in blocks of
+    the batch buffers, the layer's first weight-gradient task (counted from
+    layer 1), and where its packed weights and panels lie in the drivers' scratch (in blocks of
     the micro-kernel's sizes for ``dtype`` on this host)."""
     MR, NR, KC, MC, NC = microkernel.blocks(dtype)
     even_step = microkernel._even_step.py_func
@@ -544,23 +543,18 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
     def up(x, unit):
         return -(-x // unit) * unit
 
-    col = t_task = g_task = 0
+    col = g_task = 0
     pack = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
-    a_rows = sum(up(n, MR) for n in sizes[:-1])
-    pa_row, pd_row = 0, a_rows
+    pa_row, pd_row = 0, sum(up(n, MR) for n in sizes[:-1])
     for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
         n_in, n_out = sizes[l - 1], sizes[l]
-        gemm = n_in >= kernels.GEMM_MIN and n_out >= kernels.GEMM_MIN
-        pack_w = pack_t = -1
-        if gemm:
-            pack_w = pack
-            pack_t = pack_w + up(up(n_out, MR) * n_in, 16)
-            pack = pack_t + up(up(n_in, MR) * n_out, 16)
+        pack_w = pack
+        pack_t = pack_w + up(up(n_out, MR) * n_in, 16)
+        pack = pack_t + up(up(n_in, MR) * n_out, 16)
         table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in,
-                        t_task, g_task, gemm, pack_w, pack_t, pa_row, pd_row, 0, 0, 0)
+                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0, 0)
         col += n_in
-        if not gemm:  # the kernels' transpose tasks: blocks of ROWS columns of W
-            t_task += -(-n_in // kernels.ROWS)
+        # the kernels' weight-gradient tasks (kernels._grad_blocks)
         rows = even_step(n_in, MC, MR)
         cols = even_step(n_out, kernels.GCOLS * NR, NR)
         g_task += -(-n_in // rows) * -(-n_out // cols)
@@ -568,8 +562,7 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
-    if table[:, kernels.GEMM].any():  # one block's packing buffer (kernels._work)
-        table[:, kernels.WORK] = up(KC * up(kernels.BLOCK, NR), 16)
+    table[:, kernels.WORK] = up(KC * up(kernels.BLOCK, NR), 16)  # kernels._work
     table.setflags(write=False)
     return table
 
