@@ -466,7 +466,8 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
         X, Y, np.arange(N, dtype=np.int64),
         streams.shuffle_state() if shuffled else np.zeros(1, np.uint64), shuffled, minibatch,
         B, Xb, Yb, *plan.buffers(B), np.empty((r, n_0), dt), np.empty((r, n_L), dt),
-        *plan.buffers(r), np.empty_like(theta), plan.scratch(B), plan.fns)
+        *plan.buffers(r), np.empty_like(theta), plan.scratch(B),
+        plan.worker_table())
     optimizer = _core.Optimizer(
         _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
         scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),

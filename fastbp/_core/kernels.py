@@ -28,7 +28,7 @@ any thread count and any cut of the batch or of the units into tasks.  Three
 phases, each race-free:
 
 0. serial: the packed weights (O(weights)).
-1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
+1. per block of examples (``_block_rows``; parallel over blocks): forward, loss and
    output delta, backward, and the block's part of the panels; a block writes
    only its own rows of the buffers, its own part of the panels and its own
    packing buffer.
@@ -46,7 +46,10 @@ into its own and has LLVM optimize it all again, once per level.  So there are
 three workers (``_pack_weights``, ``_example_block``, ``_weight_grad_task``),
 compiled once per dtype and called by the drivers through their addresses
 (see the drivers), and no worker allocates (they and the serial drivers run
-without reference counting).
+without reference counting).  Every function here is cached only at the host's
+vector width (``microkernel.CACHE``): the micro-kernel's block sizes are
+constants in their code, and numba's cache is keyed on the source and the CPU,
+so code compiled under a forced width would otherwise be loaded at another.
 """
 
 from __future__ import annotations
@@ -67,40 +70,57 @@ from .functions import (
     exp,
     log1pexp,
 )
-from .microkernel import _even_step, block_sizes, micro_kernel, pack_a, pack_b
+from .microkernel import CACHE, _even_step, block_sizes, micro_kernel, pack_a, pack_b
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
 # G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
 # packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
 # a^(l-1) and delta^(l); P0, P_ROWS, WORK (equal in every row): where the
-# panels start, the panel rows in all, and the values of one block's packing
-# buffer.
+# panels start, the panel rows in all, and KC (the packing buffers hold KC
+# values per example, ``_work``).
 (N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
  P0, P_ROWS, WORK) = range(15)
 LAYOUT_COLUMNS = 15
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
-BLOCK = 48  # examples per parallel task in phase 1 (a multiple of NR on 256-bit vectors)
+# examples per phase-1 block (``_block_rows``): at least BLOCK_MIN (a multiple of
+# NR on 256-bit vectors), at most about BLOCK_MAX
+BLOCK_MIN, BLOCK_MAX = 48, 512
 GCOLS = 8  # at most this many micro-panels (NR units i each) per weight-gradient task
 
 
 def scratch_size(layout, N: int, grad: bool = True) -> int:
     """Values of the drivers' ``scratch`` for batches of up to N examples: the
     flag and the packed weights (``P0`` values), N values per panel row (the
-    gradient drivers only, ``grad``), then one packing buffer per block of
-    ``BLOCK`` examples (``_work``)."""
+    gradient drivers only, ``grad``), then the blocks' packing buffers
+    (``_work``: KC values per example of a block rounded up to NR <= 16, for at
+    most N + 64 such examples)."""
     return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0)
-               + -(-N // BLOCK) * layout[0, WORK])
+               + layout[0, WORK] * (2 * N + 16 * (-(-N // BLOCK_MIN) + 2)))
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
-def _work(layout, N, grad, b):
-    """Where the packing buffer of example block b starts in the scratch
-    (``scratch_size``).  One per block, not per thread: numba's thread index
-    is a symbol that only exists once its threads are started, which a
-    serial driver loaded from the cache never does."""
-    return layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0) + b * layout[0, WORK]
+def _block_rows(scratch, N, threads):
+    """Examples per phase-1 block for a batch of N on ``threads`` threads: as
+    many as possible (each block streams every packed W^(l) from memory once),
+    at most about BLOCK_MAX (the block's activations stay in L2), in at least two
+    blocks per thread when there are several (a thread held up elsewhere
+    delays only its share), and at least BLOCK_MIN; a multiple of NR (the
+    micro-kernel's columns).  The bits do not depend on it."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    count = max((N + BLOCK_MAX - 1) // BLOCK_MAX, 2 * threads if threads > 1 else 1)
+    rows = max((N + count - 1) // count, BLOCK_MIN)
+    return (rows + NR - 1) // NR * NR
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _work(layout, N, grad, b, rows):
+    """Where the packing buffer of example block b (of ``rows`` examples) starts in
+    the scratch (``scratch_size``).  One per block, not per thread: numba's
+    thread index is a symbol that only exists once its threads are started,
+    which a serial driver loaded from the cache never does."""
+    return layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0) + b * rows * layout[0, WORK]
 
 
 # ---------------------------------------------------------------- phase 1 workers
@@ -119,7 +139,7 @@ def _derivative_rows(code, acts, deltas, e0, e1, c, n):
             d[k] *= derivative_from_a(code, a[k])
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
                   e0, e1):
     """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
@@ -199,7 +219,7 @@ def _task_layer(layout, col, t):
 # ---------------------------------------------------------------- micro-kernel layers
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _pack_weights(theta, layout, scratch, backward, input_grad):
     """W^(l) (and, with ``backward``, W^(l)T for l >= 2, and for l = 1 with
     ``input_grad``) of every layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
@@ -227,7 +247,7 @@ def _pack_weights(theta, layout, scratch, backward, input_grad):
                        scratch, layout[l, PACK_T] + pad * p0)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
     """dst[e, d_col + i] = sum_p A[i, p] src[e, s_col + p] for examples e0..e1-1,
     i < m, p < k, with A packed at ``a_off`` of ``scratch`` (``_pack_weights``):
@@ -237,8 +257,8 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
     On the micro-kernel (``microkernel``: each entry one chain of fused
     multiply-adds over p in order, so the bits depend on k alone): per block of
     KC values of p, the examples' values are packed into micro-panels of NR
-    examples at ``work`` of ``scratch`` (the block's buffer: KC times BLOCK
-    rounded up to NR values), then for each block of MC rows of A (kept in L2) and each
+    examples at ``work`` of ``scratch`` (the block's buffer: KC times its
+    examples rounded up to NR values), then for each block of MC rows of A (kept in L2) and each
     micro-panel of examples (kept in L1), the micro-kernel runs over the
     block's micro-panels of A; blocks after the first continue each entry's
     chain from ``dst``."""
@@ -283,7 +303,7 @@ def _bias_activate_rows(code, hidden, theta, b_off, acts, e0, e1, c, n):
                 z[k] = activate(code, z[k])
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
     """a^(l-1)(e) and delta^(l)(e) of examples e0..e1-1, for every layer l, into
     the panels the weight gradients read (``_weight_grad_task``): the A and B
@@ -293,11 +313,10 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
     (e - q0) * MR + j % MR`` from the layer's A panels + pad_a * q0, delta_i(e)
     likewise with NR.  Written at the end of phase 1 by the block that owns
     those examples, while its rows are still in cache; lanes past n_in
-    (n_out) hold 0."""
+    (n_out) hold 0 (``_panel_runs``)."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
     k_step = _even_step(N, KC, 1)
     base = layout[0, P0]
-    zero = scratch.dtype.type(0)
     for l in range(layout.shape[0]):
         n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
         c_in, c_out = layout[l, C_IN], layout[l, C_OUT]
@@ -305,20 +324,39 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
         pd = base + layout[l, PD_ROW] * N
         pad_a = (n_in + MR - 1) // MR * MR
         pad_d = (n_out + NR - 1) // NR * NR
-        for e in range(e0, e1):
-            q0 = e // k_step * k_step
+        # the KC blocks of examples this block overlaps, one micro-panel at a time:
+        # consecutive examples' runs are adjacent in a panel (sequential writes)
+        for q0 in range(e0 // k_step * k_step, e1, k_step):
             kc = min(k_step, N - q0)
-            a = acts[e, c_in:c_in + n_in]
-            d = deltas[e, c_out:c_out + n_out]
-            row = pa + pad_a * q0 + (e - q0) * MR
-            for j in range(pad_a):
-                scratch[row + (j // MR) * MR * kc + j % MR] = a[j] if j < n_in else zero
-            row = pd + pad_d * q0 + (e - q0) * NR
-            for i in range(pad_d):
-                scratch[row + (i // NR) * NR * kc + i % NR] = d[i] if i < n_out else zero
+            ea, eb = max(e0, q0), min(e1, q0 + kc)
+            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * q0, q0, kc, MR)
+            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, NR)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, R):
+    """buf[e, c + u] into scratch[panels + (u // R) * R * kc + (e - q0) * R + u % R]
+    for examples ea..eb-1 and u < n, 0 past n up to a multiple of R: the
+    examples' R-long runs of the micro-panels of one block of kc examples from
+    q0, each run copied as one vector when R is a constant."""
+    zero = scratch.dtype.type(0)
+    full = n // R * R
+    for u0 in range(0, full, R):
+        for e in range(ea, eb):
+            d0 = panels + u0 * kc + (e - q0) * R
+            d = scratch[d0:d0 + R]
+            s = buf[e, c + u0:c + u0 + R]
+            for r in range(R):
+                d[r] = s[r]
+    if full < n:
+        for e in range(ea, eb):
+            d0 = panels + full * kc + (e - q0) * R
+            d = scratch[d0:d0 + R]
+            for r in range(R):
+                d[r] = buf[e, c + full + r] if full + r < n else zero
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
                    acts, deltas, losses, scratch, work, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
@@ -370,7 +408,7 @@ def _grad_blocks(n_in, n_out, MR, NR, MC):
     return rows, cols, (n_in + rows - 1) // rows, (n_out + cols - 1) // cols
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
@@ -467,12 +505,14 @@ def _total_loss(theta, layout, losses, scale, l2):
 # ---------------------------------------------------------------- drivers
 #
 # The drivers call the three workers above through their addresses (``fns``,
-# from ``worker_addresses``), not as functions: a call to a compiled function
+# from ``worker_table``), not as functions: a call to a compiled function
 # links the callee's code into the caller, where numba and LLVM process it
 # again, once per driver; through an address each worker is compiled once per
 # dtype and the four drivers hold only their loops.
 
-EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS = range(3)
+# fns: the workers' addresses, then the number of threads a parallel driver
+# cuts its blocks for (``_block_rows``; the serial drivers take 1)
+EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS, THREADS = range(4)
 _WORKERS = (_example_block, _weight_grad_task, _pack_weights)
 
 
@@ -502,41 +542,40 @@ _example_block_at, _weight_grad_task_at, _pack_weights_at = (_at(w) for w in ran
 _addresses = {}
 
 
-def worker_addresses(dtype) -> np.ndarray:
-    """The drivers' ``fns`` for ``dtype``: the addresses of the three workers'
-    compiled code (compiled, or loaded from the cache, on first use), read-only."""
+def worker_table(dtype, threads: int = 1) -> np.ndarray:
+    """A new ``fns`` for the drivers for ``dtype``: the addresses of the three
+    workers' compiled code (compiled, or loaded from the cache, once per
+    process), then ``threads`` (``THREADS``)."""
     dtype = np.dtype(dtype)
     fns = _addresses.get(dtype)
     if fns is None:
-        fns = np.array([compiled_address(w, sig) for w, sig in zip(_WORKERS,
-                                                                   _worker_types(dtype))],
-                       dtype=np.int64)
-        fns.setflags(write=False)
+        fns = [compiled_address(w, sig) for w, sig in zip(_WORKERS, _worker_types(dtype))]
         fns = _addresses.setdefault(dtype, fns)
-    return fns
+    return np.array(fns + [threads], dtype=np.int64)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``; the packed weights done serially, then parallel over example blocks, then over weight-gradient
     tasks.  ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the
     end ``scratch[0]`` is 1 when every gradient entry is finite, else 0
-    (``_finite_flag``).  ``fns``: ``worker_addresses(theta.dtype)``."""
+    (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     # The weights are packed serially: O(weights), a few % of a gradient, while
     # each parallel region costs a launch, ~12 ms when another process holds a
     # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
     _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
-    for b in prange((N + BLOCK - 1) // BLOCK):
+    rows = _block_rows(scratch, N, fns[THREADS])
+    for b in prange((N + rows - 1) // rows):
         # prange's index is unsigned; the workers' signatures take int64
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
         block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
-              min(N, b * BLOCK + BLOCK))
+              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              min(N, b * rows + rows))
     for t in prange(_weight_grad_tasks(layout, scratch)):
         task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
         task(theta, layout, scratch, deltas, N, grad, l2, np.int64(t))
@@ -544,7 +583,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad, scratch, fns):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
@@ -558,10 +597,11 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     want = N >= 0
     _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-    for b in range((N + BLOCK - 1) // BLOCK):
+    rows = _block_rows(scratch, N, 1)
+    for b in range((N + rows - 1) // rows):
         block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, _work(layout, N, want, b), b * BLOCK,
-              min(N, b * BLOCK + BLOCK))
+              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              min(N, b * rows + rows))
     task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
     for t in range(_weight_grad_tasks(layout, scratch)):
         task(theta, layout, scratch, deltas, N, grad, l2, t)
@@ -569,7 +609,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
                      scratch, fns):
     """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
@@ -579,17 +619,18 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
     _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
-    for b in prange((N + BLOCK - 1) // BLOCK):
+    rows = _block_rows(scratch, N, fns[THREADS])
+    for b in prange((N + rows - 1) // rows):
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
         block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
-              losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
+              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
                    scratch, fns):
     """Serial twin of ``forward_parallel``."""
@@ -597,9 +638,10 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, l
     no = N < 0
     _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-    for b in range((N + BLOCK - 1) // BLOCK):
+    rows = _block_rows(scratch, N, 1)
+    for b in range((N + rows - 1) // rows):
         block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
-              losses, scratch, _work(layout, N, no, b), b * BLOCK, min(N, b * BLOCK + BLOCK))
+              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)

@@ -104,6 +104,10 @@ def launch(parallel_fn, serial_fn, work, args):
     global _parallel_ok, _probed
     if work < SERIAL_BELOW or not _parallel_ok:
         return serial_fn(*args), SERIAL
+    # the driver's fns: the thread count it cuts its blocks for (numba's count
+    # is per calling thread; a race between two callers changes only the cut,
+    # never the bits)
+    args[-1][kernels.THREADS] = numba.get_num_threads()
     if not _probed:
         with _probe_lock:  # the first launch loads the layer: done once, alone
             if not _probed:
@@ -207,7 +211,7 @@ class Workspaces:
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
         self._layout = layout
         # bytes of a set per example (about): acts, deltas and the drivers' scratch
-        per_example = int(layout[0, kernels.P_ROWS]) + int(layout[0, kernels.WORK]) // kernels.BLOCK
+        per_example = int(layout[0, kernels.P_ROWS]) + 2 * int(layout[0, kernels.WORK])
         self._row_bytes = self._dtype.itemsize * (2 * self._S + per_example)
         self._free = {}
 
@@ -274,8 +278,8 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_l2_arg", "_one", "_row_sum_tol", "_scalar", "_serial_rows",
-                 "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
+    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
+                 "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
                  "no_targets", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
@@ -299,12 +303,21 @@ class Plan:
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         self.last_driver = None
         self._timings = {}
+        self._fns = None
 
     @property
     def fns(self) -> np.ndarray:
-        """The drivers' worker addresses (``kernels.worker_addresses``): compiled,
-        or loaded from the cache, at the first call that needs them."""
-        return kernels.worker_addresses(self.dtype)
+        """The drivers' ``fns`` (``kernels.worker_table``: the workers' addresses,
+        compiled or loaded from the cache at the first call that needs them,
+        and the thread count, which ``launch`` sets before a parallel call)."""
+        fns = self._fns
+        if fns is None:
+            fns = self._fns = kernels.worker_table(self.dtype, numba.get_num_threads())
+        return fns
+
+    def worker_table(self) -> np.ndarray:
+        """A new ``fns`` for a training run, for the threads of the calling thread."""
+        return kernels.worker_table(self.dtype, numba.get_num_threads())
 
     # ------------------------------------------------------------------ inputs
 
@@ -562,7 +575,7 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
-    table[:, kernels.WORK] = up(KC * up(kernels.BLOCK, NR), 16)  # kernels._work
+    table[:, kernels.WORK] = KC  # kernels._work
     table.setflags(write=False)
     return table
 

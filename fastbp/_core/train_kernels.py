@@ -282,7 +282,7 @@ class Batches(NamedTuple):
     """The training set and how it is cut into batches of B rows (the last may be
     smaller), with the scratch of a full batch (``Xb`` .. ``losses``) and of the
     last one (``Xr`` .. ``losses_r``), the gradient buffer, the drivers' scratch and their workers' addresses
-    (``kernels.worker_addresses``).
+    (``kernels.worker_table``).
     ``gather`` False: one full batch, X used as it is; ``shuffled``: ``order`` is
     reshuffled before each epoch from the SplitMix64 state ``rng``."""
 
@@ -443,7 +443,7 @@ def _driver_types(dtype):
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     i64, b = types.int64, types.boolean
     layout = types.Array(types.int64, 2, "C", readonly=True)
-    fns = types.Array(types.int64, 1, "C", readonly=True)
+    fns = types.Array(types.int64, 1, "C")
     loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec,
                                      vec, fns))
     forward = types.FunctionType(f(vec, layout, mat, mat, i64, b, f, f, mat, vec, vec, fns))
