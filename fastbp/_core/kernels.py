@@ -285,20 +285,19 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _bias_activate_rows(code, hidden, theta, b_off, acts, e0, e1, c, n):
-    """z += b (when the layer has biases), then for a ``hidden`` layer a = f(z),
-    in one pass over columns c..c+n-1 of rows e0..e1-1: the epilogue of a wide
-    layer's forward product (000 eq. before (1); 004 sections 2 and 5)."""
+    """z += b (when the layer has biases), then for a ``hidden`` layer a = f(z) in
+    place, over columns c..c+n-1 of rows e0..e1-1: the epilogue of a layer's
+    forward product (000 eq. before (1); 004 sections 2 and 5).  Two loops per
+    row, each one formula: ``code`` does not change in the second, so LLVM
+    moves the branch in ``activate`` out of it and each version of the loop
+    body is one formula (vectorizable when the formula is)."""
     for e in range(e0, e1):
         z = acts[e, c:c + n]
         if b_off >= 0:
             b = theta[b_off:b_off + n]
-            if hidden:
-                for k in range(n):
-                    z[k] = activate(code, z[k] + b[k])
-            else:
-                for k in range(n):
-                    z[k] += b[k]
-        elif hidden:
+            for k in range(n):
+                z[k] += b[k]
+        if hidden:
             for k in range(n):
                 z[k] = activate(code, z[k])
 
