@@ -332,12 +332,13 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
             _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, NR)
 
 
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, R):
     """buf[e, c + u] into scratch[panels + (u // R) * R * kc + (e - q0) * R + u % R]
     for examples ea..eb-1 and u < n, 0 past n up to a multiple of R: the
     examples' R-long runs of the micro-panels of one block of kc examples from
-    q0, each run copied as one vector when R is a constant."""
+    q0.  Compiled once, not inlined: its two calls (R = MR, NR) would double
+    its code in ``_to_panels``, for the same speed."""
     zero = scratch.dtype.type(0)
     full = n // R * R
     for u0 in range(0, full, R):
