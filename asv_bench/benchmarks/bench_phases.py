@@ -39,7 +39,7 @@ class Phases:
 
     def setup(self, workload, phase):
         common.set_threads(1)
-        net, params, X, Y, labels = common.data(workload)
+        net, params, X, Y, _ = common.data(workload)
         plan = net.plan
         self.theta = np.ascontiguousarray(params.flat)
         X = np.ascontiguousarray(X, dtype=plan.dtype)
