@@ -466,7 +466,8 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
         X, Y, np.arange(N, dtype=np.int64),
         streams.shuffle_state() if shuffled else np.zeros(1, np.uint64), shuffled, minibatch,
         B, Xb, Yb, *plan.buffers(B), np.empty((r, n_0), dt), np.empty((r, n_L), dt),
-        *plan.buffers(r), np.empty_like(theta), plan.panels(B))
+        *plan.buffers(r), np.empty_like(theta), plan.scratch(B),
+        plan.worker_table())
     optimizer = _core.Optimizer(
         _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
         scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),
@@ -475,7 +476,7 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
     _core.check_memory("train", theta.nbytes * 5 + Xb.nbytes * minibatch + Yb.nbytes * minibatch)
     Nv = Xv.shape[0]
     acts_v, _, losses_v = plan.buffers(Nv)
-    validation = _core.Validation(Xv, Yv, acts_v, losses_v,
+    validation = _core.Validation(Xv, Yv, acts_v, losses_v, plan.scratch(Nv, grad=False),
                                   _accuracy_kind(net) if Nv else _core.ACC_NONE)
     stopping = _stopping_record(net, rule, theta, Nv, Yv)
     # per-epoch records (training loss, validation loss, accuracy), grown as the run

@@ -135,24 +135,36 @@ def test_wide_layers_and_long_batches(sizes, N, dtype, path):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_deep_network_of_mixed_widths(dtype, path):
-    """Forty layers whose widths fall on both sides of the tasks' 16-unit
-    blocks, so the task -> layer search (a binary search over the layout's
-    first-task columns) lands on every kind of layer boundary, the input
-    layer's transpose tasks included (input_grad)."""
+    """Forty layers of widths from 1 to 48, so the task -> layer search (a
+    binary search over the layout's first-task column) lands on every kind of
+    layer boundary, and the packed weights and panels of many layers lie side
+    by side in the scratch."""
     widths = [3] + [17, 1, 33, 16, 2, 15, 48, 5] * 5
     check({"sizes": widths, "activations": ["tanh"] * (len(widths) - 2) + ["identity"],
            "loss": "sse", "bias": True, "reduction": "mean", "l2": 0.001, "N": 45,
            "labels": False, "seed": 11}, dtype, path=path)
 
 
-def test_layout_first_task_columns():
-    """Each layer's first transpose and weight-gradient task, as the kernels
-    count them: blocks of 16 columns (n_in) and of 16 rows (n_out), from layer 1."""
-    from fastbp._core import kernels
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_layout_first_task_columns(dtype):
+    """Each layer's first weight-gradient task, as the kernels count them: per
+    layer, blocks of at most MC inputs (a multiple of MR) times blocks of at
+    most 8 micro-panels of NR outputs, of equal sizes, from layer 1."""
+    from fastbp._core import kernels, microkernel
 
-    layout = Network([17, 1, 33, 16], ["tanh", "tanh", "identity"], "sse").plan.layout
-    assert layout[:, kernels.T_TASK0].tolist() == [0, 2, 3]  # ceil(17/16), + ceil(1/16)
-    assert layout[:, kernels.G_TASK0].tolist() == [0, 1, 4]  # ceil(1/16), + ceil(33/16)
+    MR, NR, KC, MC, NC = microkernel.blocks(dtype)
+
+    def blocks(size, most, unit):  # the fewest equal blocks, rounded up to unit
+        count = -(-size // most)
+        step = -(-(-(-size // count)) // unit) * unit
+        return -(-size // step)
+
+    sizes = [17, 1, 3 * MC + 5, 9 * NR + 1, 16]
+    layout = Network(sizes, ["tanh"] * 3 + ["identity"], "sse", dtype=dtype).plan.layout
+    tasks = [blocks(n_in, MC, MR) * blocks(n_out, 8 * NR, NR)
+             for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    assert tasks[2] == 4 * 2  # 3 MC + 5 inputs: 4 blocks; 9 NR + 1 outputs: 2
+    assert layout[:, kernels.G_TASK0].tolist() == np.cumsum([0] + tasks[:-1]).tolist()
 
 
 @pytest.mark.parametrize("out_act, loss", PAIRS)

@@ -11,35 +11,30 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
 - ``acts``   (N, S): row e holds a^(0)(e), a^(1)(e), ..., a^(L)(e) side by side,
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
-- ``panels`` (gradient drivers only, N * ``panel_rows(layout)`` values): the
-  same a^(0..L-1) and delta^(1..L) transposed, one row per unit, contiguous
-  over the examples (``_to_panels``).
+- ``scratch`` (``scratch_size(layout, N)`` values): a flag, the packed weights,
+  (gradient drivers) the packed panels of a^(l-1) and delta^(l) that the
+  weight gradients read, and one packing buffer per block of examples.
 
-Three phases, each race-free and with a reduction order fixed by the data
-alone, so results are bit-identical for any thread count:
+Every multiply-add of the three equations (z = W a, sum_i W[i, j] delta_i,
+dW = sum_e delta a^T) runs in the register-blocked micro-kernel of
+``microkernel``: an MR x NR block of outputs held in vector registers for the
+whole sum, over operands packed into micro-panels.  W^(l) and W^(l)T are
+packed once per call (``_pack_weights``), a block of examples' activations or
+deltas once per product (``_block_product``), and the weight gradients'
+operands by the block of examples that produced them (``_to_panels``).  Each
+output is one chain of fused multiply-adds over its sum index in order, so its
+bits depend on the layer's shape and N alone: results are bit-identical for
+any thread count and any cut of the batch or of the units into tasks.  Three
+phases, each race-free:
 
-0. per block of ``ROWS`` columns of a W^(l) (serial: see the drivers): W^(l)T
-   into ``grad``, which holds nothing until phase 2 writes it
-   (``_transpose_task``).
-1. per block of ``BLOCK`` examples (parallel over blocks): forward, loss and
-   output delta, backward, and the block's columns of the panels; a block
-   writes only its own rows of the buffers and its own columns of the panels.
-2. per (layer, block of ``ROWS`` output units) task (parallel over tasks):
-   dJ/dW[i, j] = sum_e delta_i(e) a_j(e) and dJ/db_i from the panels; a task
-   writes only its own rows of the gradient.
-
-One register tile does the multiply-adds of all three equations: 4 x 3 dot
-products sharing one pass over a contiguous sum index, z_i(e) over j (rows of
-W and of a^(l-1)), delta_j(e) over i (rows of W^T and of delta^(l)), dW[i, j]
-over e (panel rows of delta_i and a_j); only a backward sum over fewer than
-``SHORT`` units runs over the rows of W instead.  With reassociation allowed
-LLVM turns each of the twelve scalar sums into a vector accumulator: 12 of the
-16 ymm registers, 7 loads per 12 fused multiply-adds, and the sum's grouping
-fixed by its length alone.  The BLAS form (an outer-product block of accumulators held
-in registers across the sum) is not reachable from Numba: LLVM either
-vectorizes such a loop across the sum index with gathers or leaves it scalar,
-so the copies (W^T, the panels) are what make every operand contiguous.  Each
-copy costs O(weights) or O(N S), the products O(N weights).
+0. serial: the packed weights (O(weights)).
+1. per block of examples (``_block_rows``; parallel over blocks): forward, loss and
+   output delta, backward, and the block's part of the panels; a block writes
+   only its own rows of the buffers, its own part of the panels and its own
+   packing buffer.
+2. per (layer, block of inputs j, block of outputs i) task (parallel over
+   tasks): dJ/dW[i, j] = sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a
+   task writes only its own entries of the gradient.
 
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
 slice; two drivers, one ``parallel=True`` with ``prange`` and one serial twin
@@ -48,10 +43,13 @@ for small problems, that only loop over the workers.
 Compile time shapes the structure.  Every compiled function costs a fixed
 share of a cold start, and each function that calls others links their code
 into its own and has LLVM optimize it all again, once per level.  So there are
-few workers (one per equation group), called directly by the drivers:
-``_example_block`` only sequences them and is inlined into each driver at the
-Numba level (small, so inlining is cheap), and no worker allocates.  A cache
-load is likewise one file per driver.
+three workers (``_pack_weights``, ``_example_block``, ``_weight_grad_task``),
+compiled once per dtype and called by the drivers through their addresses
+(see the drivers), and no worker allocates (they and the serial drivers run
+without reference counting).  Every function here is cached only at the host's
+vector width (``microkernel.CACHE``): the micro-kernel's block sizes are
+constants in their code, and numba's cache is keyed on the source and the CPU,
+so code compiled under a forced width would otherwise be loaded at another.
 """
 
 from __future__ import annotations
@@ -59,7 +57,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
 
 from .config import ERROR_MODEL, FASTMATH
 from .functions import (
@@ -72,51 +70,68 @@ from .functions import (
     exp,
     log1pexp,
 )
-from .numba_private import NO_REFCOUNT
+from .microkernel import CACHE, _even_step, block_sizes, micro_kernel, pack_a, pack_b
+from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
-# Columns of the layout table (one row per layer l = 1..L, stored at row l - 1);
-# T_TASK0 and G_TASK0: the layer's first _transpose_task and _weight_grad_task.
-N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, T_TASK0, G_TASK0 = range(9)
-LAYOUT_COLUMNS = 9
+# Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
+# G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
+# packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
+# a^(l-1) and delta^(l); P0, P_ROWS, WORK (equal in every row): where the
+# panels start, the panel rows in all, and KC (the packing buffers hold KC
+# values per example, ``_work``).
+(N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
+ P0, P_ROWS, WORK) = range(15)
+LAYOUT_COLUMNS = 15
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
-BLOCK = 32  # examples per parallel task in phase 1
-ROWS = 16  # output units per parallel task in phase 2 (columns of W^(l) per transpose task)
-CHUNK = 1024  # examples per pass of a phase 2 task over the panels
-COLS = 48  # units j per pass of a phase 2 task over a^(l-1) (a multiple of 3)
-SHORT = 16  # backward sums over fewer units i than this run over the rows of W
+# examples per phase-1 block (``_block_rows``): at least BLOCK_MIN (a multiple of
+# NR on 256-bit vectors), at most about BLOCK_MAX
+BLOCK_MIN, BLOCK_MAX = 48, 512
+GCOLS = 8  # at most this many micro-panels (NR units i each) per weight-gradient task
 
 
-def panel_rows(layout) -> int:
-    """Rows of the panel matrix phase 2 reads (see ``_to_panels``): S_a + S_d with
-    S_a = n_0 + ... + n_{L-1} (a^(0) .. a^(L-1)) and S_d = n_1 + ... + n_L
-    (delta^(1) .. delta^(L)).  The drivers' ``panels`` holds N times as many
-    values (a buffer sized for N serves any batch of at most N examples)."""
-    L = layout.shape[0]
-    S = int(layout[L - 1, C_OUT] + layout[L - 1, N_OUT])
-    return 2 * S - int(layout[0, N_IN]) - int(layout[L - 1, N_OUT])
+def scratch_size(layout, N: int, grad: bool = True) -> int:
+    """Values of the drivers' ``scratch`` for batches of up to N examples: the
+    flag and the packed weights (``P0`` values), N values per panel row (the
+    gradient drivers only, ``grad``), then the blocks' packing buffers
+    (``_work``: KC values per example of a block rounded up to NR <= 16, for at
+    most N + 64 such examples)."""
+    return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0)
+               + layout[0, WORK] * (2 * N + 16 * (-(-N // BLOCK_MIN) + 2)))
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _block_rows(scratch, N, threads):
+    """Examples per phase-1 block for a batch of N on ``threads`` threads: as
+    many as possible (each block streams every packed W^(l) from memory once),
+    at most about BLOCK_MAX (the block's activations stay in L2), in at least two
+    blocks per thread when there are several (a thread held up elsewhere
+    delays only its share), and at least BLOCK_MIN; a multiple of NR (the
+    micro-kernel's columns).  The bits do not depend on it."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    count = max((N + BLOCK_MAX - 1) // BLOCK_MAX, 2 * threads if threads > 1 else 1)
+    rows = max((N + count - 1) // count, BLOCK_MIN)
+    return (rows + NR - 1) // NR * NR
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _work(layout, N, grad, b, rows):
+    """Where the packing buffer of example block b (of ``rows`` examples) starts in
+    the scratch (``scratch_size``).  One per block, not per thread: numba's
+    thread index is a symbol that only exists once its threads are started,
+    which a serial driver loaded from the cache never does."""
+    return layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0) + b * rows * layout[0, WORK]
 
 
 # ---------------------------------------------------------------- phase 1 workers
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _activate_rows(code, acts, e0, e1, c, n):
-    """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1.  ``code`` does
-    not change in the loop, so LLVM moves the branch in ``activate`` out of it
-    and each version of the loop body is one formula (vectorizable when the
-    formula is).  A copy of the loop per kind, written out, ran at the same
-    speed and cost ~1 s of cold start."""
-    for e in range(e0, e1):
-        a = acts[e, c:c + n]  # indices from 0: no negative-index fix-up in the loop
-        for k in range(n):
-            a[k] = activate(code, a[k])
-
-
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _derivative_rows(code, acts, deltas, e0, e1, c, n):
     """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
-    (004 eq. (4); 000 eq. (5b)); the branch on ``code`` as in ``_activate_rows``."""
+    (004 eq. (4); 000 eq. (5b)).  ``code`` does not change in the loop, so LLVM
+    moves the branch in ``derivative_from_a`` out of it and each version of the
+    loop body is one formula (vectorizable when the formula is)."""
     for e in range(e0, e1):
         a = acts[e, c:c + n]
         d = deltas[e, c:c + n]
@@ -124,74 +139,7 @@ def _derivative_rows(code, acts, deltas, e0, e1, c, n):
             d[k] *= derivative_from_a(code, a[k])
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _forward_layer(theta, lay, hidden, acts, e0, e1):
-    """z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i for examples e0..e1-1
-    (000 eq. before (1); 004 section 5), then, for a ``hidden`` layer,
-    a^(l)_i = f_l(z^(l)_i) in place.  The last layer keeps z: ``_output_delta``
-    needs it for a stable loss.
-
-    Register tile: 4 output units x 3 examples, twelve dot products sharing one
-    pass over j.  LLVM turns each into a vector accumulator (12 of the 16 ymm
-    registers), so each step loads 7 vectors for 12 multiply-adds.  The row
-    quadruple is the outer loop: W[i..i+3, :] stays in L1 while the block's
-    examples stream past from L2.  Past the last row or example the tile repeats
-    the last one (same value, written twice): one loop nest, no remainder code.
-    Each z_i(e) is one dot product whatever its place in a tile, so results do
-    not depend on the block boundaries.
-    """
-    n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = theta.dtype.type(0)
-    for i in range(0, n_out, 4):
-        i1, i2, i3 = min(i + 1, n_out - 1), min(i + 2, n_out - 1), min(i + 3, n_out - 1)
-        W_0 = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-        W_1 = theta[w_off + i1 * n_in:w_off + (i1 + 1) * n_in]
-        W_2 = theta[w_off + i2 * n_in:w_off + (i2 + 1) * n_in]
-        W_3 = theta[w_off + i3 * n_in:w_off + (i3 + 1) * n_in]
-        b_0 = theta[b_off + i] if b_off >= 0 else zero
-        b_1 = theta[b_off + i1] if b_off >= 0 else zero
-        b_2 = theta[b_off + i2] if b_off >= 0 else zero
-        b_3 = theta[b_off + i3] if b_off >= 0 else zero
-        for e in range(e0, e1, 3):
-            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
-            x_p = acts[p, c_in:c_in + n_in]
-            x_q = acts[q, c_in:c_in + n_in]
-            x_r = acts[r, c_in:c_in + n_in]
-            z_0p = z_0q = z_0r = z_1p = z_1q = z_1r = zero
-            z_2p = z_2q = z_2r = z_3p = z_3q = z_3r = zero
-            for j in range(n_in):
-                # z_i(e) += W[i, j] * a_j(e)
-                z_0p += W_0[j] * x_p[j]
-                z_0q += W_0[j] * x_q[j]
-                z_0r += W_0[j] * x_r[j]
-                z_1p += W_1[j] * x_p[j]
-                z_1q += W_1[j] * x_q[j]
-                z_1r += W_1[j] * x_r[j]
-                z_2p += W_2[j] * x_p[j]
-                z_2q += W_2[j] * x_q[j]
-                z_2r += W_2[j] * x_r[j]
-                z_3p += W_3[j] * x_p[j]
-                z_3q += W_3[j] * x_q[j]
-                z_3r += W_3[j] * x_r[j]
-            acts[p, c_out + i] = z_0p + b_0
-            acts[q, c_out + i] = z_0q + b_0
-            acts[r, c_out + i] = z_0r + b_0
-            acts[p, c_out + i1] = z_1p + b_1
-            acts[q, c_out + i1] = z_1q + b_1
-            acts[r, c_out + i1] = z_1r + b_1
-            acts[p, c_out + i2] = z_2p + b_2
-            acts[q, c_out + i2] = z_2q + b_2
-            acts[r, c_out + i2] = z_2r + b_2
-            acts[p, c_out + i3] = z_3p + b_3
-            acts[q, c_out + i3] = z_3q + b_3
-            acts[r, c_out + i3] = z_3r + b_3
-    if hidden:
-        # 004 section 2; one loop per kind (identity: a = z, nothing to do)
-        _activate_rows(lay[ACT], acts, e0, e1, c_out, n_out)
-
-
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
                   e0, e1):
     """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
@@ -268,246 +216,257 @@ def _task_layer(layout, col, t):
     return lo
 
 
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _transpose_tasks(layout, input_grad):
-    """Number of ``_transpose_task`` tasks: blocks of ``ROWS`` columns of the
-    weight matrices the backward pass reads."""
-    T = 0
-    for l in range(0 if input_grad else 1, layout.shape[0]):
-        T += (layout[l, N_IN] + ROWS - 1) // ROWS
-    return T
+# ---------------------------------------------------------------- micro-kernel layers
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _transpose_task(theta, layout, input_grad, WT, t):
-    """W^(l)T, (n_{l-1}, n_l) row-major, into ``WT`` at W^(l)'s offset, for task t:
-    the t-th block of ``ROWS`` columns j of W^(l), counting the blocks of the
-    layers whose transpose the backward pass reads (l >= 2, and l = 1 when
-    ``input_grad``) in order.  A copy is O(n_l n_{l-1}), the backward pass that
-    reads it O(N n_l n_{l-1}).
-    """
-    if not input_grad:  # layer 1's tasks are skipped
-        t += layout[1, T_TASK0] if layout.shape[0] > 1 else 0
-    l = _task_layer(layout, T_TASK0, t)
-    j0 = (t - layout[l, T_TASK0]) * ROWS
-    n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
-    j1 = min(n_in, j0 + ROWS)
-    # 8 rows of W at a time: their lines stay in L1 while the task's columns
-    # are written out as 8-long runs of the rows of W^T
-    for i0 in range(0, n_out, 8):
-        for j in range(j0, j1):
-            for i in range(i0, min(n_out, i0 + 8)):
-                WT[w_off + j * n_out + i] = theta[w_off + i * n_in + j]
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def _pack_weights(theta, layout, scratch, backward, input_grad):
+    """W^(l) (and, with ``backward``, W^(l)T for l >= 2, and for l = 1 with
+    ``input_grad``) of every layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
+    operand of ``_block_product`` for z = W a and for sum_i W[i, j] delta_i.
+
+    A is packed per block of ``KC`` values of the sum index p (blocks of equal
+    size, ``_even_step``): the block at p0 holds, from m_pad * p0 on (m_pad = m
+    rounded up to MR), one micro-panel of MR rows per MR rows of A,
+    ``A[i, p]`` at ``(i // MR) * MR * kc + (p - p0) * MR + i % MR``."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    for l in range(layout.shape[0]):
+        n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
+        # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
+        pad = (n_out + MR - 1) // MR * MR
+        step = _even_step(n_in, KC, 1)
+        for p0 in range(0, n_in, step):
+            pack_a(theta, w_off + p0, n_in, 1, n_out, min(step, n_in - p0), scratch,
+                   layout[l, PACK_W] + pad * p0)
+        if backward and (l > 0 or input_grad):
+            # A = W^T: m = n_in rows, sum over i; A[j, p] = theta[w_off + p * n_in + j]
+            pad = (n_in + MR - 1) // MR * MR
+            step = _even_step(n_out, KC, 1)
+            for p0 in range(0, n_out, step):
+                pack_a(theta, w_off + p0 * n_in, 1, n_in, n_in, min(step, n_out - p0),
+                       scratch, layout[l, PACK_T] + pad * p0)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _backward_layer(theta, WT, lay, act_prev, acts, deltas, e0, e1):
-    """delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i
-    (004 eq. (4); 002 eq. (25) with (24); 000 eq. (12a)-(14)), for examples e0..e1-1.
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
+    """dst[e, d_col + i] = sum_p A[i, p] src[e, s_col + p] for examples e0..e1-1,
+    i < m, p < k, with A packed at ``a_off`` of ``scratch`` (``_pack_weights``):
+    z^(l) = W^(l) a^(l-1) for the forward pass, sum_i W[i, j] delta_i for the
+    backward one (the callers cite their equations).
 
-    ``act_prev`` < 0 means layer l - 1 is the input: then this is the input
-    gradient dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25)).
-    The sum reads the column W[:, j], which is row j of the transposed copy in
-    ``WT`` (``_transpose_task``): contiguous, so the backward pass has the
-    forward pass's register tile, 4 units j x 3 examples, twelve dot products
-    over i sharing one pass, and its remainder rule (repeat the last unit or
-    example).  Below ``SHORT`` terms (an output layer's few units) a dot product
-    would be all remainder code, so the sum runs instead over the rows W[i, :]
-    of ``theta``, each scaled by delta_i(e) and added in i order, vectorized
-    over j.  Either way each delta_j(e) is summed in an order fixed by the
-    layer's shape, the same for every example, so results do not depend on the
-    block boundaries.
-    """
-    n_in, n_out, w_off = lay[N_IN], lay[N_OUT], lay[W_OFF]
-    c_in, c_out = lay[C_IN], lay[C_OUT]
-    zero = WT.dtype.type(0)
-    if n_out < SHORT:
-        for e in range(e0, e1):
-            out = deltas[e, c_in:c_in + n_in]
-            for j in range(n_in):
-                out[j] = zero
-            for i in range(n_out):
-                d_i = deltas[e, c_out + i]
-                W_i = theta[w_off + i * n_in:w_off + (i + 1) * n_in]
-                for j in range(n_in):
-                    out[j] += W_i[j] * d_i  # W[i, j] * delta_i(e)
-    # The same 4 x 3 tile as _forward_layer's, written out again over W^T and
-    # delta: one shared (non-inlined) tile function was measured at 1.2 s less
-    # cold start but 2-10% slower, so each equation keeps its own loop nest.
-    for j in range(0, n_in if n_out >= SHORT else 0, 4):
-        j1, j2, j3 = min(j + 1, n_in - 1), min(j + 2, n_in - 1), min(j + 3, n_in - 1)
-        V_0 = WT[w_off + j * n_out:w_off + (j + 1) * n_out]  # W[:, j]
-        V_1 = WT[w_off + j1 * n_out:w_off + (j1 + 1) * n_out]
-        V_2 = WT[w_off + j2 * n_out:w_off + (j2 + 1) * n_out]
-        V_3 = WT[w_off + j3 * n_out:w_off + (j3 + 1) * n_out]
-        for e in range(e0, e1, 3):
-            p, q, r = e, min(e + 1, e1 - 1), min(e + 2, e1 - 1)
-            d_p = deltas[p, c_out:c_out + n_out]
-            d_q = deltas[q, c_out:c_out + n_out]
-            d_r = deltas[r, c_out:c_out + n_out]
-            s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
-            s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
-            for i in range(n_out):
-                # sum_i W[i, j] * delta_i(e)
-                s_0p += V_0[i] * d_p[i]
-                s_0q += V_0[i] * d_q[i]
-                s_0r += V_0[i] * d_r[i]
-                s_1p += V_1[i] * d_p[i]
-                s_1q += V_1[i] * d_q[i]
-                s_1r += V_1[i] * d_r[i]
-                s_2p += V_2[i] * d_p[i]
-                s_2q += V_2[i] * d_q[i]
-                s_2r += V_2[i] * d_r[i]
-                s_3p += V_3[i] * d_p[i]
-                s_3q += V_3[i] * d_q[i]
-                s_3r += V_3[i] * d_r[i]
-            deltas[p, c_in + j] = s_0p
-            deltas[q, c_in + j] = s_0q
-            deltas[r, c_in + j] = s_0r
-            deltas[p, c_in + j1] = s_1p
-            deltas[q, c_in + j1] = s_1q
-            deltas[r, c_in + j1] = s_1r
-            deltas[p, c_in + j2] = s_2p
-            deltas[q, c_in + j2] = s_2q
-            deltas[r, c_in + j2] = s_2r
-            deltas[p, c_in + j3] = s_3p
-            deltas[q, c_in + j3] = s_3q
-            deltas[r, c_in + j3] = s_3r
-    if act_prev > IDENTITY:  # identity (f' = 1) and the input (act_prev < 0) skip it
-        _derivative_rows(act_prev, acts, deltas, e0, e1, c_in, n_in)
+    On the micro-kernel (``microkernel``: each entry one chain of fused
+    multiply-adds over p in order, so the bits depend on k alone): per block of
+    KC values of p, the examples' values are packed into micro-panels of NR
+    examples at ``work`` of ``scratch`` (the block's buffer: KC times its
+    examples rounded up to NR values), then for each block of MC rows of A (kept in L2) and each
+    micro-panel of examples (kept in L1), the micro-kernel runs over the
+    block's micro-panels of A; blocks after the first continue each entry's
+    chain from ``dst``."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    S = src.shape[1]
+    nb = e1 - e0
+    flat_src = src.reshape(src.size)
+    flat_dst = dst.reshape(dst.size)
+    pad = (m + MR - 1) // MR * MR
+    k_step = _even_step(k, KC, 1)
+    m_step = _even_step(m, MC, MR)
+    for p0 in range(0, k, k_step):
+        kc = min(k_step, k - p0)
+        # B[p, e] = src[e0 + e, s_col + p0 + p]
+        pack_b(flat_src, e0 * S + s_col + p0, 1, S, kc, nb, scratch, work)
+        for ic in range(0, m, m_step):
+            mc = min(m_step, m - ic)
+            for j in range(0, nb, NR):
+                for i in range(ic, ic + mc, MR):
+                    micro_kernel(kc, scratch, a_off + pad * p0 + i * kc, scratch, work + j * kc,
+                                 flat_dst, (e0 + j) * S + d_col + i, S, p0 > 0,
+                                 min(MR, ic + mc - i), min(NR, nb - j))
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _to_panels(buf, c, n, panels, row, e0, e1):
-    """Columns c..c+n-1 of ``buf``'s rows e0..e1-1 into rows row..row+n-1 of the
-    panel matrix: ``panels[u * N + e]``, one unit's values over the batch,
-    contiguous in e, as phase 2's dot products over the examples read them.
-    Rows a^(0) .. a^(L-1) come first (panel row = column of ``acts``), then
-    delta^(1) .. delta^(L) (panel row = S_a + column of ``deltas`` - n_0).
-    Written at the end of phase 1 by the block that owns those examples, while
-    its rows are still in cache: cheap and race-free.  Two calls (a, then
-    delta) rather than one per layer: each call site is inlined into every
-    driver, and each costs compile time."""
-    N = buf.shape[0]
-    for u in range(n):
-        for e in range(e0, e1):
-            panels[(row + u) * N + e] = buf[e, c + u]
+def _bias_activate_rows(code, hidden, theta, b_off, acts, e0, e1, c, n):
+    """z += b (when the layer has biases), then for a ``hidden`` layer a = f(z) in
+    place, over columns c..c+n-1 of rows e0..e1-1: the epilogue of a layer's
+    forward product (000 eq. before (1); 004 sections 2 and 5).  Two loops per
+    row, each one formula: ``code`` does not change in the second, so LLVM
+    moves the branch in ``activate`` out of it and each version of the loop
+    body is one formula (vectorizable when the formula is)."""
+    for e in range(e0, e1):
+        z = acts[e, c:c + n]
+        if b_off >= 0:
+            b = theta[b_off:b_off + n]
+            for k in range(n):
+                z[k] += b[k]
+        if hidden:
+            for k in range(n):
+                z[k] = activate(code, z[k])
 
 
-@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _example_block(theta, WT, layout, X, Y, loss_code, scale, want_loss, want_grad,
-                   input_grad, acts, deltas, losses, panels, e0, e1):
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
+    """a^(l-1)(e) and delta^(l)(e) of examples e0..e1-1, for every layer l, into
+    the panels the weight gradients read (``_weight_grad_task``): the A and B
+    operands of dW^(l) = sum_e delta^(l)(e) a^(l-1)(e)^T, packed as the
+    micro-kernel reads them, in blocks of KC examples (``_even_step`` of N):
+    in the block at q0 (kc examples), a_j(e) at ``(j // MR) * MR * kc +
+    (e - q0) * MR + j % MR`` from the layer's A panels + pad_a * q0, delta_i(e)
+    likewise with NR.  Written at the end of phase 1 by the block that owns
+    those examples, while its rows are still in cache; lanes past n_in
+    (n_out) hold 0 (``_panel_runs``)."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    k_step = _even_step(N, KC, 1)
+    base = layout[0, P0]
+    for l in range(layout.shape[0]):
+        n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
+        c_in, c_out = layout[l, C_IN], layout[l, C_OUT]
+        pa = base + layout[l, PA_ROW] * N
+        pd = base + layout[l, PD_ROW] * N
+        pad_a = (n_in + MR - 1) // MR * MR
+        pad_d = (n_out + NR - 1) // NR * NR
+        # the KC blocks of examples this block overlaps, one micro-panel at a time:
+        # consecutive examples' runs are adjacent in a panel (sequential writes)
+        for q0 in range(e0 // k_step * k_step, e1, k_step):
+            kc = min(k_step, N - q0)
+            ea, eb = max(e0, q0), min(e1, q0 + kc)
+            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * q0, q0, kc, MR)
+            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, NR)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, R):
+    """buf[e, c + u] into scratch[panels + (u // R) * R * kc + (e - q0) * R + u % R]
+    for examples ea..eb-1 and u < n, 0 past n up to a multiple of R: the
+    examples' R-long runs of the micro-panels of one block of kc examples from
+    q0.  Compiled once, not inlined: its two calls (R = MR, NR) would double
+    its code in ``_to_panels``, for the same speed."""
+    zero = scratch.dtype.type(0)
+    full = n // R * R
+    for u0 in range(0, full, R):
+        for e in range(ea, eb):
+            d0 = panels + u0 * kc + (e - q0) * R
+            d = scratch[d0:d0 + R]
+            s = buf[e, c + u0:c + u0 + R]
+            for r in range(R):
+                d[r] = s[r]
+    if full < n:
+        for e in range(ea, eb):
+            d0 = panels + full * kc + (e - q0) * R
+            d = scratch[d0:d0 + R]
+            for r in range(R):
+                d[r] = buf[e, c + full + r] if full + r < n else zero
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
+                   acts, deltas, losses, scratch, work, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
-    the deltas from the last layer down (002 Table 1), reading W^T from ``WT``.
-    With ``want_grad``, every a^(l) (l < L) and delta^(l) (l >= 1) also goes to
-    ``panels`` for phase 2."""
+    the deltas from the last layer down (002 Table 1), on the packed W and W^T
+    in ``scratch``, packing the examples' values into ``scratch`` from ``work``
+    on (``_work``).  With ``want_grad``, every a^(l) (l < L) and delta^(l)
+    (l >= 1) also goes to the panels in ``scratch`` for phase 2."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
         for j in range(n_0):
             acts[e, j] = X[e, j]
     L = layout.shape[0]
     for l in range(L):
-        _forward_layer(theta, layout[l], l < L - 1, acts, e0, e1)
+        lay = layout[l]
+        # z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i (000 eq. before (1); 004 section 5),
+        # then a^(l) = f_l(z^(l)) for a hidden layer (004 section 2); the last layer
+        # keeps z: _output_delta needs it for a stable loss
+        _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], work, acts, lay[C_IN],
+                       acts, lay[C_OUT], e0, e1)
+        _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1, lay[C_OUT],
+                            lay[N_OUT])
     _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
-        for l in range(L - 1, 0, -1):
-            _backward_layer(theta, WT, layout[l], layout[l - 1, ACT], acts, deltas, e0, e1)
-        S_a = layout[L - 1, C_IN] + layout[L - 1, N_IN]
-        _to_panels(acts, 0, S_a, panels, 0, e0, e1)
-        S_d = layout[L - 1, C_OUT] + layout[L - 1, N_OUT] - n_0
-        _to_panels(deltas, n_0, S_d, panels, S_a, e0, e1)
-        if input_grad:
-            _backward_layer(theta, WT, layout[0], INPUT, acts, deltas, e0, e1)
+        for l in range(L - 1, -1 if input_grad else 0, -1):
+            lay = layout[l]
+            # delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i (004 eq. (4);
+            # 002 eq. (25) with (24); 000 eq. (12a)-(14)); for l = 1 the input gradient
+            # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25))
+            _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], work, deltas,
+                           lay[C_OUT], deltas, lay[C_IN], e0, e1)
+            act_prev = layout[l - 1, ACT] if l > 0 else INPUT
+            if act_prev > IDENTITY:  # identity (f' = 1) and the input skip it
+                _derivative_rows(act_prev, acts, deltas, e0, e1, lay[C_IN], lay[N_IN])
+        _to_panels(layout, acts, deltas, scratch, X.shape[0], e0, e1)
 
 
 # ---------------------------------------------------------------- phase 2 worker
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _weight_grad_task(theta, layout, panels, N, grad, l2, t):
+@njit(inline="always", error_model=ERROR_MODEL)
+def _grad_blocks(n_in, n_out, MR, NR, MC):
+    """(rows, cols, row blocks, column blocks) of a layer's weight-gradient
+    tasks: blocks of at most MC inputs j (a multiple of MR) by at most GCOLS
+    micro-panels of NR outputs i, of equal sizes (``_even_step``)."""
+    rows = _even_step(n_in, MC, MR)
+    cols = _even_step(n_out, GCOLS * NR, NR)
+    return rows, cols, (n_in + rows - 1) // rows, (n_out + cols - 1) // cols
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
     """dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) + l2 W[i, j] and
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
-    (5), (8), (9); 002 eq. (26)-(27)), for task t: the t-th block of ``ROWS``
-    output units, counting the layers' blocks in order.
+    (5), (8), (9); 002 eq. (26)-(27)), for task t: one block of inputs j by
+    one block of outputs i of one layer (``_grad_blocks``), counting the
+    layers' tasks in order (``G_TASK0``).
 
-    Both factors are read from the transposed panels (``_panel_task``), where
-    delta_i and a_j are contiguous over e, so each dW[i, j] is a dot product
-    over the examples and this is the forward pass's register tile again:
-    4 units i x 3 units j, twelve dot products sharing one pass over e.  The
-    examples are taken in chunks of ``CHUNK`` (a chunk of a delta_i row and the
-    rows a_j of ``COLS`` units stay in cache while the task's tiles pass over
-    them); each chunk's twelve sums are added to the gradient entries, all read
-    before any is written, so a tile that repeats a unit at the edge stores one
-    value twice rather than adding it twice.  The grouping of every sum
-    depends on N alone, so results do not depend on the tasks.
-    """
+    The product C = A B with C[j, i] = dW[i, j] (column-major with ldc = n_in:
+    the row-major W), A[j, e] = a_j(e), B[e, i] = delta_i(e), on the
+    micro-kernel over the panels ``_to_panels`` packed: each entry one chain of
+    fused multiply-adds over e = 0..N-1 in order, continued across the blocks
+    of KC examples, so the bits depend on N alone, not on the tasks."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
     l = _task_layer(layout, G_TASK0, t)
-    i0 = (t - layout[l, G_TASK0]) * ROWS
-    L = layout.shape[0]
     lay = layout[l]
-    n_in, w_off, b_off = lay[N_IN], lay[W_OFF], lay[B_OFF]
-    i1 = min(lay[N_OUT], i0 + ROWS)
-    # rows of the panel matrix: a_j^(l-1) at c_in + j, delta_i^(l) at S_a + c_out + i - n_0
-    a_row = lay[C_IN]
-    d_row = layout[L - 1, C_IN] + layout[L - 1, N_IN] + lay[C_OUT] - layout[0, N_IN]
-    zero = theta.dtype.type(0)
-    for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
-        grad[k] = zero
-    for c0 in range(0, N, CHUNK):
-        c1 = min(N, c0 + CHUNK)
-        for j0 in range(0, n_in, COLS):
-            jn = min(n_in, j0 + COLS)
-            for i in range(i0, i1, 4):
-                ia, ib, ic = min(i + 1, i1 - 1), min(i + 2, i1 - 1), min(i + 3, i1 - 1)
-                D_0 = panels[(d_row + i) * N + c0:(d_row + i) * N + c1]
-                D_1 = panels[(d_row + ia) * N + c0:(d_row + ia) * N + c1]
-                D_2 = panels[(d_row + ib) * N + c0:(d_row + ib) * N + c1]
-                D_3 = panels[(d_row + ic) * N + c0:(d_row + ic) * N + c1]
-                G_0 = grad[w_off + i * n_in:w_off + (i + 1) * n_in]
-                G_1 = grad[w_off + ia * n_in:w_off + (ia + 1) * n_in]
-                G_2 = grad[w_off + ib * n_in:w_off + (ib + 1) * n_in]
-                G_3 = grad[w_off + ic * n_in:w_off + (ic + 1) * n_in]
-                for j in range(j0, jn, 3):
-                    jb, jc = min(j + 1, jn - 1), min(j + 2, jn - 1)
-                    A_p = panels[(a_row + j) * N + c0:(a_row + j) * N + c1]
-                    A_q = panels[(a_row + jb) * N + c0:(a_row + jb) * N + c1]
-                    A_r = panels[(a_row + jc) * N + c0:(a_row + jc) * N + c1]
-                    s_0p = s_0q = s_0r = s_1p = s_1q = s_1r = zero
-                    s_2p = s_2q = s_2r = s_3p = s_3q = s_3r = zero
-                    for e in range(c1 - c0):
-                        # dW[i, j] += delta_i(e) * a_j(e)
-                        s_0p += D_0[e] * A_p[e]
-                        s_0q += D_0[e] * A_q[e]
-                        s_0r += D_0[e] * A_r[e]
-                        s_1p += D_1[e] * A_p[e]
-                        s_1q += D_1[e] * A_q[e]
-                        s_1r += D_1[e] * A_r[e]
-                        s_2p += D_2[e] * A_p[e]
-                        s_2q += D_2[e] * A_q[e]
-                        s_2r += D_2[e] * A_r[e]
-                        s_3p += D_3[e] * A_p[e]
-                        s_3q += D_3[e] * A_q[e]
-                        s_3r += D_3[e] * A_r[e]
-                    g_0p, g_0q, g_0r = G_0[j] + s_0p, G_0[jb] + s_0q, G_0[jc] + s_0r
-                    g_1p, g_1q, g_1r = G_1[j] + s_1p, G_1[jb] + s_1q, G_1[jc] + s_1r
-                    g_2p, g_2q, g_2r = G_2[j] + s_2p, G_2[jb] + s_2q, G_2[jc] + s_2r
-                    g_3p, g_3q, g_3r = G_3[j] + s_3p, G_3[jb] + s_3q, G_3[jc] + s_3r
-                    G_0[j], G_0[jb], G_0[jc] = g_0p, g_0q, g_0r
-                    G_1[j], G_1[jb], G_1[jc] = g_1p, g_1q, g_1r
-                    G_2[j], G_2[jb], G_2[jc] = g_2p, g_2q, g_2r
-                    G_3[j], G_3[jb], G_3[jc] = g_3p, g_3q, g_3r
-    if b_off >= 0:
-        for i in range(i0, i1):
-            D_i = panels[(d_row + i) * N:(d_row + i + 1) * N]
-            s = zero
-            for e in range(N):
-                s += D_i[e]
-            grad[b_off + i] = s
+    n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
+    rows, cols, n_rb, n_cb = _grad_blocks(n_in, n_out, MR, NR, MC)
+    r, c = divmod(t - lay[G_TASK0], n_cb)
+    j0, i0 = r * rows, c * cols
+    j1, i1 = min(n_in, j0 + rows), min(n_out, i0 + cols)
+    pa = layout[0, P0] + lay[PA_ROW] * N
+    pd = layout[0, P0] + lay[PD_ROW] * N
+    pad_a = (n_in + MR - 1) // MR * MR
+    pad_d = (n_out + NR - 1) // NR * NR
+    k_step = _even_step(N, KC, 1)
+    # N = 0: one pass with kc = 0, which stores dW = 0
+    for q0 in range(0, max(N, 1), k_step):
+        kc = min(k_step, N - q0)
+        for i in range(i0, i1, NR):
+            for j in range(j0, j1, MR):
+                # C[j, i] (+)= sum_e a_j(e) delta_i(e) for an MR x NR block
+                micro_kernel(kc, scratch, pa + pad_a * q0 + j * kc, scratch, pd + pad_d * q0 + i * kc,
+                             grad, w_off + i * n_in + j, n_in, q0 > 0, min(MR, j1 - j),
+                             min(NR, i1 - i))
     if l2 != 0:
-        for k in range(w_off + i0 * n_in, w_off + i1 * n_in):
-            grad[k] += l2 * theta[k]  # 004 section 9
+        for i in range(i0, i1):
+            for j in range(j0, j1):
+                grad[w_off + i * n_in + j] += l2 * theta[w_off + i * n_in + j]  # 004 section 9
+    if b_off >= 0 and r == 0:
+        # the first row block's tasks also sum the biases' deltas, over e in order
+        db = grad[b_off + i0:b_off + i1]
+        zero = grad.dtype.type(0)
+        for i in range(i1 - i0):
+            db[i] = zero
+        c_out = lay[C_OUT]
+        for e in range(N):
+            d = deltas[e, c_out + i0:c_out + i1]
+            for i in range(i1 - i0):
+                db[i] += d[i]
+
+
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _weight_grad_tasks(layout, scratch):
+    """Number of ``_weight_grad_task`` tasks: the last layer's first, plus its own."""
+    MR, NR, KC, MC, NC = block_sizes(scratch)
+    L = layout.shape[0]
+    rows, cols, n_rb, n_cb = _grad_blocks(layout[L - 1, N_IN], layout[L - 1, N_OUT], MR, NR, MC)
+    return layout[L - 1, G_TASK0] + n_rb * n_cb
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
@@ -544,40 +503,89 @@ def _total_loss(theta, layout, losses, scale, l2):
 
 
 # ---------------------------------------------------------------- drivers
+#
+# The drivers call the three workers above through their addresses (``fns``,
+# from ``worker_table``), not as functions: a call to a compiled function
+# links the callee's code into the caller, where numba and LLVM process it
+# again, once per driver; through an address each worker is compiled once per
+# dtype and the four drivers hold only their loops.
+
+# fns: the workers' addresses, then the number of threads a parallel driver
+# cuts its blocks for (``_block_rows``; the serial drivers take 1)
+EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS, THREADS = range(4)
+_WORKERS = (_example_block, _weight_grad_task, _pack_weights)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _worker_types(dtype):
+    """The signatures of the three workers for parameters of ``dtype``: the
+    caller's arrays that a worker only reads (theta, X, Y) typed read-only, so
+    that a read-only input array passes too."""
+    f = types.float64 if np.dtype(dtype) == np.float64 else types.float32
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    rvec = types.Array(f, 1, "C", readonly=True)
+    rmat = types.Array(f, 2, "C", readonly=True)
+    lay = types.Array(types.int64, 2, "C", readonly=True)
+    i64, b = types.int64, types.boolean
+    return (types.none(rvec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64, i64,
+                       i64),
+            types.none(rvec, lay, vec, mat, i64, vec, f, i64),
+            types.none(rvec, lay, vec, b, b))
+
+
+def _at(which):
+    return function_at(lambda like: types.FunctionType(
+        _worker_types(np.dtype(str(like.dtype)))[which]))
+
+
+_example_block_at, _weight_grad_task_at, _pack_weights_at = (_at(w) for w in range(3))
+
+_addresses = {}
+
+
+def worker_table(dtype, threads: int = 1) -> np.ndarray:
+    """A new ``fns`` for the drivers for ``dtype``: the addresses of the three
+    workers' compiled code (compiled, or loaded from the cache, once per
+    process), then ``threads`` (``THREADS``)."""
+    dtype = np.dtype(dtype)
+    fns = _addresses.get(dtype)
+    if fns is None:
+        fns = [compiled_address(w, sig) for w, sig in zip(_WORKERS, _worker_types(dtype))]
+        fns = _addresses.setdefault(dtype, fns)
+    return np.array(fns + [threads], dtype=np.int64)
+
+
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                       acts, deltas, losses, grad, panels):
+                       acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; W^T copied serially, then parallel over example blocks,
-    then over row tasks.  ``panels`` (at least N * ``panel_rows(layout)`` values)
-    is scratch; at the end ``panels[0]`` is 1 when every gradient entry is
-    finite, else 0 (``_finite_flag``)."""
+    ``deltas[:, :n_0]``; the packed weights done serially, then parallel over example blocks, then over weight-gradient
+    tasks.  ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the
+    end ``scratch[0]`` is 1 when every gradient entry is finite, else 0
+    (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    # grad is free until phase 2 writes it: it holds W^T for the backward pass.
-    # Serial: the O(weights) copies are a few % of a gradient (C5: ~4 ms), while
+    # The weights are packed serially: O(weights), a few % of a gradient, while
     # each parallel region costs a launch, ~12 ms when another process holds a
     # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
-    for t in range(_transpose_tasks(layout, input_grad)):
-        _transpose_task(theta, layout, input_grad, grad, t)
-    for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
-    T = 0
-    for l in range(layout.shape[0]):
-        T += (layout[l, N_OUT] + ROWS - 1) // ROWS
-    for t in prange(T):
-        # prange's index is unsigned: cast, or the worker compiles a second time
-        _weight_grad_task(theta, layout, panels, N, grad, l2, np.int64(t))
-    _finite_flag(grad, panels)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
+    rows = _block_rows(scratch, N, fns[THREADS])
+    for b in prange((N + rows - 1) // rows):
+        # prange's index is unsigned; the workers' signatures take int64
+        b = np.int64(b)
+        block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              min(N, b * rows + rows))
+    for t in prange(_weight_grad_tasks(layout, scratch)):
+        task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
+        task(theta, layout, scratch, deltas, N, grad, l2, np.int64(t))
+    _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
-                     acts, deltas, losses, grad, panels):
+                     acts, deltas, losses, grad, scratch, fns):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
 
@@ -587,43 +595,53 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
-    for t in range(_transpose_tasks(layout, input_grad)):
-        _transpose_task(theta, layout, input_grad, grad, t)
-    for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, grad, layout, X, Y, loss_code, scale, want, want, input_grad,
-                       acts, deltas, losses, panels, b * BLOCK, min(N, b * BLOCK + BLOCK))
-    T = 0
-    for l in range(layout.shape[0]):
-        T += (layout[l, N_OUT] + ROWS - 1) // ROWS
-    for t in range(T):
-        _weight_grad_task(theta, layout, panels, N, grad, l2, t)
-    _finite_flag(grad, panels)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
+    block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+    rows = _block_rows(scratch, N, 1)
+    for b in range((N + rows - 1) // rows):
+        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              min(N, b * rows + rows))
+    task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
+    for t in range(_weight_grad_tasks(layout, scratch)):
+        task(theta, layout, scratch, deltas, N, grad, l2, t)
+    _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
+@njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
+                     scratch, fns):
     """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
     ``losses`` and J returned (as by ``loss_grad_parallel``), else 0.  Without
-    targets (``want_loss`` False) Y is not read."""
+    targets (``want_loss`` False) Y is not read.  ``scratch``: at least
+    ``scratch_size(layout, N, False)`` values."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
-    for b in prange((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
-                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
+    rows = _block_rows(scratch, N, fns[THREADS])
+    for b in prange((N + rows - 1) // rows):
+        b = np.int64(b)
+        block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
+@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
+def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
+                   scratch, fns):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
-    for b in range((N + BLOCK - 1) // BLOCK):
-        _example_block(theta, theta, layout, X, Y, loss_code, scale, want_loss,
-                       no, no, acts, acts, losses, theta, b * BLOCK, min(N, b * BLOCK + BLOCK))
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
+    block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
+    rows = _block_rows(scratch, N, 1)
+    for b in range((N + rows - 1) // rows):
+        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)

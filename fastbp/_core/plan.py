@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import kernels
+from . import kernels, microkernel
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
 from .functions import activate
@@ -104,6 +104,10 @@ def launch(parallel_fn, serial_fn, work, args):
     global _parallel_ok, _probed
     if work < SERIAL_BELOW or not _parallel_ok:
         return serial_fn(*args), SERIAL
+    # the driver's fns: the thread count it cuts its blocks for (numba's count
+    # is per calling thread; a race between two callers changes only the cut,
+    # never the bits)
+    args[-1][kernels.THREADS] = numba.get_num_threads()
     if not _probed:
         with _probe_lock:  # the first launch loads the layer: done once, alone
             if not _probed:
@@ -181,7 +185,7 @@ class _Timings:
 
 
 class Workspaces:
-    """Scratch buffers (acts, deltas, losses, panels) of one plan, reused across calls.
+    """Scratch buffers (acts, deltas, losses, scratch) of one plan, reused across calls.
 
     ``take(N)`` hands out a set for a batch of N examples that no other caller
     holds until it comes back with ``give``: the kept one when there is one, else
@@ -200,14 +204,15 @@ class Workspaces:
     MAX_BYTES = 1 << 28
     SIZES = 4
 
-    __slots__ = ("_P", "_S", "_dtype", "_free", "_row_bytes")
+    __slots__ = ("_S", "_dtype", "_free", "_layout", "_row_bytes")
 
     def __init__(self, layout, dtype):
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
-        self._P = kernels.panel_rows(layout)
-        # bytes of a set per example: acts, deltas and the panels
-        self._row_bytes = self._dtype.itemsize * (2 * self._S + self._P)
+        self._layout = layout
+        # bytes of a set per example (about): acts, deltas and the drivers' scratch
+        per_example = int(layout[0, kernels.P_ROWS]) + 2 * int(layout[0, kernels.WORK])
+        self._row_bytes = self._dtype.itemsize * (2 * self._S + per_example)
         self._free = {}
 
     def take(self, N: int):
@@ -215,10 +220,11 @@ class Workspaces:
         if ws is None:
             shape = (N, self._S)
             dt = self._dtype
-            check_memory(f"a batch of {N} examples", dt.itemsize * N * (2 * self._S + 1
-                                                                        + self._P))
+            n_scratch = kernels.scratch_size(self._layout, N)
+            check_memory(f"a batch of {N} examples",
+                         dt.itemsize * (N * (2 * self._S + 1) + n_scratch))
             ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
-                  np.empty(N * self._P, dt))
+                  np.empty(n_scratch, dt))
         return ws
 
     def give(self, N: int, ws) -> None:
@@ -272,14 +278,14 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_l2_arg", "_one", "_row_sum_tol", "_scalar", "_serial_rows",
-                 "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
+    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
+                 "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
                  "no_targets", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
         self.dtype = np.dtype(dtype)
-        self.layout = layout_table(self.sizes, activation_codes, bias)
+        self.layout = layout_table(self.sizes, activation_codes, bias, self.dtype)
         self.n_params = n_params(self.sizes, bias)
         self.loss_code = int(loss_code)
         self.mean = bool(mean)
@@ -297,6 +303,21 @@ class Plan:
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         self.last_driver = None
         self._timings = {}
+        self._fns = None
+
+    @property
+    def fns(self) -> np.ndarray:
+        """The drivers' ``fns`` (``kernels.worker_table``: the workers' addresses,
+        compiled or loaded from the cache at the first call that needs them,
+        and the thread count, which ``launch`` sets before a parallel call)."""
+        fns = self._fns
+        if fns is None:
+            fns = self._fns = kernels.worker_table(self.dtype, numba.get_num_threads())
+        return fns
+
+    def worker_table(self) -> np.ndarray:
+        """A new ``fns`` for a training run, for the threads of the calling thread."""
+        return kernels.worker_table(self.dtype, numba.get_num_threads())
 
     # ------------------------------------------------------------------ inputs
 
@@ -339,10 +360,10 @@ class Plan:
         N = X.shape[0]
         scale = self._scalar(1.0 / N) if self.mean else self._one
         workspaces = self._workspaces
-        acts, deltas, losses, panels = ws = workspaces.take(N)
+        acts, deltas, losses, scratch = ws = workspaces.take(N)
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
-                acts, deltas, losses, grad, panels)
+                acts, deltas, losses, grad, scratch, self.fns)
         try:
             if N < self._serial_rows:
                 J = kernels.loss_grad_serial(*args)
@@ -354,7 +375,7 @@ class Plan:
             _heal(e)
             J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
                                          self._work(N), args)
-        if not (J - J == 0 and panels[0] == 1):
+        if not (J - J == 0 and scratch[0] == 1):
             _overflow_warning("loss_and_grad", "the loss" if J - J != 0 else "the gradient")
         dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
         workspaces.give(N, ws)
@@ -366,7 +387,7 @@ class Plan:
         acts, losses = ws[0], ws[2]
         scale = self._scalar(1.0 / N if self.mean else 1.0)
         args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
-                losses)
+                losses, ws[3], self.fns)
         try:
             J = self._launch("loss" if want_loss else "forward", N, kernels.forward_parallel,
                              kernels.forward_serial, args)
@@ -400,10 +421,11 @@ class Plan:
         check_memory(f"a batch of {N} examples", dt.itemsize * N * (2 * S + 1))
         return np.empty((N, S), dt), np.empty((N, S), dt), np.empty(N, dt)
 
-    def panels(self, N):
-        """A new panel buffer of the gradient drivers for batches of up to N examples."""
-        n = N * kernels.panel_rows(self.layout)
-        check_memory(f"the gradient panels of a batch of {N} examples", n * self.dtype.itemsize)
+    def scratch(self, N, grad=True):
+        """A new scratch buffer of the drivers (the forward ones: not ``grad``) for
+        batches of up to N examples."""
+        n = kernels.scratch_size(self.layout, N, grad)
+        check_memory(f"the gradient scratch of a batch of {N} examples", n * self.dtype.itemsize)
         return np.empty(n, self.dtype)
 
     def training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
@@ -458,7 +480,7 @@ class Plan:
         dt = self.dtype.type
         return (theta, self.layout, Xb, Yb, self.loss_code, dt(1.0 / B),
                 dt(self.l2), False, acts, deltas, losses, np.empty(self.n_params, self.dtype),
-                self.panels(B))
+                self.scratch(B), self.fns)
 
     def _may_run_parallel(self, theta, work, X, Y, B) -> bool:
         """Whether one batch's work repays a launch and the parallel layer loads
@@ -519,22 +541,41 @@ def n_params(sizes, bias) -> int:
     return layer_offsets(sizes, bias)[-1][2]
 
 
-def layout_table(sizes, activation_codes, bias) -> np.ndarray:
-    """The kernels' int64 layout table (``kernels``' columns), read-only: per
-    layer n_in, n_out, the offsets of ``layer_offsets``, the activation code, the
-    columns of a^(l-1) and a^(l) in the batch buffers, and the layer's first
-    transpose and weight-gradient tasks (each counted from layer 1)."""
+def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
+    """The kernels' int64 layout table (``kernels``' columns) for parameters of
+    ``dtype``, read-only: per layer n_in, n_out, the offsets of
+    ``layer_offsets``, the activation code, the columns of a^(l-1) and a^(l) in
+    the batch buffers, the layer's first weight-gradient task (counted from
+    layer 1), and where its packed weights and panels lie in the drivers' scratch (in blocks of
+    the micro-kernel's sizes for ``dtype`` on this host)."""
+    MR, NR, KC, MC, NC = microkernel.blocks(dtype)
+    even_step = microkernel._even_step.py_func
     L = len(sizes) - 1
     table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
-    col = t_task = g_task = 0
-    rows = kernels.ROWS
+
+    def up(x, unit):
+        return -(-x // unit) * unit
+
+    col = g_task = 0
+    pack = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
+    pa_row, pd_row = 0, sum(up(n, MR) for n in sizes[:-1])
     for l, (w_off, b_off, _) in enumerate(layer_offsets(sizes, bias), 1):
         n_in, n_out = sizes[l - 1], sizes[l]
+        pack_w = pack
+        pack_t = pack_w + up(up(n_out, MR) * n_in, 16)
+        pack = pack_t + up(up(n_in, MR) * n_out, 16)
         table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in,
-                        t_task, g_task)
+                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0, 0)
         col += n_in
-        t_task += -(-n_in // rows)  # the kernels' tasks: blocks of ROWS columns or rows
-        g_task += -(-n_out // rows)
+        # the kernels' weight-gradient tasks (kernels._grad_blocks)
+        rows = even_step(n_in, MC, MR)
+        cols = even_step(n_out, kernels.GCOLS * NR, NR)
+        g_task += -(-n_in // rows) * -(-n_out // cols)
+        pa_row += up(n_in, MR)
+        pd_row += up(n_out, NR)
+    table[:, kernels.P0] = pack
+    table[:, kernels.P_ROWS] = pd_row
+    table[:, kernels.WORK] = KC  # kernels._work
     table.setflags(write=False)
     return table
 

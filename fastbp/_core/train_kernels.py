@@ -252,7 +252,8 @@ def _sum(losses):
 
 
 @njit(cache=True, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def no_forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses):
+def no_forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses, scratch,
+               fns):
     """Stands in for the forward driver when there is no validation set, so a run
     without one never compiles the forward kernels."""
     return theta.dtype.type(0)
@@ -280,7 +281,8 @@ class Model(NamedTuple):
 class Batches(NamedTuple):
     """The training set and how it is cut into batches of B rows (the last may be
     smaller), with the scratch of a full batch (``Xb`` .. ``losses``) and of the
-    last one (``Xr`` .. ``losses_r``), the gradient buffer and the panels.
+    last one (``Xr`` .. ``losses_r``), the gradient buffer, the drivers' scratch and their workers' addresses
+    (``kernels.worker_table``).
     ``gather`` False: one full batch, X used as it is; ``shuffled``: ``order`` is
     reshuffled before each epoch from the SplitMix64 state ``rng``."""
 
@@ -302,7 +304,8 @@ class Batches(NamedTuple):
     deltas_r: np.ndarray
     losses_r: np.ndarray
     grad: np.ndarray
-    panels: np.ndarray
+    scratch: np.ndarray
+    fns: np.ndarray
 
 
 class Optimizer(NamedTuple):
@@ -328,6 +331,7 @@ class Validation(NamedTuple):
     Yv: np.ndarray
     acts: np.ndarray
     losses: np.ndarray
+    scratch: np.ndarray
     acc_kind: int
 
 
@@ -412,7 +416,7 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
             db = bt.deltas if full else bt.deltas_r
             lb = bt.losses if full else bt.losses_r
             loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, bt.grad,
-                      bt.panels)
+                      bt.scratch, bt.fns)
             data += _sum(lb)
             if l2 != 0:
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
@@ -425,7 +429,7 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
         if has_val:
             val_loss = forward(theta, layout, val.Xv, val.Yv, loss_code, True,
                                dt(1.0 / val.Xv.shape[0]) if mean else dt(1), l2, val.acts,
-                               val.losses)
+                               val.losses, val.scratch, bt.fns)
         outcome = _end_epoch(model, val, stop, records, ep, J_train, val_loss)
         if outcome != RUNNING:
             return ep - ep0 + 1, outcome
@@ -439,9 +443,10 @@ def _driver_types(dtype):
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
     i64, b = types.int64, types.boolean
     layout = types.Array(types.int64, 2, "C", readonly=True)
+    fns = types.Array(types.int64, 1, "C")
     loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec,
-                                     vec))
-    forward = types.FunctionType(f(vec, layout, mat, mat, i64, b, f, f, mat, vec))
+                                     vec, fns))
+    forward = types.FunctionType(f(vec, layout, mat, mat, i64, b, f, f, mat, vec, vec, fns))
     return loss_grad, forward
 
 

@@ -500,6 +500,19 @@ def _train_oracle(w, net, params, X, Y, contenders):
     return _peers.NumpyContender().training(w, net64, p64, X64, Y64, None).result()[1]
 
 
+def pin_cores(threads: int, cores: int) -> str | None:
+    """With fewer threads than usable cores, keep the whole process on that many
+    cores, so that every contender gets the same CPUs: XLA (jax) has no exact
+    thread setting and, measured on this 2-core machine with its one-thread
+    flags, still ran a 1024^3 matmul on both cores (CPU time twice the wall
+    time).  Returns a note, or None when nothing was pinned."""
+    if threads >= cores or not hasattr(os, "sched_setaffinity"):
+        return None
+    keep = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, keep)
+    return f"process pinned to {threads} of {cores} cores (CPUs {keep}) for every contender"
+
+
 def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0,
             scenarios=("steady",)) -> dict:
     """Run the comparison; returns the JSON-able report.
@@ -509,8 +522,11 @@ def collect(workloads, kinds, names, threads, repeat, on_rows=None, settle=0.0,
     """
     cores = usable_cores()
     notes = []
+    pinned = pin_cores(threads, cores)
+    if pinned:
+        notes.append(pinned)
     if "jax" in names:
-        note = _peers.configure_jax_threads(threads, cores)
+        note = _peers.configure_jax_threads(threads, usable_cores())
         if note:
             notes.append(note)
     th = Threads(threads)
