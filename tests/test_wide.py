@@ -22,8 +22,9 @@ from fastbp._core import microkernel as mk
 
 # n_in 300 > KC = 256 (two blocks of the sum), 161 > 2 MC rows (f64), 53 and
 # 61 outputs: edges of MR and NR; N = 301: two KC blocks of examples, and a
-# last phase-1 block that is not full.
-WIDE = [([300, 161, 53, 7], 301), ([40, 61, 1], 130), ([1, 20, 300], 5)]
+# last phase-1 block that is not full; 400 x 300 weights: more than
+# kernels.PACK_PARALLEL, so the parallel drivers pack the weights in parallel.
+WIDE = [([300, 161, 53, 7], 301), ([40, 61, 1], 130), ([1, 20, 300], 5), ([400, 300, 7], 64)]
 
 
 @pytest.fixture(params=["serial", "parallel"])

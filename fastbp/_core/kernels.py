@@ -220,10 +220,13 @@ def _task_layer(layout, col, t):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def _pack_weights(theta, layout, scratch, backward, input_grad):
+def _pack_weights(theta, layout, scratch, backward, input_grad, t):
     """W^(l) (and, with ``backward``, W^(l)T for l >= 2, and for l = 1 with
-    ``input_grad``) of every layer into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``: the A
-    operand of ``_block_product`` for z = W a and for sum_i W[i, j] delta_i.
+    ``input_grad``) into micro-panels at ``PACK_W`` (``PACK_T``) of ``scratch``:
+    the A operand of ``_block_product`` for z = W a and for sum_i W[i, j]
+    delta_i.  Task t < 0: every layer; else one matrix, W^(l) for t = 2 (l - 1),
+    W^(l)T for t = 2 (l - 1) + 1, so that a parallel driver can pack the
+    matrices side by side (``_pack_in_parallel``).
 
     A is packed per block of ``KC`` values of the sum index p (blocks of equal
     size, ``_even_step``): the block at p0 holds, from m_pad * p0 on (m_pad = m
@@ -232,13 +235,14 @@ def _pack_weights(theta, layout, scratch, backward, input_grad):
     MR, NR, KC, MC, NC = block_sizes(scratch)
     for l in range(layout.shape[0]):
         n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
-        # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
-        pad = (n_out + MR - 1) // MR * MR
-        step = _even_step(n_in, KC, 1)
-        for p0 in range(0, n_in, step):
-            pack_a(theta, w_off + p0, n_in, 1, n_out, min(step, n_in - p0), scratch,
-                   layout[l, PACK_W] + pad * p0)
-        if backward and (l > 0 or input_grad):
+        if t < 0 or t == 2 * l:
+            # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
+            pad = (n_out + MR - 1) // MR * MR
+            step = _even_step(n_in, KC, 1)
+            for p0 in range(0, n_in, step):
+                pack_a(theta, w_off + p0, n_in, 1, n_out, min(step, n_in - p0), scratch,
+                       layout[l, PACK_W] + pad * p0)
+        if backward and (l > 0 or input_grad) and (t < 0 or t == 2 * l + 1):
             # A = W^T: m = n_in rows, sum over i; A[j, p] = theta[w_off + p * n_in + j]
             pad = (n_in + MR - 1) // MR * MR
             step = _even_step(n_out, KC, 1)
@@ -529,7 +533,7 @@ def _worker_types(dtype):
     return (types.none(rvec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64, i64,
                        i64),
             types.none(rvec, lay, vec, mat, i64, vec, f, i64),
-            types.none(rvec, lay, vec, b, b))
+            types.none(rvec, lay, vec, b, b, i64))
 
 
 def _at(which):
@@ -554,6 +558,29 @@ def worker_table(dtype, threads: int = 1) -> np.ndarray:
     return np.array(fns + [threads], dtype=np.int64)
 
 
+# Weights above which a parallel driver packs them in a parallel region of its
+# own (one task per matrix): below it the region's launch costs more than the
+# packing (about a nanosecond a weight) it shares out.
+PACK_PARALLEL = 100_000
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _pack_in_parallel(fns, theta, layout, scratch, backward, input_grad):
+    """``_pack_weights`` for a parallel driver: one task per matrix (W^(l),
+    W^(l)T) in a parallel loop when the network has more than
+    ``PACK_PARALLEL`` weights, else serially."""
+    L = layout.shape[0]
+    last = layout[L - 1]
+    weights = last[W_OFF] + last[N_IN] * last[N_OUT]  # an upper bound (biases included)
+    if weights > PACK_PARALLEL:
+        for t in prange(2 * L):
+            pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
+            pack(theta, layout, scratch, backward, input_grad, np.int64(t))
+    else:
+        _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, backward,
+                                                     input_grad, -1)
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
@@ -564,10 +591,11 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    # The weights are packed serially: O(weights), a few % of a gradient, while
-    # each parallel region costs a launch, ~12 ms when another process holds a
-    # core (fastbp bench, C3-1000 and C4-256: 24 ms with two regions, 36 with three).
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
+    # The packing of the weights, O(weights), is a parallel region of its own only
+    # for large networks: each region costs a launch, ~12 ms when another
+    # process holds a core (fastbp bench, C3-1000 and C4-256: 24 ms with two
+    # regions, 36 with three).
+    _pack_in_parallel(fns, theta, layout, scratch, want, input_grad)
     rows = _block_rows(scratch, N, fns[THREADS])
     for b in prange((N + rows - 1) // rows):
         # prange's index is unsigned; the workers' signatures take int64
@@ -595,7 +623,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad, -1)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
@@ -618,7 +646,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
     ``scratch_size(layout, N, False)`` values."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
+    _pack_in_parallel(fns, theta, layout, scratch, no, no)
     rows = _block_rows(scratch, N, fns[THREADS])
     for b in prange((N + rows - 1) // rows):
         b = np.int64(b)
@@ -636,7 +664,7 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, l
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no, -1)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
