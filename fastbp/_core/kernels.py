@@ -269,21 +269,19 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
     MR, NR, KC, MC, NC = block_sizes(scratch)
     S = src.shape[1]
     nb = e1 - e0
-    flat_src = src.reshape(src.size)
-    flat_dst = dst.reshape(dst.size)
     pad = (m + MR - 1) // MR * MR
     k_step = _even_step(k, KC, 1)
     m_step = _even_step(m, MC, MR)
     for p0 in range(0, k, k_step):
         kc = min(k_step, k - p0)
         # B[p, e] = src[e0 + e, s_col + p0 + p]
-        pack_b(flat_src, e0 * S + s_col + p0, 1, S, kc, nb, scratch, work)
+        pack_b(src, e0 * S + s_col + p0, 1, S, kc, nb, scratch, work)  # src indexed flat
         for ic in range(0, m, m_step):
             mc = min(m_step, m - ic)
             for j in range(0, nb, NR):
                 for i in range(ic, ic + mc, MR):
                     micro_kernel(kc, scratch, a_off + pad * p0 + i * kc, scratch, work + j * kc,
-                                 flat_dst, (e0 + j) * S + d_col + i, S, p0 > 0,
+                                 dst, (e0 + j) * S + d_col + i, S, p0 > 0,
                                  min(MR, ic + mc - i), min(NR, nb - j))
 
 

@@ -274,7 +274,11 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
 
 
 def _is_array(x):
-    return isinstance(x, types.Array) and x.ndim == 1 and x.layout == "C"
+    """A C-contiguous array of any dimension: the intrinsics address its values
+    by their flat index from its data pointer, as if it were ``x.reshape(-1)``
+    (which numba computes through a call per reshape: measurable in a gradient
+    of a few units)."""
+    return isinstance(x, types.Array) and x.layout == "C"
 
 
 @intrinsic
@@ -286,10 +290,10 @@ def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr
     ----------
     k : int
         Length of the sum.
-    a, b : 1-d C-contiguous arrays of float64 or float32
+    a, b : C-contiguous arrays of float64 or float32 (indexed flat)
         Hold the packed micro-panels from ``a_off`` (``a[a_off + k * MR + i]``)
         and ``b_off`` (``b[b_off + k * NR + j]``).
-    c : 1-d C-contiguous array of the same dtype
+    c : C-contiguous array of the same dtype (indexed flat)
         C[i, j] is ``c[c_off + j * ldc + i]``.
     accumulate : bool
         Add to C (continuing each entry's chain of multiply-adds) or overwrite it.
