@@ -23,12 +23,13 @@ def _median(f, repeat=5):
 
 
 class Phases:
-    """One thread, the serial drivers' workers called one phase at a time:
-    ``forward`` (packing W, z = W a and the activations, the loss),
-    ``backward`` (the rest of phase 1: the deltas, with packing W^T and the
-    panels), ``weight_gradient`` (phase 2: dJ/dW and dJ/db).  GFLOP/s counts
-    2 N n_weights per phase (the backward pass: 2 N times the weights of layers
-    2..L)."""
+    """One thread, the workers called one phase at a time on weights packed
+    beforehand: ``forward`` (phase 1 without the gradient: z = W a, the
+    activations, the loss), ``backward`` (phase 1 with the gradient, less the
+    forward: the deltas and the panels), ``weight_gradient`` (phase 2: dJ/dW and
+    dJ/db).  Minimum of 7 runs each (the backward is a difference of two, which
+    medians left too noisy).  GFLOP/s counts 2 N n_weights per phase (the
+    backward pass: 2 N times the weights of layers 2..L)."""
 
     params = (PHASE_WORKLOADS, ["forward", "backward", "weight_gradient"])
     param_names = ("workload", "phase")
@@ -41,39 +42,47 @@ class Phases:
         common.set_threads(1)
         net, params, X, Y, _ = common.data(workload)
         plan = net.plan
-        self.theta = np.ascontiguousarray(params.flat)
+        theta = np.ascontiguousarray(params.flat)
         X = np.ascontiguousarray(X, dtype=plan.dtype)
-        Yd = np.ascontiguousarray(Y, dtype=plan.dtype)  # dense targets
+        Y = np.ascontiguousarray(Y, dtype=plan.dtype)  # dense targets
         N = X.shape[0]
+        layout = plan.layout
         acts, deltas, losses, scratch = plan._workspaces.take(N)
         grad = np.empty(plan.n_params, plan.dtype)
-        fns = plan.fns
         scale = plan.dtype.type(1.0 / N)
-        self.grad_args = (self.theta, plan.layout, X, Yd, plan.loss_code, scale, scale * 0,
-                          False, acts, deltas, losses, grad, scratch, fns)
-        self.fwd_args = (self.theta, plan.layout, X, Yd, plan.loss_code, True, scale, scale * 0,
-                         acts, losses, scratch, fns)
-        kernels.loss_grad_serial(*self.grad_args)
-        self.n_tasks = int(kernels._weight_grad_tasks(plan.layout, scratch))
-        self.task_args = (self.theta, plan.layout, scratch, deltas, N, grad, scale * 0)
+        zero = scale * 0
+        kernels._pack_weights(theta, layout, scratch, True, False, -1)
+        rows = 512
+
+        def phase1(want_grad):
+            for b, e0 in enumerate(range(0, N, rows)):
+                kernels._example_block(theta, layout, X, Y, plan.loss_code, scale, True,
+                                       want_grad, False, acts, deltas, losses, scratch,
+                                       kernels._work(layout, N, True, b, rows), e0,
+                                       min(N, e0 + rows))
+
+        n_tasks = int(kernels._weight_grad_tasks(layout, scratch))
+
+        def phase2():
+            for t in range(n_tasks):
+                kernels._weight_grad_task(theta, layout, scratch, deltas, N, grad, zero, t)
+
+        self.runs = {"forward": lambda: phase1(False), "phase1": lambda: phase1(True),
+                     "weight_gradient": phase2}
+        phase1(True)
+        phase2()
         weights = [a * b for a, b in zip(net.sizes[:-1], net.sizes[1:])]
         self.flops = {"forward": 2 * N * sum(weights), "backward": 2 * N * sum(weights[1:]),
                       "weight_gradient": 2 * N * sum(weights)}
 
-    def _weight_gradient(self):
-        for t in range(self.n_tasks):
-            kernels._weight_grad_task(*self.task_args, t)
+    def _min(self, name):
+        return min(_once(self.runs[name]) for _ in range(7))
 
     def track_gflops(self, workload, phase):
-        t_fwd = _median(lambda: kernels.forward_serial(*self.fwd_args))
-        if phase == "forward":
-            t = t_fwd
+        if phase == "backward":
+            t = self._min("phase1") - self._min("forward")
         else:
-            t_wg = _median(self._weight_gradient)
-            if phase == "weight_gradient":
-                t = t_wg
-            else:
-                t = _median(lambda: kernels.loss_grad_serial(*self.grad_args)) - t_fwd - t_wg
+            t = self._min(phase)
         return self.flops[phase] / t / 1e9
 
     track_gflops.unit = "GFLOP/s"
