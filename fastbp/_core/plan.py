@@ -312,12 +312,17 @@ class Plan:
         and the thread count, which ``launch`` sets before a parallel call)."""
         fns = self._fns
         if fns is None:
-            fns = self._fns = kernels.worker_table(self.dtype, numba.get_num_threads())
+            fns = self._fns = self.worker_table()
         return fns
 
     def worker_table(self) -> np.ndarray:
-        """A new ``fns`` for a training run, for the threads of the calling thread."""
-        return kernels.worker_table(self.dtype, numba.get_num_threads())
+        """A new ``fns`` for the threads of the calling thread (a training run
+        takes its own)."""
+        try:
+            return kernels.worker_table(self.dtype, numba.get_num_threads())
+        except Exception as e:  # a worker's cache file could not be read
+            _heal(e)
+            return kernels.worker_table(self.dtype, numba.get_num_threads())
 
     # ------------------------------------------------------------------ inputs
 
