@@ -472,16 +472,16 @@ def _weight_grad_tasks(layout, scratch):
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
-def _finite_flag(grad, panels):
-    """panels[0] = 1 when every entry of ``grad`` is finite, else 0: the gradient
-    drivers' report to the plan (the panels are dead once phase 2 is done).  A
+def _finite_flag(grad, scratch):
+    """scratch[0] = 1 when every entry of ``grad`` is finite, else 0: the gradient
+    drivers' report to the plan (the scratch is dead once phase 2 is done).  A
     comparison folded into a flag, as in the input screen (no fastmath here:
     it could assume the values finite)."""
     ok = True
     for k in range(grad.shape[0]):
         v = grad[k]
         ok &= v - v == 0
-    panels[0] = 1 if ok else 0
+    scratch[0] = 1 if ok else 0
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)

@@ -100,7 +100,9 @@ def parallel_available() -> bool:
 def launch(parallel_fn, serial_fn, work, args):
     """``(result, driver)``: the parallel driver's result when the work (number
     of multiply-adds of one forward pass) repays a launch and parallel drivers
-    may run here, else its serial twin's; ``driver`` says which ran."""
+    may run here, else its serial twin's; ``driver`` says which ran.  ``args``
+    ends with the drivers' ``fns`` (``kernels.worker_table``), whose thread
+    count is set here before a parallel call."""
     global _parallel_ok, _probed
     if work < SERIAL_BELOW or not _parallel_ok:
         return serial_fn(*args), SERIAL
