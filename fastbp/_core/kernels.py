@@ -101,6 +101,12 @@ def scratch_size(layout, N: int, grad: bool = True) -> int:
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
+def _up(x, unit):
+    """x rounded up to a multiple of ``unit``: a padded panel's rows or columns."""
+    return (x + unit - 1) // unit * unit
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
 def _block_rows(scratch, N, threads):
     """Examples per phase-1 block for a batch of N on ``threads`` threads: as
     many as possible (each block streams every packed W^(l) from memory once),
@@ -111,7 +117,7 @@ def _block_rows(scratch, N, threads):
     MR, NR, KC, MC, NC = block_sizes(scratch)
     count = max((N + BLOCK_MAX - 1) // BLOCK_MAX, 2 * threads if threads > 1 else 1)
     rows = max((N + count - 1) // count, BLOCK_MIN)
-    return (rows + NR - 1) // NR * NR
+    return _up(rows, NR)
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
@@ -237,14 +243,14 @@ def _pack_weights(theta, layout, scratch, backward, input_grad, t):
         n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
         if t < 0 or t == 2 * l:
             # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
-            pad = (n_out + MR - 1) // MR * MR
+            pad = _up(n_out, MR)
             step = _even_step(n_in, KC, 1)
             for p0 in range(0, n_in, step):
                 pack_a(theta, w_off + p0, n_in, 1, n_out, min(step, n_in - p0), scratch,
                        layout[l, PACK_W] + pad * p0)
         if backward and (l > 0 or input_grad) and (t < 0 or t == 2 * l + 1):
             # A = W^T: m = n_in rows, sum over i; A[j, p] = theta[w_off + p * n_in + j]
-            pad = (n_in + MR - 1) // MR * MR
+            pad = _up(n_in, MR)
             step = _even_step(n_out, KC, 1)
             for p0 in range(0, n_out, step):
                 pack_a(theta, w_off + p0 * n_in, 1, n_in, n_in, min(step, n_out - p0),
@@ -262,14 +268,14 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
     multiply-adds over p in order, so the bits depend on k alone): per block of
     KC values of p, the examples' values are packed into micro-panels of NR
     examples at ``work`` of ``scratch`` (the block's buffer: KC times its
-    examples rounded up to NR values), then for each block of MC rows of A (kept in L2) and each
-    micro-panel of examples (kept in L1), the micro-kernel runs over the
-    block's micro-panels of A; blocks after the first continue each entry's
-    chain from ``dst``."""
+    examples rounded up to NR values), then for each block of MC rows of A
+    (kept in L2) and each micro-panel of examples (kept in L1), the
+    micro-kernel runs over the block's micro-panels of A; blocks after the
+    first continue each entry's chain from ``dst``."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
     S = src.shape[1]
     nb = e1 - e0
-    pad = (m + MR - 1) // MR * MR
+    pad = _up(m, MR)
     k_step = _even_step(k, KC, 1)
     m_step = _even_step(m, MC, MR)
     for p0 in range(0, k, k_step):
@@ -323,8 +329,8 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
         c_in, c_out = layout[l, C_IN], layout[l, C_OUT]
         pa = base + layout[l, PA_ROW] * N
         pd = base + layout[l, PD_ROW] * N
-        pad_a = (n_in + MR - 1) // MR * MR
-        pad_d = (n_out + NR - 1) // NR * NR
+        pad_a = _up(n_in, MR)
+        pad_d = _up(n_out, NR)
         # the KC blocks of examples this block overlaps, one micro-panel at a time:
         # consecutive examples' runs are adjacent in a panel (sequential writes)
         for q0 in range(e0 // k_step * k_step, e1, k_step):
@@ -433,8 +439,8 @@ def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
     j1, i1 = min(n_in, j0 + rows), min(n_out, i0 + cols)
     pa = layout[0, P0] + lay[PA_ROW] * N
     pd = layout[0, P0] + lay[PD_ROW] * N
-    pad_a = (n_in + MR - 1) // MR * MR
-    pad_d = (n_out + NR - 1) // NR * NR
+    pad_a = _up(n_in, MR)
+    pad_d = _up(n_out, NR)
     k_step = _even_step(N, KC, 1)
     # N = 0: one pass with kc = 0, which stores dW = 0
     for q0 in range(0, max(N, 1), k_step):
@@ -442,9 +448,9 @@ def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
         for i in range(i0, i1, NR):
             for j in range(j0, j1, MR):
                 # C[j, i] (+)= sum_e a_j(e) delta_i(e) for an MR x NR block
-                micro_kernel(kc, scratch, pa + pad_a * q0 + j * kc, scratch, pd + pad_d * q0 + i * kc,
-                             grad, w_off + i * n_in + j, n_in, q0 > 0, min(MR, j1 - j),
-                             min(NR, i1 - i))
+                micro_kernel(kc, scratch, pa + pad_a * q0 + j * kc, scratch,
+                             pd + pad_d * q0 + i * kc, grad, w_off + i * n_in + j, n_in, q0 > 0,
+                             min(MR, j1 - j), min(NR, i1 - i))
     if l2 != 0:
         for i in range(i0, i1):
             for j in range(j0, j1):
@@ -583,9 +589,10 @@ def _pack_in_parallel(fns, theta, layout, scratch, backward, input_grad):
 def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; the packed weights done serially, then parallel over example blocks, then over weight-gradient
-    tasks.  ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the
-    end ``scratch[0]`` is 1 when every gradient entry is finite, else 0
+    ``deltas[:, :n_0]``; the weights packed (``_pack_in_parallel``), then
+    parallel over example blocks, then over weight-gradient tasks.
+    ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the end
+    ``scratch[0]`` is 1 when every gradient entry is finite, else 0
     (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag

@@ -281,8 +281,8 @@ class Plan:
     """
 
     __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
-                 "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
-                 "no_targets", "sizes")
+                 "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver",
+                 "layout", "loss_code", "mean", "n_params", "no_targets", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)

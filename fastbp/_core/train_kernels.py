@@ -281,8 +281,8 @@ class Model(NamedTuple):
 class Batches(NamedTuple):
     """The training set and how it is cut into batches of B rows (the last may be
     smaller), with the scratch of a full batch (``Xb`` .. ``losses``) and of the
-    last one (``Xr`` .. ``losses_r``), the gradient buffer, the drivers' scratch and their workers' addresses
-    (``kernels.worker_table``).
+    last one (``Xr`` .. ``losses_r``), the gradient buffer, the drivers' scratch
+    and their workers' addresses (``kernels.worker_table``).
     ``gather`` False: one full batch, X used as it is; ``shuffled``: ``order`` is
     reshuffled before each epoch from the SplitMix64 state ``rng``."""
 
