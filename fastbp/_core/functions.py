@@ -165,6 +165,24 @@ def _unary_intrinsic(emit):
     return intrinsic(typer)
 
 
+def _binary_intrinsic(emit):
+    """A numba intrinsic f(x, y) for float32 or float64 x and y of one type, its
+    body emitted by ``emit(e, x, y)`` (e an ``_Emit``)."""
+
+    def typer(typingctx, x, y):
+        if not (isinstance(x, types.Float) and x == y):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return emit(_Emit(builder, args[0].type), *args)
+
+        return x(x, y), codegen
+
+    typer.__name__ = emit.__name__
+    typer.__doc__ = emit.__doc__
+    return intrinsic(typer)
+
+
 @_unary_intrinsic
 def exp(e, x, P):
     """e^x within 1 ulp of libm's: 0 below the smallest subnormal, inf above the
@@ -207,8 +225,7 @@ def sigmoid(z):
     """
     one = type(z)(1)
     e = exp(-abs(z))
-    num = one if z >= 0 else e
-    return num / (one + e)
+    return where_ge(z, one, e) / (one + e)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -221,7 +238,13 @@ def tanh(z):
     f = type(z)
     m = _expm1_neg(f(-2) * abs(z))
     t = -m / (f(2) + m)
-    return t if z >= 0 else -t
+    return where_ge(z, t, -t)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def relu(z):
+    """z if z > 0 else 0 (z * 0: NaN stays NaN)."""
+    return where_gt(z, z, z * type(z)(0))
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -232,7 +255,7 @@ def activate(code, z):
     if code == TANH:
         return tanh(z)
     if code == RELU:
-        return z if z > 0 else z * type(z)(0)  # NaN stays NaN
+        return relu(z)
     return z
 
 
@@ -251,6 +274,112 @@ def derivative_from_a(code, a):
     if code == RELU:
         return one if a > 0 else type(a)(0)
     return one
+
+
+def _select_intrinsic(predicate):
+    """A numba intrinsic f(x, a, b) = a if ``x predicate 0`` else b, for float x,
+    a and b of one type: one compare and one select, no branch (numba turns a
+    conditional expression into blocks of its own, and straight-line code of
+    hundreds of them, as ``small`` generates, takes minutes to compile)."""
+
+    def typer(typingctx, x, a, b):
+        if not (isinstance(x, types.Float) and x == a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            x, a, b = args
+            test = builder.fcmp_ordered(predicate, x, ir.Constant(x.type, 0.0), flags=_KEEP)
+            return builder.select(test, a, b)
+
+        return x(x, a, b), codegen
+
+    return intrinsic(typer)
+
+
+where_ge = _select_intrinsic(">=")
+where_gt = _select_intrinsic(">")
+
+
+@_binary_intrinsic
+def add_kept(e, x, y):
+    """x + y, never reassociated with the operations around it."""
+    return e.add(x, y)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c with one rounding (LLVM's ``llvm.fma``): the micro-kernel's step,
+    as a scalar that no optimization reorders or splits."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, sig, args):
+        T = args[0].type
+        name = f"llvm.fma.f{a.bitwidth}"
+        fn = builder.module.globals.get(name) or ir.Function(
+            builder.module, ir.FunctionType(T, [T, T, T]), name)
+        return builder.call(fn, list(args))
+
+    return a(a, a, a), codegen
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def fixed_sum(x, lo, hi, square):
+    """sum of x[k] (``square``: of x[k]^2) over lo <= k < hi in one fixed order:
+    four running sums over k mod 4, then (s0 + s1) + (s2 + s3).  Written with
+    ``add_kept`` and ``fma``, which the compiler does not reorder: a plain
+    loop under reassociation is vectorized as LLVM sees fit in each function
+    that contains it, so two functions inlining the same sum could give
+    different bits (the generic drivers and ``small``'s specialized ones must
+    not).  Compiled once, not inlined: inlined at numba's level it cost seconds
+    of every specialized module's compile."""
+    z = x.dtype.type(0)
+    s0 = s1 = s2 = s3 = z
+    k = lo
+    while k + 4 <= hi:
+        if square:
+            s0 = fma(x[k], x[k], s0)
+            s1 = fma(x[k + 1], x[k + 1], s1)
+            s2 = fma(x[k + 2], x[k + 2], s2)
+            s3 = fma(x[k + 3], x[k + 3], s3)
+        else:
+            s0 = add_kept(s0, x[k])
+            s1 = add_kept(s1, x[k + 1])
+            s2 = add_kept(s2, x[k + 2])
+            s3 = add_kept(s3, x[k + 3])
+        k += 4
+    while k < hi:
+        s0 = fma(x[k], x[k], s0) if square else add_kept(s0, x[k])
+        k += 1
+    return add_kept(add_kept(s0, s1), add_kept(s2, s3))
+
+
+@_binary_intrinsic
+def _times_sigmoid_prime(e, d, a):
+    """d (a (1 - a)), in this order."""
+    return e.mul(d, e.mul(a, e.sub(e.c(1), a)))
+
+
+@_binary_intrinsic
+def _times_tanh_prime(e, d, a):
+    """d (1 - a a), in this order."""
+    return e.mul(d, e.sub(e.c(1), e.mul(a, a)))
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def times_derivative(code, d, a):
+    """d f'(z), f'(z) written from a = f(z) as in ``derivative_from_a``, the
+    products evaluated in the order written: under reassociation LLVM would
+    pick an order from the code around them (d (a (1 - a)) became (d a)(1 - a)
+    in one function and something else in another), and the generic kernels and
+    the specialized ones (``small``) must give the same bits."""
+    if code == SIGMOID:
+        return _times_sigmoid_prime(d, a)
+    if code == TANH:
+        return _times_tanh_prime(d, a)
+    if code == RELU:
+        return where_gt(a, d, d * type(d)(0))  # d times f' = 1 or 0; NaN stays NaN
+    return d
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)

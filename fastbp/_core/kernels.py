@@ -66,9 +66,12 @@ from .functions import (
     IDENTITY,
     SOFTMAX,
     activate,
+    add_kept,
     derivative_from_a,
     exp,
+    fixed_sum,
     log1pexp,
+    times_derivative,
 )
 from .microkernel import CACHE, _even_step, block_sizes, micro_kernel, pack_a, pack_b
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
@@ -136,13 +139,13 @@ def _work(layout, N, grad, b, rows):
 def _derivative_rows(code, acts, deltas, e0, e1, c, n):
     """delta *= f'(z), written from a = f(z), over columns c..c+n-1 of rows e0..e1-1
     (004 eq. (4); 000 eq. (5b)).  ``code`` does not change in the loop, so LLVM
-    moves the branch in ``derivative_from_a`` out of it and each version of the
+    moves the branch in ``times_derivative`` out of it and each version of the
     loop body is one formula (vectorizable when the formula is)."""
     for e in range(e0, e1):
         a = acts[e, c:c + n]
         d = deltas[e, c:c + n]
         for k in range(n):
-            d[k] *= derivative_from_a(code, a[k])
+            d[k] = times_derivative(code, d[k], a[k])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -493,19 +496,16 @@ def _finite_flag(grad, scratch):
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def _total_loss(theta, layout, losses, scale, l2):
     """J = scale * sum_e J(e) + l2/2 * sum_l sum_ij W^(l)[i, j]^2 (004 section 9,
-    with the squares its J_reg omits: see the errata), each sum in a fixed
-    order.  Inlined into every driver, so the gradient and the forward drivers
-    compute J by the same code."""
-    J = losses.dtype.type(0)
-    for e in range(losses.shape[0]):
-        J += losses[e]
-    J *= scale
+    with the squares its J_reg omits: see the errata), each sum in one fixed
+    order (``fixed_sum``), so every driver, and ``small``'s specialized code,
+    gives the same J."""
+    J = fixed_sum(losses, 0, losses.shape[0], False) * scale
     if l2 != 0:
         s = theta.dtype.type(0)
         for l in range(layout.shape[0]):
             w_off = layout[l, W_OFF]
-            for k in range(w_off, w_off + layout[l, N_OUT] * layout[l, N_IN]):
-                s += theta[k] * theta[k]
+            s = add_kept(s, fixed_sum(theta, w_off, w_off + layout[l, N_OUT] * layout[l, N_IN],
+                                      True))
         J += theta.dtype.type(0.5) * l2 * s
     return J
 
@@ -519,8 +519,9 @@ def _total_loss(theta, layout, losses, scale, l2):
 # dtype and the four drivers hold only their loops.
 
 # fns: the workers' addresses, then the number of threads a parallel driver
-# cuts its blocks for (``_block_rows``; the serial drivers take 1)
-EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS, THREADS = range(4)
+# cuts its blocks for (``_block_rows``; the serial drivers take 1), then the
+# address of ``_output_delta`` (the output layer of ``small``'s specialized code)
+EXAMPLE_BLOCK, WEIGHT_GRAD_TASK, PACK_WEIGHTS, THREADS, OUTPUT_DELTA = range(5)
 _WORKERS = (_example_block, _weight_grad_task, _pack_weights)
 
 
@@ -550,16 +551,31 @@ _example_block_at, _weight_grad_task_at, _pack_weights_at = (_at(w) for w in ran
 _addresses = {}
 
 
+def output_delta_type(like):
+    """The first-class function type of ``_output_delta`` as ``_example_block``
+    calls it, for parameters of ``like``'s (a numba array type's) dtype."""
+    f = like.dtype
+    vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
+    rmat = types.Array(f, 2, "C", readonly=True)
+    row = types.Array(types.int64, 1, "C", readonly=True)
+    return types.FunctionType(types.none(row, mat, mat, rmat, vec, types.int64, f, types.boolean,
+                                         types.boolean, types.int64, types.int64))
+
+
 def worker_table(dtype, threads: int = 1) -> np.ndarray:
     """A new ``fns`` for the drivers for ``dtype``: the addresses of the three
     workers' compiled code (compiled, or loaded from the cache, once per
-    process), then ``threads`` (``THREADS``)."""
+    process), ``threads`` (``THREADS``), and the address of ``_output_delta``
+    (``OUTPUT_DELTA``)."""
     dtype = np.dtype(dtype)
     fns = _addresses.get(dtype)
     if fns is None:
         fns = [compiled_address(w, sig) for w, sig in zip(_WORKERS, _worker_types(dtype))]
-        fns = _addresses.setdefault(dtype, fns)
-    return np.array(fns + [threads], dtype=np.int64)
+        f = types.float64 if dtype == np.float64 else types.float32
+        od = compiled_address(_output_delta,
+                              output_delta_type(types.Array(f, 1, "C")).signature)
+        fns = _addresses.setdefault(dtype, (fns, od))
+    return np.array(fns[0] + [threads, fns[1]], dtype=np.int64)
 
 
 # Weights above which a parallel driver packs them in a parallel region of its
