@@ -516,7 +516,8 @@ def _run(net, run, opts, seed):
     done, stop reason so far, per-epoch times)."""
     plan, records = run.plan, run.records
     model, batches = records[0], records[1]
-    drivers = plan.training_drivers(model.theta, batches.X, batches.Y, run.B, run.Nv)
+    drivers = plan.training_drivers(model.theta, batches.X, batches.Y, run.B, run.Nv,
+                                    opts["epochs"] * -(-run.N // run.B))
     loss_grad = drivers.loss_grad
     serial_epoch = drivers.serial_step * -(-run.N // run.B) if drivers.serial_step else math.inf
     chunk_fn = plan.chunk_function(tuple(records))

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import kernels, microkernel
+from . import kernels, microkernel, small
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
 from .functions import activate
@@ -50,7 +50,7 @@ from .screen import inputs_clean
 
 __all__ = ["Plan", "Workspaces", "launch", "layer_offsets", "n_params", "plan_for"]
 
-SERIAL, PARALLEL = "serial", "parallel"
+SERIAL, PARALLEL, SMALL = "serial", "parallel", "small"
 
 # "threshold" (the default): always the parallel driver above SERIAL_BELOW;
 # "adaptive": there, the driver recent calls found faster (see _Timings).
@@ -64,6 +64,16 @@ POLICY = os.environ.get("FASTBP_LAUNCH", "threshold")
 # Every REPROBE-th call of an entry point and batch size runs the driver that
 # is losing, so its time stays current.
 REPROBE = 16
+
+# The specialized code of a small network (``small``): "auto" (the default)
+# makes it once the plan has served HOT gradient steps (calls, and steps of
+# training runs, counted together), and uses it for batches of at most
+# SMALL_ROWS examples; "always" makes it at the first call; "never" keeps to
+# the generic drivers.  FASTBP_SMALL sets it.  Its results are the generic
+# drivers' bits, so when it starts being used changes nothing but the time.
+SMALL_POLICY = os.environ.get("FASTBP_SMALL", "auto")
+HOT = 20_000
+SMALL_ROWS = 64
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
 # layers; 'workqueue' aborts the process.  Unless the user chose a layer, ask
@@ -281,8 +291,9 @@ class Plan:
     """
 
     __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
-                 "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver",
-                 "layout", "loss_code", "mean", "n_params", "no_targets", "sizes")
+                 "_serial_rows", "_small", "_small_ok", "_timings", "_uses", "_workspaces",
+                 "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
+                 "no_targets", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
@@ -306,6 +317,9 @@ class Plan:
         self.last_driver = None
         self._timings = {}
         self._fns = None
+        self._small_ok = SMALL_POLICY != "never" and small.eligible(self.sizes, bias)
+        self._small = None
+        self._uses = 0
 
     @property
     def fns(self) -> np.ndarray:
@@ -325,6 +339,41 @@ class Plan:
         except Exception as e:  # a worker's cache file could not be read
             _heal(e)
             return kernels.worker_table(self.dtype, numba.get_num_threads())
+
+    def specialized(self, uses: int = 0):
+        """The network's specialized module (``small.module_for``) when the
+        plan takes it (``SMALL_POLICY``), counting ``uses`` more gradient
+        steps towards ``HOT``; else None."""
+        mod = self._small
+        if mod is None and self._small_ok:
+            self._uses += uses
+            if SMALL_POLICY == "always" or self._uses >= HOT:
+                lay = self.layout
+                try:
+                    mod = self._small = small.module_for(
+                        self.sizes, tuple(int(c) for c in lay[:-1, kernels.ACT]),
+                        tuple(bool(b >= 0) for b in lay[:, kernels.B_OFF]))
+                except Exception as e:  # e.g. no usable folder or source: generic from now on
+                    self._small_failed(e)
+        return mod
+
+    def _small_failed(self, exc):
+        self._small_ok = False
+        self._small = None
+        warnings.warn(f"fastbp: the specialized code of this network failed "
+                      f"({type(exc).__name__}: {exc}); using the generic kernels",
+                      RuntimeWarning, stacklevel=4)
+
+    def _small_call(self, name, args):
+        """``name`` of the specialized module on ``args``; None when it failed
+        (then the generic drivers take over for good)."""
+        try:
+            out = getattr(self._small, name)(*args)
+        except Exception as e:
+            self._small_failed(e)
+            return None
+        self.last_driver = SMALL
+        return out
 
     # ------------------------------------------------------------------ inputs
 
@@ -371,8 +420,13 @@ class Plan:
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
                 acts, deltas, losses, grad, scratch, self.fns)
+        J = None
+        if N <= SMALL_ROWS and self.specialized(1) is not None:
+            J = self._small_call("loss_grad", args)
         try:
-            if N < self._serial_rows:
+            if J is not None:
+                pass
+            elif N < self._serial_rows:
                 J = kernels.loss_grad_serial(*args)
                 self.last_driver = SERIAL
             else:
@@ -395,9 +449,13 @@ class Plan:
         scale = self._scalar(1.0 / N if self.mean else 1.0)
         args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
                 losses, ws[3], self.fns)
+        J = None
+        if N <= SMALL_ROWS and self.specialized(1) is not None:
+            J = self._small_call("forward", args)
         try:
-            J = self._launch("loss" if want_loss else "forward", N, kernels.forward_parallel,
-                             kernels.forward_serial, args)
+            if J is None:
+                J = self._launch("loss" if want_loss else "forward", N,
+                                 kernels.forward_parallel, kernels.forward_serial, args)
         except Exception as e:
             _heal(e)
             J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
@@ -435,9 +493,13 @@ class Plan:
         check_memory(f"the gradient scratch of a batch of {N} examples", n * self.dtype.itemsize)
         return np.empty(n, self.dtype)
 
-    def training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
+    def training_drivers(self, theta, X, Y, B, Nv, steps=0) -> Drivers:
         """The drivers of a training run from ``theta`` on (X, Y) in batches of B
-        rows with Nv validation rows (``Drivers``).
+        rows with Nv validation rows and about ``steps`` gradient steps
+        (``Drivers``).
+
+        Batches of at most ``SMALL_ROWS`` rows of a network with specialized
+        code (``specialized``) run that code, as its validation pass does.
 
         The parallel gradient driver is taken only when one step's work could
         repay a launch (``launch``'s rule) AND it wins a timed trial on the
@@ -446,13 +508,17 @@ class Plan:
         than the step itself takes.  The validation forward pass (one launch
         per epoch) is chosen by its work.  Both kinds give the same bits."""
         try:
-            return self._training_drivers(theta, X, Y, B, Nv)
+            return self._training_drivers(theta, X, Y, B, Nv, steps)
         except Exception as e:
             _heal(e)
-            return self._training_drivers(theta, X, Y, B, Nv)
+            return self._training_drivers(theta, X, Y, B, Nv, steps)
 
-    def _training_drivers(self, theta, X, Y, B, Nv) -> Drivers:
+    def _training_drivers(self, theta, X, Y, B, Nv, steps) -> Drivers:
         dt = self.dtype
+        if B <= SMALL_ROWS and self.specialized(steps) is not None:
+            drivers = self._small_drivers(Nv)
+            if drivers is not None:
+                return drivers
         serial_step = 0.0
         loss_grad = kernels.loss_grad_serial
         if self._may_run_parallel(theta, self._work(B), X, Y, B):
@@ -466,6 +532,23 @@ class Plan:
         return Drivers(tk.driver_address(loss_grad, dt, 0), tk.driver_address(forward, dt, 1),
                        serial_step, self.last_driver == PARALLEL
                        or forward is kernels.forward_parallel)
+
+    def _small_drivers(self, Nv):
+        """The specialized code's ``Drivers`` (None when it failed to compile)."""
+        dt = self.dtype
+        try:
+            loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
+            forward = tk.no_forward
+            if Nv:
+                forward = self._small.forward if Nv <= SMALL_ROWS else kernels.forward_serial
+                if Nv > SMALL_ROWS and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
+                    forward = kernels.forward_parallel
+            forward_at = tk.driver_address(forward, dt, 1)
+        except Exception as e:
+            self._small_failed(e)
+            return None
+        self.last_driver = SMALL
+        return Drivers(loss_grad, forward_at, 0.0, forward is kernels.forward_parallel)
 
     def serial_driver(self) -> int:
         """The address of the serial gradient driver, for a run that falls back to it."""

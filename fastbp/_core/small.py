@@ -1,0 +1,330 @@
+"""Compiled code specialized for one small network: its sizes as constants.
+
+The generic drivers (``kernels``) read the network from a layout table at run
+time and run every product on the packed micro-kernel.  For a network of a
+few units that machinery is most of the time: packing W, masked micro-kernel
+steps on a 3 x 2 matrix, loops whose bounds LLVM cannot see.  Here the
+network's sizes, hidden activations and biases are written into the source of
+a module made for it (``source``), so every loop over units is unrolled into
+straight-line code: the weights, one example's activations and deltas, and the
+gradient's running sums are local values, kept in registers where they fit.
+
+Same bits as the generic drivers, by construction rather than by luck:
+
+- every product entry is the same chain of fused multiply-adds over its sum
+  index in order (``functions.fma``: LLVM's fma, which nothing reorders), from 0, as the
+  micro-kernel computes it; z + b, f(z), delta * f'(a) are the same formulas
+  (``functions``) in the same order; dJ/db is the sum over the examples in order;
+- what the generic code computes with loops that LLVM may vectorize (the output
+  layer's loss and delta, the sum of the examples' losses, the finite flag) is
+  the generic code itself: the output layer is ``kernels._output_delta`` called
+  through its address (its one compiled copy, never re-optimized here), and J
+  and the flag are ``kernels._total_loss`` and ``kernels._finite_flag``.
+
+The specialized functions have the generic drivers' signatures, so the plan
+and the compiled training loop (``train_kernels``) call them in the drivers'
+place.  Each example makes two passes: forward through the hidden layers
+(their activations and z^(L) kept in ``acts``), then, after the output layer
+of every example, the backward pass and the gradient's sums.
+
+The module's source goes into a cache folder under a name that hashes it and
+the core's own sources (``module_for``), and is compiled with ``cache=True``:
+a second process, or a second network of the same shape, loads it from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from . import kernels
+from .functions import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+from .numba_private import function_at
+
+__all__ = ["cache_folder", "eligible", "module_for", "source"]
+
+# Networks this path serves: at most MAX_PARAMS parameters and MAX_WIDTH units a
+# layer.  Its code grows with the parameters (a few lines each), and so does
+# its compile time; the generic drivers reach their speed from about a hundred
+# units a layer on.
+MAX_PARAMS = 640
+MAX_WIDTH = 64
+
+
+# the output layer: kernels._output_delta through its address (fns[OUTPUT_DELTA])
+_output_delta_fn = function_at(kernels.output_delta_type)
+
+
+def eligible(sizes, bias) -> bool:
+    """Whether a network of these sizes gets specialized code (``MAX_PARAMS``,
+    ``MAX_WIDTH``)."""
+    n = sum(a * b + (b if has else 0) for a, b, has in zip(sizes[:-1], sizes[1:], bias))
+    return n <= MAX_PARAMS and max(sizes) <= MAX_WIDTH
+
+
+# ---------------------------------------------------------------- the source
+
+
+def _chain(terms):
+    """The chain fma(w_p, v_p, ... fma(w_0, v_0, zero)) over the terms in order."""
+    expr = "zero"
+    for w, v in terms:
+        expr = f"fma({w}, {v}, {expr})"
+    return expr
+
+
+def _activation(code, z):
+    # the formulas of functions.activate, with the code known
+    if code == SIGMOID:
+        return f"sigmoid({z})"
+    if code == TANH:
+        return f"tanh({z})"
+    if code == RELU:
+        return f"relu({z})"
+    return z
+
+
+def _times_derivative(code, d, a):
+    # functions.times_derivative, with the code known (None: f' = 1)
+    return None if code == IDENTITY else f"times_derivative({code}, {d}, {a})"
+
+
+def source(sizes, codes, bias) -> str:
+    """The module specialized for a network of ``sizes``, hidden layers'
+    activation codes ``codes`` (l = 1..L-1; the output layer's activation and
+    the loss are read at run time, so one module serves every pair) and
+    ``bias`` (per layer): functions ``loss_grad`` and
+    ``forward`` with the signatures of ``kernels.loss_grad_serial`` and
+    ``kernels.forward_serial`` (``fns``: ``kernels.worker_table``, whose
+    ``OUTPUT_DELTA`` they call; ``layout``: the network's table, of which they
+    read the output row and, for J's L2 term, the weights' places)."""
+    from .plan import layer_offsets
+
+    sizes, codes, bias = tuple(sizes), tuple(codes), tuple(bias)
+    L = len(sizes) - 1
+    if L < 1 or len(codes) != L - 1 or SOFTMAX in codes:
+        raise ValueError("source: one activation code per hidden layer, none of them softmax")
+    offsets = layer_offsets(sizes, bias)
+    cols = np.cumsum((0,) + sizes)  # column of layer l's first unit in acts / deltas
+    w = [[[f"w{l}_{i}_{j}" for j in range(sizes[l - 1])] for i in range(sizes[l])]
+         for l in range(L + 1)]  # w[l][i][j], l >= 1
+    head = [
+        (f'"""Specialized for sizes {sizes}, hidden activations {codes}, bias {bias}'
+         '\n(generated by fastbp._core.small.source; see that module)."""'),
+        "",
+        "from numba import njit",
+        "",
+        "from fastbp._core.functions import fma, relu, sigmoid, tanh, times_derivative",
+        "from fastbp._core.kernels import OUTPUT_DELTA, _finite_flag, _total_loss",
+        "from fastbp._core.numba_private import NO_REFCOUNT",
+        "from fastbp._core.small import _output_delta_fn",
+        "",
+        'FLAGS = {"contract", "arcp"}',
+        "OPTIONS = dict(cache=True, nogil=True, fastmath=FLAGS, error_model='numpy',",
+        "               **NO_REFCOUNT)",
+    ]
+
+    def load_params(body):
+        for l in range(1, L + 1):
+            w_off, b_off, _ = offsets[l - 1]
+            n_in = sizes[l - 1]
+            for i in range(sizes[l]):
+                for j in range(n_in):
+                    body.append(f"    {w[l][i][j]} = theta[{w_off + i * n_in + j}]")
+                if b_off >= 0:
+                    body.append(f"    b{l}_{i} = theta[{b_off + i}]")
+
+    def forward_pass(body, store_hidden):
+        """Per example: a^(0) = x, the hidden layers, z^(L) into acts."""
+        body.append("    for e in range(N):")
+        for j in range(sizes[0]):
+            body.append(f"        a0_{j} = X[e, {j}]")
+        for l in range(1, L + 1):
+            body.append(f"        # z^({l}) = W^({l}) a^({l - 1}) + b^({l}) "
+                        f"(000 eq. before (1); 004 section 5)"
+                        + (f", a^({l}) = f_{l}(z^({l})) (004 section 2)" if l < L else ""))
+            for i in range(sizes[l]):
+                z = _chain((w[l][i][j], f"a{l - 1}_{j}") for j in range(sizes[l - 1]))
+                if bias[l - 1]:
+                    z = f"{z} + b{l}_{i}"
+                if l < L:
+                    body.append(f"        z{l}_{i} = {z}")
+                    body.append(f"        a{l}_{i} = {_activation(codes[l - 1], f'z{l}_{i}')}")
+                    if store_hidden:
+                        body.append(f"        acts[e, {cols[l] + i}] = a{l}_{i}")
+                else:
+                    body.append(f"        acts[e, {cols[L] + i}] = {z}")
+
+    def output_layer(body, want_loss, want_delta):
+        body.append("    # a^(L), the losses and delta^(L): the generic drivers' own code")
+        body.append(f"    _output_delta_fn(fns[OUTPUT_DELTA], theta)(layout[{L - 1}], acts, "
+                    f"deltas, Y, losses, loss_code, scale, {want_loss}, {want_delta}, 0, N)")
+
+    # ------------------------------------------------------------ loss_grad
+    grad = ["", "", "@njit(**OPTIONS)",
+            ("def loss_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, acts, "
+             "deltas, losses, grad, scratch, fns):"),
+            "    N = X.shape[0]",
+            "    zero = theta.dtype.type(0)",
+            "    one = theta.dtype.type(1)"]
+    load_params(grad)
+    forward_pass(grad, True)
+    output_layer(grad, True, True)
+    for l in range(1, L + 1):
+        for i in range(sizes[l]):
+            for j in range(sizes[l - 1]):
+                grad.append(f"    g{w[l][i][j]} = zero")
+            if bias[l - 1]:
+                grad.append(f"    gb{l}_{i} = zero")
+    grad.append("    for e in range(N):")
+    for l in range(L):
+        for j in range(sizes[l]):
+            src = f"X[e, {j}]" if l == 0 else f"acts[e, {cols[l] + j}]"
+            grad.append(f"        a{l}_{j} = {src}")
+    for i in range(sizes[L]):
+        grad.append(f"        d{L}_{i} = deltas[e, {cols[L] + i}]")
+    for l in range(L, 0, -1):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        grad.append(f"        # dJ/dW^({l})[i, j] += delta^({l})_i a^({l - 1})_j, "
+                    f"dJ/db^({l})_i += delta^({l})_i, over e in order "
+                    f"(000 eq. (7)-(8), (13)-(14); 004 eq. (5), (6))")
+        for i in range(n_out):
+            for j in range(n_in):
+                g = f"g{w[l][i][j]}"
+                grad.append(f"        {g} = fma(a{l - 1}_{j}, d{l}_{i}, {g})")
+            if bias[l - 1]:
+                grad.append(f"        gb{l}_{i} = gb{l}_{i} + d{l}_{i}")
+        if l > 1:
+            grad.append(f"        # delta^({l - 1})_j = f'(z^({l - 1})_j) sum_i W^({l})[i, j] "
+                        f"delta^({l})_i (004 eq. (4); 002 eq. (25) with (24))")
+            for j in range(n_in):
+                s = _chain((w[l][i][j], f"d{l}_{i}") for i in range(n_out))
+                d = _times_derivative(codes[l - 2], s, f"a{l - 1}_{j}")
+                grad.append(f"        d{l - 1}_{j} = {s if d is None else d}")
+        else:
+            grad.append("        if input_grad:")
+            grad.append("            # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7))")
+            for j in range(n_in):
+                s = _chain((w[1][i][j], f"d1_{i}") for i in range(n_out))
+                grad.append(f"            deltas[e, {j}] = {s}")
+    for l in range(1, L + 1):
+        w_off, b_off, _ = offsets[l - 1]
+        n_in = sizes[l - 1]
+        for i in range(sizes[l]):
+            for j in range(n_in):
+                grad.append(f"    grad[{w_off + i * n_in + j}] = g{w[l][i][j]}")
+            if b_off >= 0:
+                grad.append(f"    grad[{b_off + i}] = gb{l}_{i}")
+    grad.append("    if l2 != 0:")
+    grad.append("        # + l2 W[i, j] (004 section 9), as the generic drivers add it")
+    for l in range(1, L + 1):
+        w_off, _, _ = offsets[l - 1]
+        n_in = sizes[l - 1]
+        for i in range(sizes[l]):
+            for j in range(n_in):
+                k = w_off + i * n_in + j
+                grad.append(f"        grad[{k}] += l2 * {w[l][i][j]}")
+    grad.append("    _finite_flag(grad, scratch)")
+    grad.append("    return _total_loss(theta, layout, losses, scale, l2)")
+
+    # ------------------------------------------------------------ forward
+    fwd = ["", "", "@njit(**OPTIONS)",
+           ("def forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses, "
+            "scratch, fns):"),
+           "    N = X.shape[0]",
+           "    zero = theta.dtype.type(0)",
+           "    deltas = acts  # not written: no delta is asked for"]
+    load_params(fwd)
+    forward_pass(fwd, False)
+    output_layer(fwd, "want_loss", False)
+    fwd.append("    if want_loss:")
+    fwd.append("        return _total_loss(theta, layout, losses, scale, l2)")
+    fwd.append("    return zero")
+    return "\n".join(head + grad + fwd) + "\n"
+
+
+# ---------------------------------------------------------------- the modules
+
+_modules = {}
+_lock = threading.Lock()
+
+
+def _core_stamp() -> str:
+    """A hash of the sources the generated code depends on: a changed core never
+    loads code compiled against the old one (numba's cache checks only the
+    generated file itself)."""
+    h = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in ("small.py", "kernels.py", "functions.py", "config.py", "numba_private.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+_STAMP = None
+
+
+def cache_folder() -> Path:
+    """Where the generated modules live: ``FASTBP_CACHE_DIR``, else a folder in
+    numba's cache folder when ``NUMBA_CACHE_DIR`` is set, else the user's cache
+    folder (``XDG_CACHE_HOME`` or ~/.cache) under fastbp/small."""
+    env = os.environ.get("FASTBP_CACHE_DIR")
+    if env:
+        return Path(env) / "small"
+    numba_dir = os.environ.get("NUMBA_CACHE_DIR")
+    if numba_dir:
+        return Path(numba_dir) / "fastbp_small"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fastbp" / "small"
+
+
+def _write_once(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` unless it already holds it (rewriting would
+    change its time stamp, which invalidates numba's cache of it); atomically,
+    so a concurrent process never reads half a file.  False if not writable."""
+    try:
+        if path.exists() and path.read_text() == text:
+            return True
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+
+
+def module_for(sizes, codes, bias):
+    """The imported specialized module of this network (``source``), made and
+    imported once per process; its compiled code is loaded from numba's cache
+    when an earlier process compiled it."""
+    global _STAMP
+    key = (tuple(sizes), tuple(codes), tuple(bias))
+    mod = _modules.get(key)
+    if mod is not None:
+        return mod
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            if _STAMP is None:
+                _STAMP = _core_stamp()
+            text = source(*key)
+            digest = hashlib.sha256((_STAMP + text).encode()).hexdigest()[:20]
+            name = f"net_{digest}"
+            path = cache_folder() / f"{name}.py"
+            if not _write_once(path, text):  # no writable cache: this process only
+                path = Path(tempfile.mkdtemp(prefix="fastbp-small-")) / f"{name}.py"
+                path.write_text(text)
+            spec = importlib.util.spec_from_file_location(f"fastbp._small.{name}", path)
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = mod
+            spec.loader.exec_module(mod)
+            _modules[key] = mod
+    return mod

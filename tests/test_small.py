@@ -1,0 +1,224 @@
+"""The specialized code of small networks (``fastbp._core.small``): the same bits
+as the generic drivers for every activation, output pair, bias setting, L2,
+reduction and dtype, in gradients, forward passes and training runs; the policy
+that picks it; its cache across processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from functools import partial
+
+import numpy as np
+import pytest
+from cases import OUTPUT_PAIRS, random_problem
+
+import fastbp
+from fastbp import Network
+from fastbp._core import plan as core_plan
+from fastbp._core import small
+
+
+@pytest.fixture
+def always(monkeypatch):
+    """Specialized code from the first call; ``generic(True/False)`` switches a
+    call to the generic drivers and back."""
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "always")
+
+    def generic(on):
+        monkeypatch.setattr(core_plan, "SMALL_ROWS", 0 if on else 64)
+
+    return generic
+
+
+def both(generic, net, fn):
+    """fn() with the specialized code, then with the generic drivers: both
+    results, and the drivers that ran."""
+    generic(False)
+    a = fn()
+    da = net.plan.last_driver
+    generic(True)
+    b = fn()
+    db = net.plan.last_driver
+    generic(False)
+    assert (da, db) == ("small", "serial")
+    return a, b
+
+
+def same_bits(a, b):
+    return np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+# One module per (sizes, hidden activations, bias): the output activation and the
+# loss vary at run time, so each network below serves every pair it is given.
+NETWORKS = (
+    # (sizes, hidden activations, bias, l2, reduction, dtypes)
+    ((3, 2, 1), ("sigmoid",), False, 0.0, "sum", ("float64",)),       # 003's network
+    ((4, 8, 3), ("sigmoid",), True, 0.0, "mean", ("float64", "float32")),
+    ((5, 6, 7, 4), ("relu", "identity"), (True, False, True), 0.1, "mean", ("float64",)),
+    ((6, 2), (), True, 0.03, "mean", ("float64",)),                     # one layer
+)
+# the module of 003's network, shared by the policy tests below
+SHARED = {"sizes": (3, 2, 1), "activations": ["sigmoid", "sigmoid"], "bias": False}
+
+
+@pytest.mark.parametrize("sizes,hidden,bias,l2,reduction,dtypes", NETWORKS)
+def test_gradients_forward_and_loss_have_the_generic_bits(always, sizes, hidden, bias, l2,
+                                                          reduction, dtypes):
+    for dtype in dtypes:
+        for out, loss in OUTPUT_PAIRS:
+            if sizes[-1] == 1 and out == "softmax":
+                continue
+            net = Network(sizes, list(hidden) + [out], loss, bias=bias, l2=l2,
+                          reduction=reduction, dtype=dtype)
+            for N, seed in ((1, 0), (5, 1), (64, 2)):
+                params, X, Y = random_problem(net, seed, N=N)
+                (Ja, ga, dXa), (Jb, gb, dXb) = both(
+                    always, net, partial(net.loss_and_grad, params, X, Y, input_grad=True))
+                case = (dtype, out, loss, N)
+                assert Ja == Jb and np.isfinite(Ja), case
+                assert same_bits(ga.flat, gb.flat) and same_bits(dXa, dXb), case
+                fa, fb = both(always, net, partial(net.forward, params, X))
+                assert same_bits(fa, fb), case
+                la, lb = both(always, net, partial(net.loss, params, X, Y))
+                assert la == lb == Ja, case
+                # and the values are the gradient's (against the reference elsewhere)
+                ref_J, ref_g = fastbp.reference.loss_and_grad(net, params, X, Y)
+                np.testing.assert_allclose(Ja, ref_J, rtol=1e-10 if dtype == "float64" else 1e-4)
+                tol = 1e-10 if dtype == "float64" else 1e-3
+                np.testing.assert_allclose(ga.flat, ref_g.flat, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("optimizer,batch_size,validation", [
+    ("sgd", None, None),
+    ("adam", 7, None),          # a partial last batch of 2
+    ("momentum", 8, 0.2),       # validation split, its forward pass on the small code
+])
+def test_training_runs_have_the_generic_bits(always, optimizer, batch_size, validation):
+    net = Network([4, 8, 3], ["tanh", "softmax"], "cross_entropy", l2=0.01)
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(30, 4))
+    Y = rng.integers(0, 3, 30)
+    p = net.init(3)
+
+    def run():
+        h = fastbp.train(net, p, X, Y, optimizer=optimizer, lr=0.05, epochs=40,
+                         batch_size=batch_size, seed=1, validation=validation)
+        return h
+
+    a, b = both(always, net, run)
+    assert same_bits(a.params.flat, b.params.flat)
+    assert same_bits(a.loss, b.loss)
+    if validation is not None:
+        assert same_bits(a.val_loss, b.val_loss) and same_bits(a.val_accuracy, b.val_accuracy)
+    assert not np.array_equal(a.params.flat, p.flat)  # it trained
+
+
+def test_policy_auto_specializes_after_hot_steps(monkeypatch):
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "auto")
+    monkeypatch.setattr(core_plan, "HOT", 5)
+    net = Network(loss="sse", l2=0.2, **SHARED)
+    params, X, Y = random_problem(net, 3, N=4)
+    drivers = []
+    bits = set()
+    for _ in range(7):
+        J, g = net.loss_and_grad(params, X, Y)
+        drivers.append(net.plan.last_driver)
+        bits.add((J, g.flat.tobytes()))
+    assert drivers == ["serial"] * 4 + ["small"] * 3
+    assert len(bits) == 1
+    # a batch above SMALL_ROWS keeps the generic drivers
+    params, X, Y = random_problem(net, 4, N=core_plan.SMALL_ROWS + 1)
+    net.loss_and_grad(params, X, Y)
+    assert net.plan.last_driver == "serial"
+
+
+def test_policy_auto_specializes_a_long_training_run_at_its_start(monkeypatch):
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "auto")
+    monkeypatch.setattr(core_plan, "HOT", 1000)
+    net = Network(loss="bce", l2=0.1, **SHARED)
+    params, X, Y = random_problem(net, 6, N=10)
+    fastbp.train(net, params, X, Y, epochs=999, lr=0.1)  # 999 steps: generic
+    assert net.plan.last_driver == "serial"
+    fastbp.train(net, params, X, Y, epochs=1000, lr=0.1)
+    assert net.plan.last_driver == "small"
+
+
+def test_policy_never(monkeypatch):
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "never")
+    net = Network(loss="sse", l2=0.3, **SHARED)
+    params, X, Y = random_problem(net, 7, N=3)
+    for _ in range(3):
+        net.loss_and_grad(params, X, Y)
+        assert net.plan.last_driver == "serial"
+    assert net.plan.specialized(10**9) is None
+
+
+def test_eligible_bounds():
+    assert small.eligible((3, 2, 1), (False, False))
+    assert small.eligible((4, 8, 3), (True, True))
+    assert not small.eligible((small.MAX_WIDTH + 1, 1), (False,))
+    assert not small.eligible((30, 30), (True,))  # 930 parameters
+    assert small.eligible((20, 30), (True,))      # 630
+
+
+def test_source_is_straight_line_code_of_the_network():
+    text = small.source((3, 2, 1), (1,), (False, False))
+    grad = text[text.index("def loss_grad"):text.index("def forward")]
+    # every weight loaded once, by its flat index; the layer-1 chain in order from 0
+    for k in range(8):
+        assert grad.count(f"= theta[{k}]") == 1
+    assert "z1_0 = fma(w1_0_2, a0_2, fma(w1_0_1, a0_1, fma(w1_0_0, a0_0, zero)))" in text
+    assert "times_derivative(1, fma(w2_0_0, d2_0, zero), a1_0)" in text
+    with pytest.raises(ValueError, match="softmax"):
+        small.source((3, 2, 1), (4,), (True, True))
+
+
+CACHED = """
+    import json, numpy as np, fastbp
+    from fastbp._core import plan as core_plan
+    core_plan.SMALL_POLICY = "always"
+    net = fastbp.Network([3, 2, 1], ["sigmoid", "sigmoid"], "bce", bias=False)
+    p = net.init(0)
+    X = np.linspace(-1, 1, 12).reshape(4, 3)
+    Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    J, g = net.loss_and_grad(p, X, Y)
+    mod = net.plan.specialized()
+    stats = mod.loss_grad.stats
+    print(json.dumps([net.plan.last_driver, float(J), g.flat.tolist(),
+                      len(stats.cache_hits), len(stats.cache_misses),
+                      str(mod.__file__)]))
+"""
+
+
+def test_specialized_code_is_cached_across_processes(tmp_path):
+    # a new folder of generated modules (numba's cache of the generic kernels is kept)
+    env = dict(os.environ, FASTBP_CACHE_DIR=str(tmp_path / "fastbp"))
+
+    def child():
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(CACHED)], env=env,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, second = child(), child()
+    assert first[0] == second[0] == "small"
+    assert first[1:3] == second[1:3]
+    assert (first[3], first[4]) == (0, 1)      # compiled, then
+    assert (second[3], second[4]) == (1, 0)    # loaded from numba's cache
+    assert first[5] == second[5] and first[5].startswith(str(tmp_path / "fastbp"))
+
+
+def test_unwritable_cache_folder_still_works(tmp_path, monkeypatch, always):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("FASTBP_CACHE_DIR", str(blocked))
+    monkeypatch.setattr(small, "_modules", {})
+    net = Network(loss="sse", l2=0.4, **SHARED)
+    params, X, Y = random_problem(net, 8, N=2)
+    (Ja, ga), (Jb, gb) = both(always, net, lambda: net.loss_and_grad(params, X, Y))
+    assert Ja == Jb and same_bits(ga.flat, gb.flat)
+    assert not str(net.plan.specialized().__file__).startswith(str(blocked))
