@@ -169,10 +169,12 @@ def test_source_is_straight_line_code_of_the_network():
     text = small.source((3, 2, 1), (1,), (False, False))
     grad = text[text.index("def loss_grad"):text.index("def forward")]
     # every weight loaded once, by its flat index; the layer-1 chain in order from 0
+    # (units 0-2: the inputs, 3-4: layer 1, 5: the output, one view of the scratch each)
     for k in range(8):
         assert grad.count(f"= theta[{k}]") == 1
-    assert "z1_0 = fma(w1_0_2, a0_2, fma(w1_0_1, a0_1, fma(w1_0_0, a0_0, zero)))" in text
-    assert "times_derivative(1, fma(w2_0_0, d2_0, zero), a1_0)" in text
+    assert "a_3[e] = sigmoid(fma(w1_0_2, a_2[e], fma(w1_0_1, a_1[e], fma(w1_0_0, a_0[e], zero))))" in grad
+    assert "d_3[e] = times_derivative(1, fma(w2_0_0, d_5[e], zero), a_3[e])" in grad
+    assert "gw1_1_2 = fma(a_2[e], d, gw1_1_2)" in grad
     with pytest.raises(ValueError, match="softmax"):
         small.source((3, 2, 1), (4,), (True, True))
 

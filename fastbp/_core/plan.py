@@ -216,9 +216,10 @@ class Workspaces:
     MAX_BYTES = 1 << 28
     SIZES = 4
 
-    __slots__ = ("_S", "_dtype", "_free", "_layout", "_row_bytes")
+    __slots__ = ("_S", "_dtype", "_free", "_layout", "_row_bytes", "_small")
 
-    def __init__(self, layout, dtype):
+    def __init__(self, layout, dtype, small_sizes=None):
+        self._small = small_sizes  # the network's sizes when it may run ``small``'s code
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
         self._layout = layout
@@ -232,7 +233,7 @@ class Workspaces:
         if ws is None:
             shape = (N, self._S)
             dt = self._dtype
-            n_scratch = kernels.scratch_size(self._layout, N)
+            n_scratch = scratch_values(self._layout, N, True, self._small)
             check_memory(f"a batch of {N} examples",
                          dt.itemsize * (N * (2 * self._S + 1) + n_scratch))
             ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
@@ -311,13 +312,14 @@ class Plan:
         # batches of fewer examples than this are below SERIAL_BELOW (``_work``)
         self._serial_rows = -(-SERIAL_BELOW // (self.n_params + self.sizes[0]))
         self._row_sum_tol = float(row_sum_tol) * self.sizes[-1]
-        self._workspaces = Workspaces(self.layout, self.dtype)
+        self._small_ok = SMALL_POLICY != "never" and small.eligible(self.sizes, bias)
+        self._workspaces = Workspaces(self.layout, self.dtype,
+                                      self.sizes if self._small_ok else None)
         # Y of a call without targets (no rows, so nothing can write into it)
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         self.last_driver = None
         self._timings = {}
         self._fns = None
-        self._small_ok = SMALL_POLICY != "never" and small.eligible(self.sizes, bias)
         self._small = None
         self._uses = 0
 
@@ -489,7 +491,7 @@ class Plan:
     def scratch(self, N, grad=True):
         """A new scratch buffer of the drivers (the forward ones: not ``grad``) for
         batches of up to N examples."""
-        n = kernels.scratch_size(self.layout, N, grad)
+        n = scratch_values(self.layout, N, grad, self.sizes if self._small_ok else None)
         check_memory(f"the gradient scratch of a batch of {N} examples", n * self.dtype.itemsize)
         return np.empty(n, self.dtype)
 
@@ -602,6 +604,16 @@ class Plan:
             if best[parallel] > 4 * best[serial]:
                 return 0.0
         return best[serial] if best[parallel] < best[serial] else 0.0
+
+
+def scratch_values(layout, N, grad, small_sizes) -> int:
+    """Values of a drivers' scratch for batches of up to N examples: the generic
+    drivers' (``kernels.scratch_size``), and ``small``'s specialized code's when
+    the network may run it (``small_sizes``: its sizes) on such batches."""
+    n = kernels.scratch_size(layout, N, grad)
+    if small_sizes is not None:
+        n = max(n, small.scratch_need(small_sizes, min(N, SMALL_ROWS)))
+    return n
 
 
 def layer_offsets(sizes, bias) -> list[tuple[int, int, int]]:

@@ -96,15 +96,34 @@ def _times_derivative(code, d, a):
     return None if code == IDENTITY else f"times_derivative({code}, {d}, {a})"
 
 
+def scratch_need(sizes, N: int) -> int:
+    """Values of ``scratch`` the specialized functions use for N examples: the
+    flag's line, then every unit's activations and deltas, unit by unit
+    (``source``)."""
+    return SCRATCH0 + 2 * sum(sizes) * N
+
+
+SCRATCH0 = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
+
+
 def source(sizes, codes, bias) -> str:
     """The module specialized for a network of ``sizes``, hidden layers'
     activation codes ``codes`` (l = 1..L-1; the output layer's activation and
     the loss are read at run time, so one module serves every pair) and
-    ``bias`` (per layer): functions ``loss_grad`` and
-    ``forward`` with the signatures of ``kernels.loss_grad_serial`` and
-    ``kernels.forward_serial`` (``fns``: ``kernels.worker_table``, whose
-    ``OUTPUT_DELTA`` they call; ``layout``: the network's table, of which they
-    read the output row and, for J's L2 term, the weights' places)."""
+    ``bias`` (per layer): functions ``loss_grad`` and ``forward`` with the
+    signatures of ``kernels.loss_grad_serial`` and ``kernels.forward_serial``
+    (``fns``: ``kernels.worker_table``, whose ``OUTPUT_DELTA`` they call;
+    ``layout``: the network's table, of which they read the output row and,
+    for J's L2 term, the weights' places; ``scratch``: at least
+    ``scratch_need(sizes, N)`` values).
+
+    The equations run unit by unit over all the examples, each loop over the
+    examples one formula that LLVM vectorizes (several examples per vector
+    instruction: the activations' exp, the chains), on copies of a^(l) and
+    delta^(l) stored unit-major in ``scratch`` (unit u of example e at
+    ``u * N + e`` from A or D), so that consecutive examples are adjacent.
+    The gradient's sums run example by example in order, their running sums
+    kept in local values."""
     from .plan import layer_offsets
 
     sizes, codes, bias = tuple(sizes), tuple(codes), tuple(bias)
@@ -112,7 +131,8 @@ def source(sizes, codes, bias) -> str:
     if L < 1 or len(codes) != L - 1 or SOFTMAX in codes:
         raise ValueError("source: one activation code per hidden layer, none of them softmax")
     offsets = layer_offsets(sizes, bias)
-    cols = np.cumsum((0,) + sizes)  # column of layer l's first unit in acts / deltas
+    cols = [int(c) for c in np.cumsum((0,) + sizes)]  # layer l's first unit in acts / deltas
+    S = cols[-1]
     w = [[[f"w{l}_{i}_{j}" for j in range(sizes[l - 1])] for i in range(sizes[l])]
          for l in range(L + 1)]  # w[l][i][j], l >= 1
     head = [
@@ -126,41 +146,62 @@ def source(sizes, codes, bias) -> str:
         "from fastbp._core.numba_private import NO_REFCOUNT",
         "from fastbp._core.small import _output_delta_fn",
         "",
+        # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
+        # turns fma(a, b, 0) into a * b, which differs in the sign of a zero)
         'FLAGS = {"contract", "arcp"}',
         "OPTIONS = dict(cache=True, nogil=True, fastmath=FLAGS, error_model='numpy',",
         "               **NO_REFCOUNT)",
     ]
 
-    def load_params(body):
+    # one view per unit (a_u = scratch[A + u N : A + (u + 1) N]): indexed by the
+    # loop's e alone, which numba knows is not negative, so it adds no wraparound
+    # to the index and LLVM sees consecutive addresses
+    def A(u):
+        return f"a_{u}[e]"
+
+    def D(u):
+        return f"d_{u}[e]"
+
+    def prologue(body, grad):
+        body += ["    N = X.shape[0]",
+                 "    zero = theta.dtype.type(0)",
+                 f"    if scratch.shape[0] < {SCRATCH0} + {2 * S} * N:  # never, from a plan",
+                 "        return zero / zero",
+                 f"    A = {SCRATCH0}",
+                 f"    D = A + {S} * N"]
+        body += [f"    a_{u} = scratch[A + {u} * N:A + {u + 1} * N]" for u in range(S)]
+        if grad:
+            body += [f"    d_{u} = scratch[D + {u} * N:D + {u + 1} * N]"
+                     for u in range(sizes[0], S)]
+        if grad:
+            body.append("    one = theta.dtype.type(1)")
         for l in range(1, L + 1):
             w_off, b_off, _ = offsets[l - 1]
             n_in = sizes[l - 1]
             for i in range(sizes[l]):
-                for j in range(n_in):
-                    body.append(f"    {w[l][i][j]} = theta[{w_off + i * n_in + j}]")
+                body += [f"    {w[l][i][j]} = theta[{w_off + i * n_in + j}]"
+                         for j in range(n_in)]
                 if b_off >= 0:
                     body.append(f"    b{l}_{i} = theta[{b_off + i}]")
 
-    def forward_pass(body, store_hidden):
-        """Per example: a^(0) = x, the hidden layers, z^(L) into acts."""
+    def forward_pass(body):
+        """a^(0) = x, the hidden layers and z^(L), unit-major from A; z^(L) also
+        into acts (the output layer reads it there)."""
         body.append("    for e in range(N):")
-        for j in range(sizes[0]):
-            body.append(f"        a0_{j} = X[e, {j}]")
+        body += [f"        {A(j)} = X[e, {j}]" for j in range(sizes[0])]
         for l in range(1, L + 1):
-            body.append(f"        # z^({l}) = W^({l}) a^({l - 1}) + b^({l}) "
+            body.append(f"    # z^({l}) = W^({l}) a^({l - 1}) + b^({l}) "
                         f"(000 eq. before (1); 004 section 5)"
                         + (f", a^({l}) = f_{l}(z^({l})) (004 section 2)" if l < L else ""))
             for i in range(sizes[l]):
-                z = _chain((w[l][i][j], f"a{l - 1}_{j}") for j in range(sizes[l - 1]))
+                z = _chain((w[l][i][j], A(cols[l - 1] + j)) for j in range(sizes[l - 1]))
                 if bias[l - 1]:
                     z = f"{z} + b{l}_{i}"
-                if l < L:
-                    body.append(f"        z{l}_{i} = {z}")
-                    body.append(f"        a{l}_{i} = {_activation(codes[l - 1], f'z{l}_{i}')}")
-                    if store_hidden:
-                        body.append(f"        acts[e, {cols[l] + i}] = a{l}_{i}")
-                else:
-                    body.append(f"        acts[e, {cols[L] + i}] = {z}")
+                body.append("    for e in range(N):")
+                body.append(f"        {A(cols[l] + i)} = "
+                            f"{_activation(codes[l - 1], z) if l < L else z}")
+        body.append("    for e in range(N):")
+        body += [f"        acts[e, {cols[L] + k}] = {A(cols[L] + k)}" for k in range(sizes[L])]
 
     def output_layer(body, want_loss, want_delta):
         body.append("    # a^(L), the losses and delta^(L): the generic drivers' own code")
@@ -170,56 +211,51 @@ def source(sizes, codes, bias) -> str:
     # ------------------------------------------------------------ loss_grad
     grad = ["", "", "@njit(**OPTIONS)",
             ("def loss_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, acts, "
-             "deltas, losses, grad, scratch, fns):"),
-            "    N = X.shape[0]",
-            "    zero = theta.dtype.type(0)",
-            "    one = theta.dtype.type(1)"]
-    load_params(grad)
-    forward_pass(grad, True)
+             "deltas, losses, grad, scratch, fns):")]
+    prologue(grad, True)
+    forward_pass(grad)
     output_layer(grad, True, True)
+    grad.append("    for e in range(N):")
+    grad += [f"        {D(cols[L] + k)} = deltas[e, {cols[L] + k}]" for k in range(sizes[L])]
+    for l in range(L, 0, -1):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        if l > 1:
+            grad.append(f"    # delta^({l - 1})_j = f'(z^({l - 1})_j) sum_i W^({l})[i, j] "
+                        f"delta^({l})_i (004 eq. (4); 002 eq. (25) with (24))")
+            for j in range(n_in):
+                chain = _chain((w[l][i][j], D(cols[l] + i)) for i in range(n_out))
+                d = _times_derivative(codes[l - 2], chain, A(cols[l - 1] + j))
+                grad.append("    for e in range(N):")
+                grad.append(f"        {D(cols[l - 1] + j)} = {chain if d is None else d}")
+        else:
+            grad.append("    if input_grad:")
+            grad.append("        # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7))")
+            grad.append("        for e in range(N):")
+            for j in range(n_in):
+                chain = _chain((w[1][i][j], D(cols[1] + i)) for i in range(n_out))
+                grad.append(f"            deltas[e, {j}] = {chain}")
+    grad.append("    # dJ/dW^(l)[i, j] = sum_e delta^(l)_i a^(l-1)_j, dJ/db^(l)_i = sum_e "
+                "delta^(l)_i, over e in order")
+    grad.append("    # (000 eq. (7)-(8), (13)-(14); 004 eq. (5), (6))")
     for l in range(1, L + 1):
         for i in range(sizes[l]):
-            for j in range(sizes[l - 1]):
-                grad.append(f"    g{w[l][i][j]} = zero")
+            grad += [f"    g{w[l][i][j]} = zero" for j in range(sizes[l - 1])]
             if bias[l - 1]:
                 grad.append(f"    gb{l}_{i} = zero")
     grad.append("    for e in range(N):")
-    for l in range(L):
-        for j in range(sizes[l]):
-            src = f"X[e, {j}]" if l == 0 else f"acts[e, {cols[l] + j}]"
-            grad.append(f"        a{l}_{j} = {src}")
-    for i in range(sizes[L]):
-        grad.append(f"        d{L}_{i} = deltas[e, {cols[L] + i}]")
-    for l in range(L, 0, -1):
-        n_in, n_out = sizes[l - 1], sizes[l]
-        grad.append(f"        # dJ/dW^({l})[i, j] += delta^({l})_i a^({l - 1})_j, "
-                    f"dJ/db^({l})_i += delta^({l})_i, over e in order "
-                    f"(000 eq. (7)-(8), (13)-(14); 004 eq. (5), (6))")
-        for i in range(n_out):
-            for j in range(n_in):
+    for l in range(1, L + 1):
+        for i in range(sizes[l]):
+            grad.append(f"        d = {D(cols[l] + i)}")
+            for j in range(sizes[l - 1]):
                 g = f"g{w[l][i][j]}"
-                grad.append(f"        {g} = fma(a{l - 1}_{j}, d{l}_{i}, {g})")
+                grad.append(f"        {g} = fma({A(cols[l - 1] + j)}, d, {g})")
             if bias[l - 1]:
-                grad.append(f"        gb{l}_{i} = gb{l}_{i} + d{l}_{i}")
-        if l > 1:
-            grad.append(f"        # delta^({l - 1})_j = f'(z^({l - 1})_j) sum_i W^({l})[i, j] "
-                        f"delta^({l})_i (004 eq. (4); 002 eq. (25) with (24))")
-            for j in range(n_in):
-                s = _chain((w[l][i][j], f"d{l}_{i}") for i in range(n_out))
-                d = _times_derivative(codes[l - 2], s, f"a{l - 1}_{j}")
-                grad.append(f"        d{l - 1}_{j} = {s if d is None else d}")
-        else:
-            grad.append("        if input_grad:")
-            grad.append("            # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7))")
-            for j in range(n_in):
-                s = _chain((w[1][i][j], f"d1_{i}") for i in range(n_out))
-                grad.append(f"            deltas[e, {j}] = {s}")
+                grad.append(f"        gb{l}_{i} = gb{l}_{i} + d")
     for l in range(1, L + 1):
         w_off, b_off, _ = offsets[l - 1]
         n_in = sizes[l - 1]
         for i in range(sizes[l]):
-            for j in range(n_in):
-                grad.append(f"    grad[{w_off + i * n_in + j}] = g{w[l][i][j]}")
+            grad += [f"    grad[{w_off + i * n_in + j}] = g{w[l][i][j]}" for j in range(n_in)]
             if b_off >= 0:
                 grad.append(f"    grad[{b_off + i}] = gb{l}_{i}")
     grad.append("    if l2 != 0:")
@@ -228,21 +264,18 @@ def source(sizes, codes, bias) -> str:
         w_off, _, _ = offsets[l - 1]
         n_in = sizes[l - 1]
         for i in range(sizes[l]):
-            for j in range(n_in):
-                k = w_off + i * n_in + j
-                grad.append(f"        grad[{k}] += l2 * {w[l][i][j]}")
+            grad += [f"        grad[{w_off + i * n_in + j}] += l2 * {w[l][i][j]}"
+                     for j in range(n_in)]
     grad.append("    _finite_flag(grad, scratch)")
     grad.append("    return _total_loss(theta, layout, losses, scale, l2)")
 
     # ------------------------------------------------------------ forward
     fwd = ["", "", "@njit(**OPTIONS)",
            ("def forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses, "
-            "scratch, fns):"),
-           "    N = X.shape[0]",
-           "    zero = theta.dtype.type(0)",
-           "    deltas = acts  # not written: no delta is asked for"]
-    load_params(fwd)
-    forward_pass(fwd, False)
+            "scratch, fns):")]
+    prologue(fwd, False)
+    fwd.append("    deltas = acts  # not written: no delta is asked for")
+    forward_pass(fwd)
     output_layer(fwd, "want_loss", False)
     fwd.append("    if want_loss:")
     fwd.append("        return _total_loss(theta, layout, losses, scale, l2)")
