@@ -29,7 +29,7 @@ def always(monkeypatch):
     monkeypatch.setattr(core_plan, "SMALL_POLICY", "always")
 
     def generic(on):
-        monkeypatch.setattr(core_plan, "SMALL_ROWS", 0 if on else 64)
+        monkeypatch.setattr(core_plan, "SMALL_ROWS", 0 if on else None)
 
     return generic
 
@@ -130,10 +130,11 @@ def test_policy_auto_specializes_after_hot_steps(monkeypatch):
         bits.add((J, g.flat.tobytes()))
     assert drivers == ["serial"] * 4 + ["small"] * 3
     assert len(bits) == 1
-    # a batch above SMALL_ROWS keeps the generic drivers
-    params, X, Y = random_problem(net, 4, N=core_plan.SMALL_ROWS + 1)
-    net.loss_and_grad(params, X, Y)
-    assert net.plan.last_driver == "serial"
+    # a batch the generic drivers run in parallel keeps them (the threshold at 0:
+    # every batch is such a batch)
+    monkeypatch.setattr(core_plan, "SERIAL_BELOW", 0)
+    fresh = core_plan.Plan(net.sizes, [1, 1], net.bias, 0, True, 0.2, net.dtype, 1e-6)
+    assert fresh._small_rows() < 1 and fresh.specialized(10) is not None
 
 
 def test_policy_auto_specializes_a_long_training_run_at_its_start(monkeypatch):
@@ -161,8 +162,8 @@ def test_eligible_bounds():
     assert small.eligible((3, 2, 1), (False, False))
     assert small.eligible((4, 8, 3), (True, True))
     assert not small.eligible((small.MAX_WIDTH + 1, 1), (False,))
-    assert not small.eligible((30, 30), (True,))  # 930 parameters
-    assert small.eligible((20, 30), (True,))      # 630
+    assert not small.eligible((8, 16, 4), (True, True))  # 212 parameters
+    assert small.eligible((10, 12, 3), (True, True))     # 171
 
 
 def test_source_is_straight_line_code_of_the_network():

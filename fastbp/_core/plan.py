@@ -68,12 +68,13 @@ REPROBE = 16
 # The specialized code of a small network (``small``): "auto" (the default)
 # makes it once the plan has served HOT gradient steps (calls, and steps of
 # training runs, counted together), and uses it for batches of at most
-# SMALL_ROWS examples; "always" makes it at the first call; "never" keeps to
+# SMALL_ROWS examples (None: the batches the generic drivers would run
+# serially, ``Plan._small_rows``); "always" makes it at the first call; "never" keeps to
 # the generic drivers.  FASTBP_SMALL sets it.  Its results are the generic
 # drivers' bits, so when it starts being used changes nothing but the time.
 SMALL_POLICY = os.environ.get("FASTBP_SMALL", "auto")
 HOT = 20_000
-SMALL_ROWS = 64
+SMALL_ROWS = None  # None: below the rows at which the generic drivers go parallel
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
 # layers; 'workqueue' aborts the process.  Unless the user chose a layer, ask
@@ -218,8 +219,10 @@ class Workspaces:
 
     __slots__ = ("_S", "_dtype", "_free", "_layout", "_row_bytes", "_small")
 
-    def __init__(self, layout, dtype, small_sizes=None):
-        self._small = small_sizes  # the network's sizes when it may run ``small``'s code
+    def __init__(self, layout, dtype, small_sizes=None, small_rows=0):
+        # the network's sizes when it may run ``small``'s code, on batches of up to
+        # small_rows examples
+        self._small = (small_sizes, small_rows) if small_sizes is not None else None
         self._dtype = np.dtype(dtype)
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
         self._layout = layout
@@ -233,7 +236,7 @@ class Workspaces:
         if ws is None:
             shape = (N, self._S)
             dt = self._dtype
-            n_scratch = scratch_values(self._layout, N, True, self._small)
+            n_scratch = scratch_values(self._layout, N, True, *(self._small or (None, 0)))
             check_memory(f"a batch of {N} examples",
                          dt.itemsize * (N * (2 * self._S + 1) + n_scratch))
             ws = (np.empty(shape, dt), np.empty(shape, dt), np.empty(N, dt),
@@ -314,7 +317,8 @@ class Plan:
         self._row_sum_tol = float(row_sum_tol) * self.sizes[-1]
         self._small_ok = SMALL_POLICY != "never" and small.eligible(self.sizes, bias)
         self._workspaces = Workspaces(self.layout, self.dtype,
-                                      self.sizes if self._small_ok else None)
+                                      self.sizes if self._small_ok else None,
+                                      self._serial_rows - 1)
         # Y of a call without targets (no rows, so nothing can write into it)
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         self.last_driver = None
@@ -341,6 +345,10 @@ class Plan:
         except Exception as e:  # a worker's cache file could not be read
             _heal(e)
             return kernels.worker_table(self.dtype, numba.get_num_threads())
+
+    def _small_rows(self) -> int:
+        """The largest batch the specialized code runs (``SMALL_ROWS``)."""
+        return self._serial_rows - 1 if SMALL_ROWS is None else SMALL_ROWS
 
     def specialized(self, uses: int = 0):
         """The network's specialized module (``small.module_for``) when the
@@ -423,7 +431,7 @@ class Plan:
         args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
                 acts, deltas, losses, grad, scratch, self.fns)
         J = None
-        if N <= SMALL_ROWS and self.specialized(1) is not None:
+        if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("loss_grad", args)
         try:
             if J is not None:
@@ -452,7 +460,7 @@ class Plan:
         args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
                 losses, ws[3], self.fns)
         J = None
-        if N <= SMALL_ROWS and self.specialized(1) is not None:
+        if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("forward", args)
         try:
             if J is None:
@@ -491,7 +499,8 @@ class Plan:
     def scratch(self, N, grad=True):
         """A new scratch buffer of the drivers (the forward ones: not ``grad``) for
         batches of up to N examples."""
-        n = scratch_values(self.layout, N, grad, self.sizes if self._small_ok else None)
+        n = scratch_values(self.layout, N, grad, self.sizes if self._small_ok else None,
+                           self._serial_rows - 1)
         check_memory(f"the gradient scratch of a batch of {N} examples", n * self.dtype.itemsize)
         return np.empty(n, self.dtype)
 
@@ -500,7 +509,7 @@ class Plan:
         rows with Nv validation rows and about ``steps`` gradient steps
         (``Drivers``).
 
-        Batches of at most ``SMALL_ROWS`` rows of a network with specialized
+        Batches of at most ``_small_rows()`` rows of a network with specialized
         code (``specialized``) run that code, as its validation pass does.
 
         The parallel gradient driver is taken only when one step's work could
@@ -517,7 +526,7 @@ class Plan:
 
     def _training_drivers(self, theta, X, Y, B, Nv, steps) -> Drivers:
         dt = self.dtype
-        if B <= SMALL_ROWS and self.specialized(steps) is not None:
+        if B <= self._small_rows() and self.specialized(steps) is not None:
             drivers = self._small_drivers(Nv)
             if drivers is not None:
                 return drivers
@@ -542,8 +551,9 @@ class Plan:
             loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
             forward = tk.no_forward
             if Nv:
-                forward = self._small.forward if Nv <= SMALL_ROWS else kernels.forward_serial
-                if Nv > SMALL_ROWS and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
+                rows = self._small_rows()
+                forward = self._small.forward if Nv <= rows else kernels.forward_serial
+                if Nv > rows and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
                     forward = kernels.forward_parallel
             forward_at = tk.driver_address(forward, dt, 1)
         except Exception as e:
@@ -606,13 +616,15 @@ class Plan:
         return best[serial] if best[parallel] < best[serial] else 0.0
 
 
-def scratch_values(layout, N, grad, small_sizes) -> int:
+def scratch_values(layout, N, grad, small_sizes, small_rows) -> int:
     """Values of a drivers' scratch for batches of up to N examples: the generic
     drivers' (``kernels.scratch_size``), and ``small``'s specialized code's when
-    the network may run it (``small_sizes``: its sizes) on such batches."""
+    the network may run it (``small_sizes``: its sizes) on batches of up to
+    ``small_rows`` (or ``SMALL_ROWS``) examples."""
     n = kernels.scratch_size(layout, N, grad)
     if small_sizes is not None:
-        n = max(n, small.scratch_need(small_sizes, min(N, SMALL_ROWS)))
+        rows = small_rows if SMALL_ROWS is None else SMALL_ROWS
+        n = max(n, small.scratch_need(small_sizes, min(N, rows)))
     return n
 
 
