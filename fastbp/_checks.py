@@ -230,6 +230,8 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
     Y = convert("Y", Y, dtype)
     if loss == "bce" and (Y.min() < 0 or Y.max() > 1):
         raise ValueError("Y: bce targets must lie in [0, 1]")
+    if loss == "poisson" and Y.min() < 0:
+        raise ValueError("Y: poisson targets must be counts or rates >= 0")
     if loss == "cross_entropy":
         if (Y < 0).any():
             raise ValueError("Y: cross_entropy target rows must be distributions (no negative entries)")
@@ -242,6 +244,31 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
                 f" {sums[bad[0]]:.6g}"
             )
     return Y
+
+
+def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample_weight"):
+    """The examples' weights as a new C-contiguous (N,) array of ``dtype``, or
+    None for None: finite, >= 0, with a positive sum (the weighted mean divides
+    by it)."""
+    if sample_weight is None:
+        return None
+    refuse_masked(name, sample_weight)
+    w = np.asarray(sample_weight)
+    if w.ndim == 0:
+        w = np.full(N, w)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected real numbers, got dtype {w.dtype}")
+    if w.shape != (N,):
+        raise ValueError(f"{name}: expected shape ({N},), one weight per example, "
+                         f"got {w.shape}")
+    w = np.array(w, dtype=dtype, order="C")  # a copy: the caller's array is never aliased
+    check_finite(name, w)
+    if N and w.min() < 0:
+        raise ValueError(f"{name}: weights must be >= 0, got {float(w.min())!r} at "
+                         f"[{int(np.argmin(w))}]")
+    if N and not w.sum(dtype=np.float64) > 0:
+        raise ValueError(f"{name}: the weights sum to 0; at least one must be > 0")
+    return w
 
 
 def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:

@@ -20,6 +20,7 @@ from ._checks import (
     Real,
     as_float_dtype,
     as_float_matrix,
+    as_sample_weight,
     as_targets,
     check_finite,
     convert,
@@ -354,7 +355,7 @@ class Network:
 
     # ------------------------------------------------------------------ computation
 
-    def loss_and_grad(self, params, X, Y, *, input_grad=False):
+    def loss_and_grad(self, params, X, Y, *, input_grad=False, sample_weight=None):
         """Loss and its exact gradient with respect to every parameter.
 
         Parameters
@@ -368,6 +369,11 @@ class Network:
             that are distributions; (N,) when n_L == 1.
         input_grad : bool, default False
             Also return dJ/dX.
+        sample_weight : array_like of shape (N,), optional
+            Example e counts w_e >= 0 times (sum > 0): J = sum_e w_e J(e) /
+            sum_e w_e for the mean (sum_e w_e J(e) for the sum), so every
+            delta^(L)(e) is scaled by w_e / sum_e w_e (by w_e), and the L2 term
+            is unchanged.  None: every example counts once.
 
         Returns
         -------
@@ -390,16 +396,19 @@ class Network:
             theta, X, Y = self._inputs(params, X, Y, targets=True)
         else:
             theta, Y = params.flat, Yr
-        J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad))
+        w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad), w)
         grads = Params.wrap(self.sizes, self.bias, grad)
         if input_grad:
             return J, grads, dX
         return J, grads
 
-    def loss(self, params, X, Y) -> float:
-        """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
+    def loss(self, params, X, Y, *, sample_weight=None) -> float:
+        """The loss J alone (same value as ``loss_and_grad``'s, without the backward
+        pass; ``sample_weight`` as there)."""
         theta, X, Y = self._inputs(params, X, Y, targets=True)
-        return self._plan.loss(theta, X, Y)
+        w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return self._plan.loss(theta, X, Y, w)
 
     def forward(self, params, X) -> np.ndarray:
         """Output activations a^(L), shape (N, n_L), in the network's dtype."""

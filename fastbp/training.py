@@ -360,7 +360,7 @@ def train(
         _refuse_aliases(params.flat, X=X, Y=Y, **{"validation[0]": Xv, "validation[1]": Yv})
 
     theta = params.flat if opts["inplace"] else theta0.copy()
-    run = _records(net, theta, X, Y, Xv, Yv, opts, stop_rule, streams)
+    run = _records(net, theta, X, Y, None, Xv, Yv, opts, stop_rule, streams)
     outcome, done, stop_reason, times = _run(net, run, opts, entropy)
 
     stop = run.records[4]
@@ -448,7 +448,7 @@ class _Run:
         self.plan, self.records, self.N, self.B, self.Nv = plan, records, N, B, Nv
 
 
-def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
+def _records(net, theta, X, Y, W, Xv, Yv, opts, rule, streams) -> _Run:
     """Everything the compiled loop touches, allocated once, as its records."""
     plan = net.plan
     dt = net.dtype
@@ -462,12 +462,15 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
     r = N % B
     scalar = dt.type
     model = _core.Model(theta, plan.layout, plan.loss_code, plan.mean, scalar(net.l2))
+    weighted = W is not None
+    W = plan.no_weights if W is None else W
     batches = _core.Batches(
-        X, Y, np.arange(N, dtype=np.int64),
+        X, Y, W, np.arange(N, dtype=np.int64),
         streams.shuffle_state() if shuffled else np.zeros(1, np.uint64), shuffled, minibatch,
-        B, Xb, Yb, *plan.buffers(B), np.empty((r, n_0), dt), np.empty((r, n_L), dt),
-        *plan.buffers(r), np.empty_like(theta), plan.scratch(B),
-        plan.worker_table())
+        B, Xb, Yb, np.empty(B if weighted and minibatch else 0, dt), *plan.buffers(B),
+        np.empty((r, n_0), dt), np.empty((r, n_L), dt),
+        np.empty(r if weighted and minibatch else 0, dt), *plan.buffers(r),
+        np.empty_like(theta), plan.scratch(B), plan.worker_table())
     optimizer = _core.Optimizer(
         _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
         scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),

@@ -538,8 +538,8 @@ def _write_csv(stream, header, rows):
 def _check_grid():
     """(sizes, activations, loss, options) of the networks ``check`` verifies:
     every hidden activation with the three losses, every other valid output
-    (sigmoid, tanh, relu, softmax before sse), and the bias, L2 and reduction
-    variants."""
+    (sigmoid, tanh, relu, softmax, exp before sse; exp before poisson), and the
+    bias, L2 and reduction variants."""
     grid = []
     for hidden in ("sigmoid", "tanh", "relu", "identity"):
         for out, loss in (("sigmoid", "bce"), ("softmax", "cross_entropy"),
@@ -553,6 +553,8 @@ def _check_grid():
     grid.append(([3, 4, 2], ["relu", "tanh"], "sse", {}))
     grid.append(([3, 4, 2], ["tanh", "relu"], "sse", {"l2": 0.01}))
     grid.append(([3, 4, 2], ["identity", "sigmoid"], "sse", {"bias": [False, True]}))
+    grid.append(([3, 4, 2], ["tanh", "exp"], "poisson", {"l2": 0.01}))
+    grid.append(([3, 4, 2], ["relu", "exp"], "sse", {"reduction": "sum"}))
     return grid
 
 
@@ -571,6 +573,8 @@ def cmd_check(args) -> int:
             Y = rng.integers(0, sizes[-1], N)
         elif loss == "bce":
             Y = (rng.random((N, sizes[-1])) > 0.5).astype(float)
+        elif loss == "poisson":
+            Y = rng.poisson(1.5, size=(N, sizes[-1])).astype(float)
         else:
             Y = rng.normal(size=(N, sizes[-1]))
         J_k, g_k, dX_k = net.loss_and_grad(params, X, Y, input_grad=True)
