@@ -38,6 +38,9 @@ from .train_kernels import (
     ACC_NONE,
     ACC_THRESHOLD,
     ADAM,
+    ADAPTIVE,
+    CONSTANT,
+    INVSCALING,
     BEST_EPOCH,
     DIVERGED,
     EARLY_STOP,
@@ -60,6 +63,8 @@ from .train_kernels import (
 
 # optimizer name -> code of the compiled update (``train_kernels._update``)
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
+# learning-rate schedule name -> code (``train_kernels.train_chunk``)
+SCHEDULES = {"constant": CONSTANT, "invscaling": INVSCALING, "adaptive": ADAPTIVE}
 
 __all__ = [
     "ACC_ARGMAX",
@@ -80,6 +85,7 @@ __all__ = [
     "PARALLEL",
     "REDUCTIONS",
     "RUNNING",
+    "SCHEDULES",
     "SERIAL",
     "WAIT",
     "Batches",

@@ -43,6 +43,11 @@ from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Optimizer codes (the names: ``OPTIMIZERS`` in ``fastbp._core``).
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+# Learning-rate schedules (the names: ``SCHEDULES`` in ``fastbp._core``).
+CONSTANT, INVSCALING, ADAPTIVE = 0, 1, 2
+# adaptive: the rate is divided by ADAPT_FACTOR when the stopping rule would stop,
+# unless it is already at most ADAPT_FLOOR (then the run stops): scikit-learn's
+ADAPT_FACTOR, ADAPT_FLOOR = 5.0, 1e-6
 
 # Validation accuracy: none (regression), argmax (softmax), threshold 0.5 (sigmoid).
 ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
@@ -124,10 +129,11 @@ def _update(opt, theta, grad, t):
     adam:      m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
                theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     (the momentum forms are the ones of PyTorch's SGD; Adam is Kingma and Ba's
-    algorithm 1).  No fastmath here: the update is checked bit for bit against
+    algorithm 1), lr the schedule's current rate (``rate``).  No fastmath here: the update is checked bit for bit against
     its NumPy transcription.
     """
-    lr, mu, beta1, beta2, eps, m, v = opt.lr, opt.mu, opt.beta1, opt.beta2, opt.eps, opt.m, opt.v
+    lr, mu, beta1, beta2, eps = opt.rate[0], opt.mu, opt.beta1, opt.beta2, opt.eps
+    m, v = opt.m, opt.v
     n = theta.shape[0]
     if opt.code == SGD:
         for k in range(n):
@@ -196,7 +202,7 @@ def _score(stop, q):
 
 
 @njit(cache=True, inline="always", error_model=ERROR_MODEL)
-def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
+def _end_epoch(model, val, stop, opt, records, ep, J_train, val_loss):
     """Record epoch ``ep`` and apply the stopping rule; return EARLY_STOP or
     DIVERGED when the run must stop, RUNNING otherwise.  An epoch whose loss or
     parameters are not all finite diverged; the parameters of every other epoch
@@ -243,6 +249,10 @@ def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
             for k in range(theta.shape[0]):
                 stop.best_theta[k] = theta[k]
     if stop.patience > 0 and stop.counters[WAIT] >= stop.patience:
+        if opt.schedule == ADAPTIVE and opt.rate[0] > ADAPT_FLOOR:
+            opt.rate[0] /= ADAPT_FACTOR
+            stop.counters[WAIT] = 0
+            return RUNNING
         return EARLY_STOP
     return RUNNING
 
@@ -317,8 +327,11 @@ class Batches(NamedTuple):
 
 
 class Optimizer(NamedTuple):
-    """The update rule (``SGD`` .. ``ADAM``), its constants, and its state: the
-    moments m, v and ``step`` (int64[1], the number of steps taken)."""
+    """The update rule (``SGD`` .. ``ADAM``), its constants, the learning-rate
+    schedule (``CONSTANT`` .. ``ADAPTIVE``) from the initial rate ``lr`` with
+    exponent ``power_t``, and its state: the moments m, v, ``step`` (int64[1],
+    the number of steps taken), ``rate`` (float[1], the current learning rate)
+    and ``seen`` (int64[1], the examples seen, invscaling's t)."""
 
     code: int
     lr: float
@@ -326,9 +339,13 @@ class Optimizer(NamedTuple):
     beta1: float
     beta2: float
     eps: float
+    schedule: int
+    power_t: float
     m: np.ndarray
     v: np.ndarray
     step: np.ndarray
+    rate: np.ndarray
+    seen: np.ndarray
 
 
 class Validation(NamedTuple):
@@ -442,12 +459,17 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
             if stop.interrupt[0] != 0:  # Ctrl-C in the caller: stop within a batch
                 return ep - ep0, INTERRUPTED
         J_train = (data / total if mean else data) + penalty / dt(n_steps)
+        opt.seen[0] += N
+        if opt.schedule == INVSCALING:
+            # lr_t = lr / (t + 1)^power_t, t the examples seen (scikit-learn's
+            # invscaling), set at the end of each epoch
+            opt.rate[0] = opt.lr / (np.float64(opt.seen[0]) + 1.0) ** opt.power_t
         val_loss = dt(0)
         if has_val:
             val_loss = forward(theta, layout, val.Xv, val.Yv, bt.W[:0], loss_code, True,
                                dt(1.0 / val.Xv.shape[0]) if mean else dt(1), l2, val.acts,
                                val.losses, val.scratch, bt.fns)
-        outcome = _end_epoch(model, val, stop, records, ep, J_train, val_loss)
+        outcome = _end_epoch(model, val, stop, opt, records, ep, J_train, val_loss)
         if outcome != RUNNING:
             return ep - ep0 + 1, outcome
     return n_epochs, RUNNING
