@@ -267,7 +267,7 @@ def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample
         raise ValueError(f"{name}: weights must be >= 0, got {float(w.min())!r} at "
                          f"[{int(np.argmin(w))}]")
     if N and not w.sum(dtype=np.float64) > 0:
-        raise ValueError(f"{name}: the weights sum to 0; at least one must be > 0")
+        raise ValueError(f"{name}: every weight is zero; at least one must be > 0")
     return w
 
 

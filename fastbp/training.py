@@ -852,7 +852,7 @@ def _train_lbfgs(net, theta, X, Y, W, opts) -> History:
         res = minimize(fun, theta.astype(np.float64), method="L-BFGS-B", jac=True,
                        callback=record,
                        options={"maxiter": opts["epochs"], "maxfun": opts["max_fun"],
-                                "gtol": opts["gtol"], "ftol": opts["gtol"]})
+                                "gtol": opts["gtol"]})
     theta[:] = res.x.astype(dt)
     nit = int(res.nit)
     if res.success:

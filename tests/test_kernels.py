@@ -156,7 +156,7 @@ def test_bad_sample_weight_is_refused():
     X, Y = np.zeros((3, 2)), np.zeros(3)
     for w, kind, match in (([1.0, 2.0], ValueError, r"sample_weight: expected shape \(3,\)"),
                            ([1.0, -1.0, 1.0], ValueError, "must be >= 0"),
-                           ([0.0, 0.0, 0.0], ValueError, "sum to 0"),
+                           ([0.0, 0.0, 0.0], ValueError, "every weight is zero"),
                            ([1.0, np.nan, 1.0], ValueError, "NaN or inf"),
                            (["a", "b", "c"], TypeError, "real numbers")):
         with pytest.raises(kind, match=match):

@@ -619,7 +619,7 @@ def test_lbfgs_is_scipys_lbfgs_on_the_exact_gradient():
         return J, g.flat
 
     res = minimize(fun, p.flat.copy(), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 40, "gtol": 1e-5, "ftol": 1e-5, "maxfun": 15000})
+                   options={"maxiter": 40, "gtol": 1e-5, "maxfun": 15000})
     assert h.epochs == res.nit and h.stop_reason in ("completed", "converged")
     np.testing.assert_allclose(h.params.flat, res.x, rtol=1e-5, atol=1e-7)
     assert len(h.loss) == h.epochs and h.loss[-1] == pytest.approx(res.fun, rel=1e-9)
