@@ -447,7 +447,8 @@ class Network:
         ndarray
             ``cross_entropy``: int64 labels of shape (N,), argmax_k a_k (first on ties).
             ``bce``: int64 (a_k > 1/2) of shape (N,) for one output unit, (N, n_L) for
-            several (one decision per unit).  ``sse``: the outputs a^(L), (N, n_L).
+            several (one decision per unit).  ``sse``, ``poisson``: the outputs a^(L),
+            (N, n_L).
         """
         out = self.forward(params, X)
         if self.loss_name == "cross_entropy":
