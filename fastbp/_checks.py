@@ -163,6 +163,30 @@ def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
     return convert(name, A, dtype)
 
 
+def is_sparse(A) -> bool:
+    """A scipy.sparse matrix or array (told by its interface: scipy is optional)."""
+    return hasattr(A, "tocsr") and hasattr(A, "nnz")
+
+
+def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
+    """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
+    and finite values of ``dtype``, in new arrays (the caller's are not touched)."""
+    from ._core.sparse import SparseInput
+
+    csr = A.tocsr()
+    if csr.ndim != 2 or csr.shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {csr.shape}")
+    if csr.shape[0] == 0:
+        raise ValueError(f"{name}: no examples (N = 0)")
+    if csr.dtype.kind != "f":
+        raise TypeError(f"{name}: dtype must be a floating type, got {csr.dtype} (convert "
+                        f"with {name}.astype(float))")
+    data = np.array(csr.data, dtype=dtype, order="C")
+    check_finite(f"{name}.data", data)
+    return SparseInput(np.array(csr.indptr, dtype=np.int64), np.array(csr.indices,
+                       dtype=np.int64), data, csr.shape)
+
+
 def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
     """``A`` as a C-contiguous array of ``dtype`` (itself when it already is one),
     all finite: a NaN or inf is named where it is, and a finite value that the

@@ -21,8 +21,10 @@ from ._checks import (
     as_float_dtype,
     as_float_matrix,
     as_sample_weight,
+    as_sparse_rows,
     as_targets,
     check_finite,
+    is_sparse,
     convert,
     widths,
 )
@@ -88,6 +90,7 @@ class Network:
 
     __slots__ = (
         "_plan",
+        "_rest",
         "activations",
         "bias",
         "dtype",
@@ -131,6 +134,7 @@ class Network:
         set_(self, "_plan", _core.plan_for(sizes, [ACTIVATIONS[a] for a in activations], bias,
                                            LOSSES[loss], reduction == "mean", l2, dtype,
                                            ROW_SUM_TOL[dtype]))
+        set_(self, "_rest", None)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -353,6 +357,24 @@ class Network:
             Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
         return theta, X, Y
 
+    # ------------------------------------------------------------------ sparse inputs
+
+    def _sparse(self, params, X, Y=None, targets=False):
+        """(theta, X as ``SparseInput``, Y, the plan of layers 2..L) for a
+        scipy.sparse X, checked; None for a one-layer network (its only layer
+        is the output: it runs on the dense X)."""
+        if self.n_layers < 2:
+            return None
+        theta = self.check_params(params)
+        Xs = as_sparse_rows("X", X, self.sizes[0], self.dtype)
+        if Y is not None or targets:
+            Y = as_targets(Y, Xs.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+        rest = self._rest
+        if rest is None:
+            rest = _core.sparse.rest_plan(self._plan)
+            object.__setattr__(self, "_rest", rest)
+        return theta, Xs, Y, rest
+
     # ------------------------------------------------------------------ computation
 
     def loss_and_grad(self, params, X, Y, *, input_grad=False, sample_weight=None):
@@ -361,9 +383,10 @@ class Network:
         Parameters
         ----------
         params : Params
-        X : array_like of shape (N, n_0)
+        X : array_like or scipy.sparse matrix of shape (N, n_0)
             Inputs, one example per row (floating dtype; converted to the
-            network's dtype and C order, never modified).
+            network's dtype and C order, never modified).  A sparse X (CSR, CSC,
+            ...) runs layer 1 over its nonzeros only (``fastbp._core.sparse``).
         Y : array_like of shape (N, n_L), or (N,)
             Targets: floats; for ``cross_entropy`` integer class labels (N,) or rows
             that are distributions; (N,) when n_L == 1.
@@ -391,6 +414,18 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
+        if is_sparse(X):
+            sparse = self._sparse(params, X, Y, targets=True)
+            if sparse is None:
+                X = X.toarray()
+            else:
+                if input_grad:
+                    raise ValueError("input_grad: not available for a sparse X (dJ/dX "
+                                     "would be dense); pass X.toarray()")
+                theta, Xs, Y, rest = sparse
+                w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
+                J, grad = _core.sparse.loss_and_grad(self._plan, rest, theta, Xs, Y, w)
+                return float(J), Params.wrap(self.sizes, self.bias, grad)
         Yr = self._ready(params, X, Y)
         if Yr is None:
             theta, X, Y = self._inputs(params, X, Y, targets=True)
@@ -406,12 +441,26 @@ class Network:
     def loss(self, params, X, Y, *, sample_weight=None) -> float:
         """The loss J alone (same value as ``loss_and_grad``'s, without the backward
         pass; ``sample_weight`` as there)."""
+        if is_sparse(X):
+            sparse = self._sparse(params, X, Y, targets=True)
+            if sparse is not None:
+                theta, Xs, Y, rest = sparse
+                w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
+                return float(_core.sparse.loss(self._plan, rest, theta, Xs, Y, w))
+            X = X.toarray()
         theta, X, Y = self._inputs(params, X, Y, targets=True)
         w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
         return self._plan.loss(theta, X, Y, w)
 
     def forward(self, params, X) -> np.ndarray:
-        """Output activations a^(L), shape (N, n_L), in the network's dtype."""
+        """Output activations a^(L), shape (N, n_L), in the network's dtype (X
+        dense or scipy.sparse, as for ``loss_and_grad``)."""
+        if is_sparse(X):
+            sparse = self._sparse(params, X)
+            if sparse is not None:
+                theta, Xs, _, rest = sparse
+                return _core.sparse.forward(self._plan, rest, theta, Xs)
+            X = X.toarray()
         theta, X, _ = self._inputs(params, X)
         return self._plan.forward(theta, X)
 

@@ -78,9 +78,9 @@ Dtype
     predictions in float32), float64 ones a float64 network, unless ``dtype``
     names one.
 Sparse inputs
-    CSR/CSC matrices are accepted and densified before training and
-    prediction (the results equal the dense ones); the kernels have no sparse
-    first layer yet, so a very wide sparse X costs its dense size in memory.
+    CSR/CSC matrices are accepted.  Prediction and "lbfgs" run the first layer
+    over the nonzeros only (``fastbp._core.sparse``); "sgd" and "adam" densify
+    X (their compiled loop gathers dense rows).
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ class _BaseMLP(BaseEstimator):
             dtype = self.coefs_[0].dtype  # a warm start continues in the fitted dtype
         elif dtype is None:
             dtype = X.dtype  # scikit-learn's: float32 data, a float32 network
-        X = np.ascontiguousarray(X, dtype=dtype)
+        X = X.astype(dtype) if _sparse.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
         sw = None
         if sample_weight is not None:
             sw = as_sample_weight(sample_weight, X.shape[0], np.dtype(np.float64))
@@ -399,7 +399,6 @@ class _BaseMLP(BaseEstimator):
             pos += n_out
         Y = np.asarray(y, dtype=np.float64)
         Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-        X = _dense(X)
         n = X.shape[0]
         sw = None if sample_weight is None else as_sample_weight(
             sample_weight, n, np.dtype(np.float64))
@@ -568,7 +567,14 @@ class _BaseMLP(BaseEstimator):
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
                            accept_sparse=["csr", "csc"])
         net = self._network()
-        return net.forward(self._params(net), np.ascontiguousarray(_dense(X), dtype=net.dtype))
+        if not _sparse.issparse(X):  # a sparse X runs layer 1 over its nonzeros
+            X = np.ascontiguousarray(X, dtype=net.dtype)
+        return net.forward(self._params(net), X)
+
+    def _dense_unless_lbfgs(self, X):
+        """"lbfgs" runs layer 1 over a sparse X's nonzeros; the stochastic
+        solvers' compiled loop gathers dense rows, so X is densified for them."""
+        return X if self.solver == "lbfgs" else _dense(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -697,7 +703,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _validate_input(self, X, y, incremental, reset):
         X, y = _validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
                               reset=reset, accept_sparse=["csr", "csc"])
-        X = _dense(X)
+        X = self._dense_unless_lbfgs(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -813,7 +819,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True,
                               dtype=(np.float64, np.float32), reset=reset,
                               accept_sparse=["csr", "csc"])
-        X = _dense(X)
+        X = self._dense_unless_lbfgs(X)
         if self.loss == "poisson" and np.min(y) < 0:
             raise ValueError("y: loss='poisson' needs targets >= 0 (counts or rates)")
         if y.ndim == 2 and y.shape[1] == 1:

@@ -38,6 +38,7 @@ from ._checks import (
     as_targets,
     check,
     is_bool,
+    is_sparse,
 )
 from .network import Network
 from .params import Params
@@ -336,7 +337,9 @@ def train(
         Defines J (loss, reduction, l2); J is minimized on each mini-batch.
     params : Params
         Starting point.  Never modified unless ``inplace=True``.
-    X : array_like of shape (N, n_0)
+    X : array_like or scipy.sparse matrix of shape (N, n_0)
+        A sparse X runs layer 1 over its nonzeros with "lbfgs"; the stochastic
+        optimizers densify it (their compiled loop gathers dense rows).
     Y : array_like of shape (N, n_L), or (N,)
         As for ``Network.loss_and_grad`` (integer labels for cross_entropy).
     optimizer : {"sgd", "momentum", "nesterov", "adam", "lbfgs"}, default "sgd"
@@ -441,13 +444,22 @@ def train(
                     nesterov=nesterov, betas=betas, eps=eps, progress=progress,
                     callback=callback, inplace=inplace, lr_schedule=lr_schedule,
                     power_t=power_t, max_fun=max_fun, gtol=gtol)
-    X = as_float_matrix("X", X, net.sizes[0], net.dtype)
-    Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+    sparse = None
+    if is_sparse(X) and opts["optimizer"] == "lbfgs":
+        sparse = net._sparse(params, X, Y, targets=True)
+    if sparse is not None:  # lbfgs on a sparse X: layer 1 over the nonzeros
+        _, X, Y, _ = sparse
+    else:
+        if is_sparse(X):  # the compiled loop gathers dense rows
+            X = X.toarray()
+        X = as_float_matrix("X", X, net.sizes[0], net.dtype)
+        Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
     W = as_sample_weight(sample_weight, X.shape[0], net.dtype)
     if opts["optimizer"] == "lbfgs":
         _lbfgs_options(opts, validation, early_stopping, state)
         theta = params.flat if opts["inplace"] else theta0.copy()
-        history = _train_lbfgs(net, theta, X, Y, W, opts)
+        history = _train_lbfgs(net, theta, X, Y, W, opts,
+                               None if sparse is None else sparse[3])
         if opts["inplace"]:
             history.params = params
         return history
@@ -817,10 +829,11 @@ def _lbfgs_options(opts, validation, early_stopping, state) -> None:
                              "quasi-Newton method)")
 
 
-def _train_lbfgs(net, theta, X, Y, W, opts) -> History:
+def _train_lbfgs(net, theta, X, Y, W, opts, rest=None) -> History:
     """``optimizer="lbfgs"``: scipy's L-BFGS-B on J(theta) and its exact gradient
     (``Network.loss_and_grad``, the full batch) over the flat vector, in
-    float64 (scipy's) with J evaluated in the network's dtype."""
+    float64 (scipy's) with J evaluated in the network's dtype.  ``rest``: X is
+    sparse (``_core.sparse``), with this plan of layers 2..L."""
     try:
         from scipy.optimize import minimize
     except ImportError as e:  # pragma: no cover - scipy ships with the sklearn extra
@@ -835,12 +848,22 @@ def _train_lbfgs(net, theta, X, Y, W, opts) -> History:
     times = []
 
     def fun(x):
-        J, g, _ = plan.loss_and_grad(np.ascontiguousarray(x, dtype=dt), X, Y, False, W)
+        t = np.ascontiguousarray(x, dtype=dt)
+        if rest is not None:
+            J, g = _core.sparse.loss_and_grad(plan, rest, t, X, Y, W)
+        else:
+            J, g, _ = plan.loss_and_grad(t, X, Y, False, W)
         return J, g.astype(np.float64)
+
+    def J_at(x):
+        t = np.ascontiguousarray(x, dtype=dt)
+        if rest is not None:
+            return _core.sparse.loss(plan, rest, t, X, Y, W)
+        return plan.loss(t, X, Y, W)
 
     def record(xk):
         # the loss at each iterate: one more evaluation (cheap next to the line search)
-        losses.append(plan.loss(np.ascontiguousarray(xk, dtype=dt), X, Y, W))
+        losses.append(J_at(xk))
         times.append(time.perf_counter() - t_start)
         callback = opts["callback"]
         if callback is not None and _stop_requested(callback(_lbfgs_history(

@@ -242,3 +242,65 @@ def test_large_pre_activations_stay_finite_and_match(out_act, loss):
     scale = max(np.abs(g_ref.flat).max(), abs(J_ref))
     assert_close(g.flat, g_ref.flat, 1e-10, "grad", scale)
     assert_close(dX, dX_ref, 1e-10, "dX", scale)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("out_act, loss", PAIRS)
+def test_sparse_first_layer_matches_reference(out_act, loss, dtype):
+    """A CSR (and CSC) X: layer 1 over the nonzeros only, layers 2..L on the
+    dense kernels; loss, gradient and forward pass against the reference on the
+    dense X, with rows without nonzeros, explicit zeros and weights; the
+    caller's matrix untouched."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(4)
+    for bias, hidden, weighted in (([True, True], "tanh", False), ([False, True], "relu", True)):
+        net = Network([9, 6, 4], [hidden, out_act], loss, l2=0.05, bias=bias, dtype=dtype)
+        net64 = Network([9, 6, 4], [hidden, out_act], loss, l2=0.05, bias=bias)
+        p = net.init(seed=2)
+        X = rng.normal(size=(31, 9)) * (rng.random((31, 9)) < 0.3)
+        X[5] = 0.0  # an example without nonzeros
+        Xs = sparse.csr_matrix(X)
+        Xs.data[::7] = 0.0  # explicit zeros: stored, adding nothing
+        X = Xs.toarray()
+        before = (Xs.data.copy(), Xs.indices.copy(), Xs.indptr.copy())
+        Y = targets(rng, loss, 31, 4, labels=True)
+        if Y.dtype.kind == "f":
+            Y = Y.astype(dtype)
+        w = rng.uniform(0.0, 2.0, 31) if weighted else None
+        J, g = net.loss_and_grad(p, Xs, Y, sample_weight=w)
+        J_ref, g_ref = reference.loss_and_grad(net64, p.astype(np.float64), X, Y,
+                                               sample_weight=w)
+        rtol = RTOL[dtype]
+        assert g.dtype == np.dtype(dtype)
+        assert_close(J, J_ref, rtol, "loss")
+        assert_close(g.flat, g_ref.flat, rtol, "grad", max(np.abs(g_ref.flat).max(), abs(J_ref)))
+        for fmt in (sparse.csr_matrix, sparse.csc_array):
+            assert_close(net.forward(p, fmt(X)), reference.forward(net64, p.astype(np.float64),
+                                                                   X), rtol, "forward")
+        assert_close(net.loss(p, Xs, Y, sample_weight=w), J_ref, rtol, "loss()")
+        assert all(np.array_equal(a, b) for a, b in zip(before, (Xs.data, Xs.indices,
+                                                                 Xs.indptr)))
+
+
+def test_sparse_input_errors_and_one_layer_networks():
+    from scipy import sparse
+
+    net = Network([3, 2, 1], ["tanh", "identity"], "sse")
+    p = net.init(seed=0)
+    X = sparse.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="input_grad: not available for a sparse X"):
+        net.loss_and_grad(p, X, np.zeros(3), input_grad=True)
+    with pytest.raises(ValueError, match="X: expected 3 columns"):
+        net.forward(p, sparse.csr_matrix(np.eye(4)))
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match=r"X.data: contains NaN or inf"):
+        net.forward(p, bad)
+    with pytest.raises(TypeError, match="X: dtype must be a floating type"):
+        net.forward(p, sparse.csr_matrix(np.eye(3, dtype=np.int64)))
+    one = Network([3, 2], ["softmax"], "cross_entropy")  # its only layer is the output
+    q = one.init(seed=0)
+    J, g = one.loss_and_grad(q, X, [0, 1, 1])
+    J_d, g_d = one.loss_and_grad(q, X.toarray(), [0, 1, 1])
+    assert J == J_d and np.array_equal(g.flat, g_d.flat)

@@ -631,3 +631,21 @@ def test_lbfgs_is_scipys_lbfgs_on_the_exact_gradient():
     with pytest.raises(ValueError, match="state: belongs to optimizer 'sgd'"):
         fastbp.train(net, p, iris.X, iris.labels, optimizer="adam",
                      state=fastbp.train(net, p, iris.X, iris.labels, epochs=1).optimizer_state)
+
+
+def test_lbfgs_on_a_sparse_input_follows_the_dense_run():
+    """optimizer="lbfgs" with a CSR X (layer 1 over the nonzeros) reaches the
+    dense run's point; the stochastic optimizers densify a sparse X."""
+    from scipy import sparse
+
+    iris = load_iris()
+    X = np.where(iris.X > 3.0, iris.X, 0.0)
+    net = fastbp.Network([4, 5, 3], ["tanh", "softmax"], "cross_entropy", l2=1e-3)
+    p = net.init(seed=0)
+    dense = fastbp.train(net, p, X, iris.labels, optimizer="lbfgs", epochs=20)
+    sp = fastbp.train(net, p, sparse.csr_matrix(X), iris.labels, optimizer="lbfgs", epochs=20)
+    assert sp.epochs == dense.epochs
+    np.testing.assert_allclose(sp.params.flat, dense.params.flat, rtol=1e-6, atol=1e-8)
+    a = fastbp.train(net, p, sparse.csr_matrix(X), iris.labels, epochs=3, batch_size=30, seed=1)
+    b = fastbp.train(net, p, X, iris.labels, epochs=3, batch_size=30, seed=1)
+    assert np.array_equal(a.params.flat, b.params.flat)

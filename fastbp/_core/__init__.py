@@ -15,12 +15,15 @@ names below and nothing else.  Inside it:
   not yet used by ``kernels``.
 - ``train_kernels``: the compiled training loop and its records.
 - ``screen``: the compiled input screen.
+- ``sparse``: the first layer's loops over a CSR input's nonzeros, chained to
+  the dense kernels of the other layers.
 - ``memory``: the memory check made before large allocations.
 - ``numba_private``: every use of numba's private interfaces.
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
 """
 
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
+from . import sparse
 from .memory import check_memory
 from .plan import (
     PARALLEL,
@@ -102,4 +105,5 @@ __all__ = [
     "n_params",
     "parallel_available",
     "plan_for",
+    "sparse",
 ]
