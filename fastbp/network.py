@@ -24,8 +24,8 @@ from ._checks import (
     as_sparse_rows,
     as_targets,
     check_finite,
-    is_sparse,
     convert,
+    is_sparse,
     widths,
 )
 from ._core import (

@@ -97,10 +97,10 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "fastbp.sklearn needs scikit-learn; install it with: pip install 'fastbp[sklearn]'"
     ) from e
+from scipy import sparse as _sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
-from scipy import sparse as _sparse
 from sklearn.utils import check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels

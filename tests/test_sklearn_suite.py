@@ -47,13 +47,13 @@ def test_scikit_learn_mlp_suite_passes(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "sklearn.conftest", "-p", "no:cacheprovider",
          "-q", "-rs", "--no-header", "-o", "addopts=", str(suite)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
     out = proc.stdout + proc.stderr
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|skipped|error)", out)}
     assert proc.returncode == 0 and not counts.get("failed") and not counts.get("error"), out
     assert counts.get("passed", 0) >= 50, out  # the suite ran (57 tests in 1.9)
     # every skip is a missing optional package
-    skips = re.findall(r"^SKIPPED \[(\d+)\] ([^\n]*)", out, flags=re.M)
+    skips = re.findall(r"^SKIPPED \[(\d+)\] ([^\n]*)", out, flags=re.MULTILINE)
     assert sum(int(n) for n, _ in skips) == counts.get("skipped", 0), out
     for _, reason in skips:
         assert any(f"could not import '{name}'" in reason for name in OPTIONAL), reason

@@ -22,8 +22,8 @@ names below and nothing else.  Inside it:
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
 """
 
-from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from . import sparse
+from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from .memory import check_memory
 from .plan import (
     PARALLEL,
@@ -42,12 +42,12 @@ from .train_kernels import (
     ACC_THRESHOLD,
     ADAM,
     ADAPTIVE,
-    CONSTANT,
-    INVSCALING,
     BEST_EPOCH,
+    CONSTANT,
     DIVERGED,
     EARLY_STOP,
     INTERRUPTED,
+    INVSCALING,
     MOMENTUM,
     MONITOR_ACCURACY,
     MONITOR_LOSS,
