@@ -381,8 +381,7 @@ class Plan:
         acts, deltas, losses, scratch = ws = workspaces.take(N)
         grad = np.empty(self.n_params, self.dtype)
         args = (theta, self.layout, X, Y, weights, self.loss_code, scale, self._l2_arg,
-                input_grad,
-                acts, deltas, losses, grad, scratch, self.fns)
+                input_grad, acts, deltas, losses, grad, scratch, self.fns)
         try:
             if N < self._serial_rows:
                 J = kernels.loss_grad_serial(*args)
