@@ -171,7 +171,7 @@ def is_sparse(A) -> bool:
 def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
     and finite values of ``dtype``, in new arrays (the caller's are not touched)."""
-    from ._core.sparse import SparseInput
+    from ._core import SparseInput  # the core imports nothing of the front end's
 
     csr = A.tocsr()
     if csr.ndim != 2 or csr.shape[1] != n_cols:

@@ -591,14 +591,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Widths of the hidden layers, n_1 .. n_{L-1}.
     activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
         Hidden-layer activation ("logistic" is fastbp's "sigmoid").
-    solver : {"adam", "sgd"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs"}, default "adam"
+        "lbfgs": full-batch L-BFGS (scipy's L-BFGS-B on fastbp's exact gradient).
     alpha : float, default 1e-4
         L2 strength in scikit-learn's convention: the mini-batch objective is
         mean loss + alpha / (2 n_b) ||W||^2 (see the module docstring).
     batch_size : int or "auto", default "auto"
         "auto" is min(200, n_samples).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+        The schedule of "sgd": learning_rate_init throughout; after each epoch
+        learning_rate_init / (t + 1)^power_t, t the examples seen; or divided by 5
+        each time ``n_iter_no_change`` epochs in a row fail to improve, until at
+        most 1e-6 (then the fit stops).
     learning_rate_init : float, default 1e-3
-        The (constant) learning rate.
+        The (initial) learning rate.
+    power_t : float, default 0.5
+        Exponent of "invscaling".
     max_iter : int, default 200
         Maximum number of epochs.
     shuffle : bool, default True
@@ -621,9 +629,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_fraction : float in [0, 1), default 0.1
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float, default 1e-8
-    n_iter_no_change : int, default 10
-    dtype : {"float64", "float32"}, default "float64"
-        Dtype of the parameters and of the computation.
+    n_iter_no_change : int or np.inf, default 10
+        np.inf: never stop early.
+    max_fun : int, default 15000
+        "lbfgs": the most evaluations of the loss and its gradient.
+    dtype : {None, "float64", "float32"}, default None
+        Dtype of the parameters and of the computation; None: float32 for float32
+        data, else float64 (scikit-learn's rule).
 
     Attributes
     ----------
@@ -761,10 +773,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by fastbp (scikit-learn interface).
 
-    Identity output layer, loss 1/2 sum of squares averaged over the mini-batch
-    (fastbp's ``sse``).  Parameters and attributes as for ``MLPClassifier``
-    (without ``classes_``); ``validation_scores_`` hold R^2 values and
-    ``out_activation_`` is "identity".  ``predict`` returns shape (n_samples,) for
+    ``loss="squared_error"``: identity output layer, loss 1/2 sum of squares
+    averaged over the mini-batch (fastbp's ``sse``); ``loss="poisson"``: exp output
+    layer (the mean of a Poisson count), fastbp's ``poisson`` loss sum_k a_k - y_k z_k
+    (reported as scikit-learn's half deviance).  Other parameters and attributes as
+    for ``MLPClassifier`` (without ``classes_``); ``validation_scores_`` hold R^2
+    values (minus the validation loss for "poisson") and ``out_activation_`` is
+    "identity" or "exp".  ``predict`` returns shape (n_samples,) for
     one output and (n_samples, n_outputs) for several.
     """
 

@@ -227,9 +227,9 @@ class History:
         "diverged": the loss or the parameters became NaN or infinite; ``params``
         are then the best epoch's (with ``restore_best``) or the last finite
         epoch's, never NaN, and a RuntimeWarning says which.  "converged" and
-        "max_fun" ("lbfgs" only): the gradient or the loss stopped changing by
-        ``gtol``, or ``max_fun`` evaluations were made; "completed" there means
-        ``epochs`` iterations.
+        "max_fun" ("lbfgs" only): scipy's convergence test passed (``gtol``, or
+        its relative change of J), or ``max_fun`` evaluations were made;
+        "completed" there means ``epochs`` iterations.
     seed : int
         Seed of the run (drawn from the OS when ``seed=None``): passing it back
         as ``seed`` repeats the run bit for bit.
@@ -422,8 +422,9 @@ def train(
     max_fun : int, default 15000
         "lbfgs": the most evaluations of J and its gradient.
     gtol : float, default 1e-5
-        "lbfgs": stop when the largest gradient entry, or the relative change
-        of J, falls to ``gtol`` (scipy's ``gtol`` and ``ftol``).
+        "lbfgs": stop when the largest projected gradient entry falls to
+        ``gtol`` (scipy's ``gtol``; its ``ftol`` keeps scipy's default, as
+        scikit-learn's "lbfgs" does).
 
     Returns
     -------

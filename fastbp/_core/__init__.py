@@ -36,6 +36,7 @@ from .plan import (
     parallel_available,
     plan_for,
 )
+from .sparse import SparseInput
 from .train_kernels import (
     ACC_ARGMAX,
     ACC_NONE,
@@ -90,6 +91,7 @@ __all__ = [
     "RUNNING",
     "SCHEDULES",
     "SERIAL",
+    "SparseInput",
     "WAIT",
     "Batches",
     "Drivers",

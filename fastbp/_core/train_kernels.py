@@ -129,8 +129,8 @@ def _update(opt, theta, grad, t):
     adam:      m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
                theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     (the momentum forms are the ones of PyTorch's SGD; Adam is Kingma and Ba's
-    algorithm 1), lr the schedule's current rate (``rate``).  No fastmath here: the update is checked bit for bit against
-    its NumPy transcription.
+    algorithm 1), lr the schedule's current rate (``rate``).  No fastmath here:
+    the update is checked bit for bit against its NumPy transcription.
     """
     lr, mu, beta1, beta2, eps = opt.rate[0], opt.mu, opt.beta1, opt.beta2, opt.eps
     m, v = opt.m, opt.v
