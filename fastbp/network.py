@@ -90,7 +90,6 @@ class Network:
 
     __slots__ = (
         "_plan",
-        "_rest",
         "activations",
         "bias",
         "dtype",
@@ -134,7 +133,6 @@ class Network:
         set_(self, "_plan", _core.plan_for(sizes, [ACTIVATIONS[a] for a in activations], bias,
                                            LOSSES[loss], reduction == "mean", l2, dtype,
                                            ROW_SUM_TOL[dtype]))
-        set_(self, "_rest", None)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
@@ -360,20 +358,16 @@ class Network:
     # ------------------------------------------------------------------ sparse inputs
 
     def _sparse(self, params, X, Y=None, targets=False):
-        """(theta, X as ``SparseInput``, Y, the plan of layers 2..L) for a
-        scipy.sparse X, checked; None for a one-layer network (its only layer
-        is the output: it runs on the dense X)."""
+        """(theta, X as ``SparseInput``, Y) for a scipy.sparse X, checked; None
+        for a one-layer network (its only layer is the output: it runs on the
+        dense X)."""
         if self.n_layers < 2:
             return None
         theta = self.check_params(params)
         Xs = as_sparse_rows("X", X, self.sizes[0], self.dtype)
         if Y is not None or targets:
             Y = as_targets(Y, Xs.shape[0], self.sizes[-1], self.loss_name, self.dtype)
-        rest = self._rest
-        if rest is None:
-            rest = _core.sparse.rest_plan(self._plan)
-            object.__setattr__(self, "_rest", rest)
-        return theta, Xs, Y, rest
+        return theta, Xs, Y
 
     # ------------------------------------------------------------------ computation
 
@@ -422,9 +416,9 @@ class Network:
                 if input_grad:
                     raise ValueError("input_grad: not available for a sparse X (dJ/dX "
                                      "would be dense); pass X.toarray()")
-                theta, Xs, Y, rest = sparse
+                theta, Xs, Y = sparse
                 w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
-                J, grad = _core.sparse.loss_and_grad(self._plan, rest, theta, Xs, Y, w)
+                J, grad = self._plan.sparse_loss_and_grad(theta, Xs, Y, w)
                 return float(J), Params.wrap(self.sizes, self.bias, grad)
         Yr = self._ready(params, X, Y)
         if Yr is None:
@@ -444,9 +438,9 @@ class Network:
         if is_sparse(X):
             sparse = self._sparse(params, X, Y, targets=True)
             if sparse is not None:
-                theta, Xs, Y, rest = sparse
+                theta, Xs, Y = sparse
                 w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
-                return float(_core.sparse.loss(self._plan, rest, theta, Xs, Y, w))
+                return float(self._plan.sparse_loss(theta, Xs, Y, w))
             X = X.toarray()
         theta, X, Y = self._inputs(params, X, Y, targets=True)
         w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
@@ -458,8 +452,8 @@ class Network:
         if is_sparse(X):
             sparse = self._sparse(params, X)
             if sparse is not None:
-                theta, Xs, _, rest = sparse
-                return _core.sparse.forward(self._plan, rest, theta, Xs)
+                theta, Xs, _ = sparse
+                return self._plan.sparse_forward(theta, Xs)
             X = X.toarray()
         theta, X, _ = self._inputs(params, X)
         return self._plan.forward(theta, X)

@@ -449,7 +449,7 @@ def train(
     if is_sparse(X) and opts["optimizer"] == "lbfgs":
         sparse = net._sparse(params, X, Y, targets=True)
     if sparse is not None:  # lbfgs on a sparse X: layer 1 over the nonzeros
-        _, X, Y, _ = sparse
+        _, X, Y = sparse
     else:
         if is_sparse(X):  # the compiled loop gathers dense rows
             X = X.toarray()
@@ -459,8 +459,7 @@ def train(
     if opts["optimizer"] == "lbfgs":
         _lbfgs_options(opts, validation, early_stopping, state)
         theta = params.flat if opts["inplace"] else theta0.copy()
-        history = _train_lbfgs(net, theta, X, Y, W, opts,
-                               None if sparse is None else sparse[3])
+        history = _train_lbfgs(net, theta, X, Y, W, opts, sparse is not None)
         if opts["inplace"]:
             history.params = params
         return history
@@ -830,11 +829,11 @@ def _lbfgs_options(opts, validation, early_stopping, state) -> None:
                              "quasi-Newton method)")
 
 
-def _train_lbfgs(net, theta, X, Y, W, opts, rest=None) -> History:
+def _train_lbfgs(net, theta, X, Y, W, opts, is_sparse_X=False) -> History:
     """``optimizer="lbfgs"``: scipy's L-BFGS-B on J(theta) and its exact gradient
     (``Network.loss_and_grad``, the full batch) over the flat vector, in
-    float64 (scipy's) with J evaluated in the network's dtype.  ``rest``: X is
-    sparse (``_core.sparse``), with this plan of layers 2..L."""
+    float64 (scipy's) with J evaluated in the network's dtype.  ``is_sparse_X``:
+    X is a ``_core.SparseInput`` (the plan's sparse entry points)."""
     try:
         from scipy.optimize import minimize
     except ImportError as e:  # pragma: no cover - scipy ships with the sklearn extra
@@ -850,16 +849,16 @@ def _train_lbfgs(net, theta, X, Y, W, opts, rest=None) -> History:
 
     def fun(x):
         t = np.ascontiguousarray(x, dtype=dt)
-        if rest is not None:
-            J, g = _core.sparse.loss_and_grad(plan, rest, t, X, Y, W)
+        if is_sparse_X:
+            J, g = plan.sparse_loss_and_grad(t, X, Y, W)
         else:
             J, g, _ = plan.loss_and_grad(t, X, Y, False, W)
         return J, g.astype(np.float64)
 
     def J_at(x):
         t = np.ascontiguousarray(x, dtype=dt)
-        if rest is not None:
-            return _core.sparse.loss(plan, rest, t, X, Y, W)
+        if is_sparse_X:
+            return plan.sparse_loss(t, X, Y, W)
         return plan.loss(t, X, Y, W)
 
     def record(xk):

@@ -22,7 +22,6 @@ names below and nothing else.  Inside it:
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
 """
 
-from . import sparse
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from .memory import check_memory
 from .plan import (
@@ -107,5 +106,4 @@ __all__ = [
     "n_params",
     "parallel_available",
     "plan_for",
-    "sparse",
 ]

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import kernels, microkernel
+from . import kernels, microkernel, sparse
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
 from .functions import activate
@@ -280,7 +280,7 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
+    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_rest", "_row_sum_tol", "_scalar",
                  "_serial_rows", "_timings", "_workspaces", "dtype", "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights", "sizes")
 
@@ -308,6 +308,7 @@ class Plan:
         self.last_driver = None
         self._timings = {}
         self._fns = None
+        self._rest = None
 
     @property
     def fns(self) -> np.ndarray:
@@ -429,6 +430,28 @@ class Plan:
         """J without the backward pass (the same value as ``loss_and_grad``'s): one
         forward driver call."""
         return self._forward(theta, X, Y, True, weights)[0]
+
+    # ------------------------------------------------------------------ sparse inputs
+    # X a ``sparse.SparseInput`` (CSR), the network at least two layers deep:
+    # layer 1 over the nonzeros, layers 2..L on the plan of the rest (``sparse``)
+
+    def _rest_plan(self):
+        rest = self._rest
+        if rest is None:
+            rest = self._rest = sparse.rest_plan(self)
+        return rest
+
+    def sparse_loss_and_grad(self, theta, X, Y, weights=None):
+        """(J, dJ/dtheta) for a sparse X."""
+        return sparse.loss_and_grad(self, self._rest_plan(), theta, X, Y, weights)
+
+    def sparse_loss(self, theta, X, Y, weights=None) -> float:
+        """J for a sparse X."""
+        return sparse.loss(self, self._rest_plan(), theta, X, Y, weights)
+
+    def sparse_forward(self, theta, X) -> np.ndarray:
+        """a^(L) for a sparse X."""
+        return sparse.forward(self, self._rest_plan(), theta, X)
 
     # ------------------------------------------------------------------ training
 

@@ -8,9 +8,9 @@ touch X are those of layer 1, and both run over the nonzeros alone:
     dJ/dW^(1)[i, j] = sum over the e with a nonzero x_j(e) of delta^(1)_i(e) x_j(e)
 
 (000 eq. before (1) and eq. (8); 004 sections 5 and eq. (5), restricted to the
-nonzero terms).  Layers 2..L are the dense kernels' (``Plan``: the network
+nonzero terms).  Layers 2..L are the dense kernels' (the plan of the network
 without its first layer, whose input is a^(1) and whose input gradient is
-dJ/da^(1)), so ``Plan.sparse_loss_and_grad`` chains the two.
+dJ/da^(1)); ``Plan.sparse_loss_and_grad`` and its siblings chain the two.
 
 Both loops are serial and sum in a fixed order (examples in order, each
 example's nonzeros in order): the bits do not depend on the thread count.  W^(1)
