@@ -168,6 +168,16 @@ def is_sparse(A) -> bool:
     return hasattr(A, "tocsr") and hasattr(A, "nnz")
 
 
+def dense_copy(name: str, A):
+    """A scipy.sparse ``A`` as a dense array (the same values), after checking
+    that it fits in memory."""
+    from ._core import check_memory
+
+    check_memory(f"the dense copy of the sparse {name}",
+                 A.shape[0] * A.shape[1] * A.dtype.itemsize)
+    return A.toarray()
+
+
 def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
     and finite values of ``dtype``, in new arrays (the caller's are not touched)."""

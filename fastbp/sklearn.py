@@ -123,6 +123,7 @@ from ._checks import (
     as_float_dtype,
     as_sample_weight,
     check,
+    dense_copy,
     is_bool,
     widths,
 )
@@ -888,8 +889,9 @@ _NON_FINITE = ("Solver produced non-finite parameter weights. The input data may
 
 
 def _dense(X):
-    """A sparse X as the dense array the kernels take (same values)."""
-    return X.toarray() if _sparse.issparse(X) else X
+    """A sparse X as the dense array the stochastic solvers take (same values),
+    after checking that it fits in memory."""
+    return dense_copy("X", X) if _sparse.issparse(X) else X
 
 
 # The constructor parameters with a constraint of their own (batch_size,

@@ -37,6 +37,7 @@ from ._checks import (
     as_sample_weight,
     as_targets,
     check,
+    dense_copy,
     is_bool,
     is_sparse,
 )
@@ -452,7 +453,7 @@ def train(
         _, X, Y = sparse
     else:
         if is_sparse(X):  # the compiled loop gathers dense rows
-            X = X.toarray()
+            X = dense_copy("X", X)
         X = as_float_matrix("X", X, net.sizes[0], net.dtype)
         Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
     W = as_sample_weight(sample_weight, X.shape[0], net.dtype)
