@@ -45,6 +45,7 @@ DETERMINISM_CASES = (
     ([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy", 203),
     ([9, 33, 3], ["sigmoid", "sigmoid"], "bce", 157),
     ([7, 30, 30, 2], ["relu", "tanh", "identity"], "sse", 301),
+    ([8, 29, 3], ["tanh", "exp"], "poisson", 171),
 )
 
 
