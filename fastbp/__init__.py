@@ -10,7 +10,7 @@ from .gradcheck import gradcheck
 from .io import ModelFileError, load, save
 from .network import Network
 from .params import Params
-from .training import EarlyStopping, History, train
+from .training import EarlyStopping, History, OptimizerState, train
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,7 @@ __all__ = [
     "History",
     "ModelFileError",
     "Network",
+    "OptimizerState",
     "Params",
     "__version__",
     "gradcheck",

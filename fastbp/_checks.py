@@ -163,6 +163,40 @@ def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
     return convert(name, A, dtype)
 
 
+def is_sparse(A) -> bool:
+    """A scipy.sparse matrix or array (told by its interface: scipy is optional)."""
+    return hasattr(A, "tocsr") and hasattr(A, "nnz")
+
+
+def dense_copy(name: str, A):
+    """A scipy.sparse ``A`` as a dense array (the same values), after checking
+    that it fits in memory."""
+    from ._core import check_memory
+
+    check_memory(f"the dense copy of the sparse {name}",
+                 A.shape[0] * A.shape[1] * A.dtype.itemsize)
+    return A.toarray()
+
+
+def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
+    """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
+    and finite values of ``dtype``, in new arrays (the caller's are not touched)."""
+    from ._core import SparseInput  # the core imports nothing of the front end's
+
+    csr = A.tocsr()
+    if csr.ndim != 2 or csr.shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {csr.shape}")
+    if csr.shape[0] == 0:
+        raise ValueError(f"{name}: no examples (N = 0)")
+    if csr.dtype.kind != "f":
+        raise TypeError(f"{name}: dtype must be a floating type, got {csr.dtype} (convert "
+                        f"with {name}.astype(float))")
+    data = np.array(csr.data, dtype=dtype, order="C")
+    check_finite(f"{name}.data", data)
+    return SparseInput(np.array(csr.indptr, dtype=np.int64), np.array(csr.indices,
+                       dtype=np.int64), data, csr.shape)
+
+
 def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
     """``A`` as a C-contiguous array of ``dtype`` (itself when it already is one),
     all finite: a NaN or inf is named where it is, and a finite value that the
@@ -230,6 +264,8 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
     Y = convert("Y", Y, dtype)
     if loss == "bce" and (Y.min() < 0 or Y.max() > 1):
         raise ValueError("Y: bce targets must lie in [0, 1]")
+    if loss == "poisson" and Y.min() < 0:
+        raise ValueError("Y: poisson targets must be counts or rates >= 0")
     if loss == "cross_entropy":
         if (Y < 0).any():
             raise ValueError("Y: cross_entropy target rows must be distributions (no negative entries)")
@@ -242,6 +278,31 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
                 f" {sums[bad[0]]:.6g}"
             )
     return Y
+
+
+def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample_weight"):
+    """The examples' weights as a new C-contiguous (N,) array of ``dtype``, or
+    None for None: finite, >= 0, with a positive sum (the weighted mean divides
+    by it)."""
+    if sample_weight is None:
+        return None
+    refuse_masked(name, sample_weight)
+    w = np.asarray(sample_weight)
+    if w.ndim == 0:
+        w = np.full(N, w)
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"{name}: expected real numbers, got dtype {w.dtype}")
+    if w.shape != (N,):
+        raise ValueError(f"{name}: expected shape ({N},), one weight per example, "
+                         f"got {w.shape}")
+    w = np.array(w, dtype=dtype, order="C")  # a copy: the caller's array is never aliased
+    check_finite(name, w)
+    if N and w.min() < 0:
+        raise ValueError(f"{name}: weights must be >= 0, got {float(w.min())!r} at "
+                         f"[{int(np.argmin(w))}]")
+    if N and not w.sum(dtype=np.float64) > 0:
+        raise ValueError(f"{name}: every weight is zero; at least one must be > 0")
+    return w
 
 
 def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:

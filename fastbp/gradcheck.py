@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference
-from ._checks import Bool, Real, as_float_matrix, as_targets, check_finite
+from ._checks import Bool, Real, as_float_matrix, as_sample_weight, as_targets, check_finite
 from .params import Params, as_flat, n_params
 
 __all__ = ["gradcheck"]
@@ -44,7 +44,8 @@ def _central_differences(f, x, eps):
 
 
 def gradcheck(
-    net, params: Params, X, Y, *, eps: float | None = None, input_grad: bool = False
+    net, params: Params, X, Y, *, eps: float | None = None, input_grad: bool = False,
+    sample_weight=None,
 ) -> float:
     """Worst relative error between the reference gradient and finite differences.
 
@@ -64,6 +65,8 @@ def gradcheck(
         O(machine eps * |J| / h) about 1e-12 |J|.
     input_grad : bool
         Also check dJ/dX against differences in each entry of X.
+    sample_weight : array_like of shape (N,), optional
+        The examples' weights (as for ``Network.loss_and_grad``).
 
     Returns
     -------
@@ -106,10 +109,13 @@ def gradcheck(
     # labels -> one-hot once, so the differences perturb only theta and X
     Y64 = as_targets(Y, X64.shape[0], net.sizes[-1], net.loss_name, np.dtype(np.float64))
 
-    def J():
-        return reference.loss(net, theta, X64, Y64)
+    w = as_sample_weight(sample_weight, X64.shape[0], np.dtype(np.float64))
 
-    result = reference.loss_and_grad(net, theta, X64, Y64, input_grad=input_grad)
+    def J():
+        return reference.loss(net, theta, X64, Y64, sample_weight=w)
+
+    result = reference.loss_and_grad(net, theta, X64, Y64, input_grad=input_grad,
+                                     sample_weight=w)
     analytic = [result[1].flat]
     numeric = [_central_differences(J, theta.flat, eps)]
     if input_grad:

@@ -20,9 +20,12 @@ from ._checks import (
     Real,
     as_float_dtype,
     as_float_matrix,
+    as_sample_weight,
+    as_sparse_rows,
     as_targets,
     check_finite,
     convert,
+    is_sparse,
     widths,
 )
 from ._core import (
@@ -352,22 +355,42 @@ class Network:
             Y = as_targets(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
         return theta, X, Y
 
+    # ------------------------------------------------------------------ sparse inputs
+
+    def _sparse(self, params, X, Y=None, targets=False):
+        """(theta, X as ``SparseInput``, Y) for a scipy.sparse X, checked; None
+        for a one-layer network (its only layer is the output: it runs on the
+        dense X)."""
+        if self.n_layers < 2:
+            return None
+        theta = self.check_params(params)
+        Xs = as_sparse_rows("X", X, self.sizes[0], self.dtype)
+        if Y is not None or targets:
+            Y = as_targets(Y, Xs.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+        return theta, Xs, Y
+
     # ------------------------------------------------------------------ computation
 
-    def loss_and_grad(self, params, X, Y, *, input_grad=False):
+    def loss_and_grad(self, params, X, Y, *, input_grad=False, sample_weight=None):
         """Loss and its exact gradient with respect to every parameter.
 
         Parameters
         ----------
         params : Params
-        X : array_like of shape (N, n_0)
+        X : array_like or scipy.sparse matrix of shape (N, n_0)
             Inputs, one example per row (floating dtype; converted to the
-            network's dtype and C order, never modified).
+            network's dtype and C order, never modified).  A sparse X (CSR, CSC,
+            ...) runs layer 1 over its nonzeros only (``fastbp._core.sparse``).
         Y : array_like of shape (N, n_L), or (N,)
             Targets: floats; for ``cross_entropy`` integer class labels (N,) or rows
             that are distributions; (N,) when n_L == 1.
         input_grad : bool, default False
             Also return dJ/dX.
+        sample_weight : array_like of shape (N,), optional
+            Example e counts w_e >= 0 times (sum > 0): J = sum_e w_e J(e) /
+            sum_e w_e for the mean (sum_e w_e J(e) for the sum), so every
+            delta^(L)(e) is scaled by w_e / sum_e w_e (by w_e), and the L2 term
+            is unchanged.  None: every example counts once.
 
         Returns
         -------
@@ -385,24 +408,53 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
+        if is_sparse(X):
+            sparse = self._sparse(params, X, Y, targets=True)
+            if sparse is None:
+                X = X.toarray()
+            else:
+                if input_grad:
+                    raise ValueError("input_grad: not available for a sparse X (dJ/dX "
+                                     "would be dense); pass X.toarray()")
+                theta, Xs, Y = sparse
+                w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
+                J, grad = self._plan.sparse_loss_and_grad(theta, Xs, Y, w)
+                return float(J), Params.wrap(self.sizes, self.bias, grad)
         Yr = self._ready(params, X, Y)
         if Yr is None:
             theta, X, Y = self._inputs(params, X, Y, targets=True)
         else:
             theta, Y = params.flat, Yr
-        J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad))
+        w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        J, grad, dX = self._plan.loss_and_grad(theta, X, Y, bool(input_grad), w)
         grads = Params.wrap(self.sizes, self.bias, grad)
         if input_grad:
             return J, grads, dX
         return J, grads
 
-    def loss(self, params, X, Y) -> float:
-        """The loss J alone (same value as ``loss_and_grad``'s, without the backward pass)."""
+    def loss(self, params, X, Y, *, sample_weight=None) -> float:
+        """The loss J alone (same value as ``loss_and_grad``'s, without the backward
+        pass; ``sample_weight`` as there)."""
+        if is_sparse(X):
+            sparse = self._sparse(params, X, Y, targets=True)
+            if sparse is not None:
+                theta, Xs, Y = sparse
+                w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
+                return float(self._plan.sparse_loss(theta, Xs, Y, w))
+            X = X.toarray()
         theta, X, Y = self._inputs(params, X, Y, targets=True)
-        return self._plan.loss(theta, X, Y)
+        w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
+        return self._plan.loss(theta, X, Y, w)
 
     def forward(self, params, X) -> np.ndarray:
-        """Output activations a^(L), shape (N, n_L), in the network's dtype."""
+        """Output activations a^(L), shape (N, n_L), in the network's dtype (X
+        dense or scipy.sparse, as for ``loss_and_grad``)."""
+        if is_sparse(X):
+            sparse = self._sparse(params, X)
+            if sparse is not None:
+                theta, Xs, _ = sparse
+                return self._plan.sparse_forward(theta, Xs)
+            X = X.toarray()
         theta, X, _ = self._inputs(params, X)
         return self._plan.forward(theta, X)
 
@@ -438,7 +490,8 @@ class Network:
         ndarray
             ``cross_entropy``: int64 labels of shape (N,), argmax_k a_k (first on ties).
             ``bce``: int64 (a_k > 1/2) of shape (N,) for one output unit, (N, n_L) for
-            several (one decision per unit).  ``sse``: the outputs a^(L), (N, n_L).
+            several (one decision per unit).  ``sse``, ``poisson``: the outputs a^(L),
+            (N, n_L).
         """
         out = self.forward(params, X)
         if self.loss_name == "cross_entropy":

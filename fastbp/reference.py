@@ -64,11 +64,13 @@ _UNITWISE = {
     "tanh": (np.tanh, lambda z, a: 1 - a * a),
     # 002 eq. (2); f'(0) is taken as 0
     "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(z.dtype)),
+    # the mean of a Poisson output: (e^z)' = e^z = a
+    "exp": (np.exp, lambda z, a: a.copy()),
 }
 _ACTIVATION_NAMES = (*_UNITWISE, "softmax")
 
 # loss -> the output activation it requires (None: any output)
-_LOSS_OUTPUT = {"sse": None, "bce": "sigmoid", "cross_entropy": "softmax"}
+_LOSS_OUTPUT = {"sse": None, "bce": "sigmoid", "cross_entropy": "softmax", "poisson": "exp"}
 
 
 def _activate(name, z):
@@ -169,20 +171,40 @@ def _forward_all(net, params, A0):
     return Z, A
 
 
-def _data_loss(net, z, a, Y):
-    """Summed (not yet reduced) loss over all examples and output units."""
+def _per_example(w, v):
+    """Row e of v times w_e (v unchanged without weights)."""
+    return v if w is None else v * w.reshape((-1,) + (1,) * (v.ndim - 1))
+
+
+def _weights(sample_weight, N, dtype):
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=dtype).reshape(-1)
+    if w.shape != (N,) or not np.all(np.isfinite(w)) or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"sample_weight: expected {N} finite weights >= 0 with a positive "
+                         "sum")
+    return w
+
+
+def _data_loss(net, z, a, Y, w=None):
+    """Summed (not yet reduced) loss over all examples and output units, example e
+    counted w_e times."""
     loss_name = _loss_name(net)
     if loss_name == "bce":
         # 000 eq. (1) written in the logits z = z^(L):
         # -[y ln s(z) + (1-y) ln(1-s(z))] = max(z, 0) - y z + ln(1 + e^-|z|),
         # finite for every z, where ln(a) and ln(1-a) would give -inf.
-        return np.sum(np.maximum(z, 0) - Y * z + np.log1p(np.exp(-np.abs(z))))
+        return np.sum(_per_example(w, np.maximum(z, 0) - Y * z + np.log1p(np.exp(-np.abs(z)))))
     if loss_name == "cross_entropy":
         # 002 eq. (29) / 004 section 3: -sum y ln softmax(z), with ln softmax by
         # log-sum-exp (004: -z_i + log sum_j exp z_j).
-        return -np.sum(Y * _log_softmax(z))
+        return -np.sum(_per_example(w, Y * _log_softmax(z)))
+    if loss_name == "poisson":
+        # Poisson negative log-likelihood of the mean a = e^z, less ln y!:
+        # a - y ln a = e^z - y z
+        return np.sum(_per_example(w, np.exp(z) - Y * z))
     # 002 eq. (5), 003: 1/2 sum (a - y)^2
-    return 0.5 * np.sum((a - Y) ** 2)
+    return 0.5 * np.sum(_per_example(w, (a - Y) ** 2))
 
 
 def _output_delta(net, z, a, Y):
@@ -195,6 +217,9 @@ def _output_delta(net, z, a, Y):
         # 002 eq. (31) / 004 eq. (1): sum_i y_i a_t - y_t, which is a - y when
         # each row of y sums to 1 (002 eq. (32)); kept exact for any y.
         return a * Y.sum(axis=1, keepdims=True) - Y
+    if loss_name == "poisson":
+        # d(e^z - y z)/dz = e^z - y = a - y
+        return a - Y
     # sse: dJ/da = a - y (002 eq. (6), (23)), then back through f_L
     # (003 eq. (46) for the sigmoid; the full Jacobian for softmax).
     return _backward_through(net.activations[-1], z, a, a - Y)
@@ -233,7 +258,7 @@ def forward(net, params: Params, X) -> np.ndarray:
     return A[-1]
 
 
-def loss(net, params: Params, X, Y) -> float:
+def loss(net, params: Params, X, Y, *, sample_weight=None) -> float:
     """Loss J of the network on (X, Y).
 
     Parameters
@@ -244,16 +269,20 @@ def loss(net, params: Params, X, Y) -> float:
     Y : array_like of shape (N, n_L), or (N,)
         (N,) holds integer class labels for cross_entropy, or the single output
         column when n_L == 1.
+    sample_weight : array_like of shape (N,), optional
+        w_e >= 0 (sum > 0): the loss of example e counts w_e times.
 
     Returns
     -------
     float
         J = (1/N if reduction == "mean" else 1) * sum_e loss(e)
-        + l2/2 * sum_l sum_ij W^(l)[i, j]^2.
+        + l2/2 * sum_l sum_ij W^(l)[i, j]^2; with weights
+        (1/sum_e w_e if "mean" else 1) * sum_e w_e loss(e) + the same L2 term.
 
     Notes
     -----
-    bce: 000 eq. (1); cross_entropy: 002 eq. (29), 004 section 2; sse: 002 eq. (5).
+    bce: 000 eq. (1); cross_entropy: 002 eq. (29), 004 section 2; sse: 002 eq. (5);
+    poisson: e^z - y z per output (the negative log-likelihood less ln y!).
     The L2 term (004 section 9) is added once, not divided by N.
     """
     _check(net, params)
@@ -261,13 +290,14 @@ def loss(net, params: Params, X, Y) -> float:
     N = A0.shape[0]
     Z, A = _forward_all(net, params, A0)
     Y = targets(net, Y, N, A0.dtype)
-    J = _data_loss(net, Z[-1], A[-1], Y)
+    w = _weights(sample_weight, N, A0.dtype)
+    J = _data_loss(net, Z[-1], A[-1], Y, w)
     if net.reduction == "mean":
-        J = J / N
+        J = J / (N if w is None else w.sum())
     return float(J + _l2_penalty(net, params))
 
 
-def loss_and_grad(net, params: Params, X, Y, *, input_grad: bool = False):
+def loss_and_grad(net, params: Params, X, Y, *, input_grad: bool = False, sample_weight=None):
     """Loss and its exact gradient by backpropagation in matrix form.
 
     Parameters
@@ -278,6 +308,9 @@ def loss_and_grad(net, params: Params, X, Y, *, input_grad: bool = False):
     Y : array_like of shape (N, n_L), or (N,) (see ``loss``)
     input_grad : bool
         Also return dJ/dX.
+    sample_weight : array_like of shape (N,), optional
+        As for ``loss``: row e of Delta^(L) is scaled by w_e (and the mean
+        divides by sum_e w_e instead of N).
 
     Returns
     -------
@@ -309,13 +342,16 @@ def loss_and_grad(net, params: Params, X, Y, *, input_grad: bool = False):
     Y = targets(net, Y, N, dtype)
     L = net.n_layers
 
-    J = _data_loss(net, Z[L], A[L], Y)
-    delta = _output_delta(net, Z[L], A[L], Y)
+    w = _weights(sample_weight, N, dtype)
+    J = _data_loss(net, Z[L], A[L], Y, w)
+    delta = _per_example(w, _output_delta(net, Z[L], A[L], Y))
     if net.reduction == "mean":
         # The 1/|Sx| of 000 eq. (1) carried by the deltas, so every gradient below
-        # is already a mean over the examples (000 eq. (7), (13)).
-        J = J / N
-        delta = delta / dtype.type(N)
+        # is already a mean over the examples (000 eq. (7), (13)); the weighted
+        # mean divides by sum_e w_e.
+        total = N if w is None else w.sum()
+        J = J / total
+        delta = delta / dtype.type(total)
     J = J + _l2_penalty(net, params)
 
     grads = Params.zeros(net.sizes, net.bias, dtype=dtype)

@@ -1,10 +1,12 @@
 """scikit-learn estimators backed by fastbp: ``MLPClassifier`` and ``MLPRegressor``.
 
 Drop-in counterparts of ``sklearn.neural_network.MLPClassifier`` / ``MLPRegressor``
-for the stochastic solvers ("sgd", "adam"): same parameters where the meaning is
-the same, same fitted attributes, same initial weights for the same
-``random_state``; the training itself is ``fastbp.train`` (every epoch, mini-batch
-and optimizer step in compiled code) on a ``fastbp.Network``.
+("sgd", "adam" and "lbfgs"): same parameters, same fitted attributes, same
+initial weights for the same ``random_state``; they pass scikit-learn's own MLP
+test suite (``tests/test_sklearn_suite.py``).  The training itself is
+``fastbp.train`` (for "sgd" and "adam" every epoch, mini-batch and optimizer
+step in compiled code; "lbfgs" is scipy's L-BFGS-B on fastbp's exact full-batch
+gradient) on a ``fastbp.Network``.
 
 This is the only module of fastbp that imports scikit-learn (the optional
 ``sklearn`` extra: ``pip install "fastbp[sklearn]"``).
@@ -19,27 +21,40 @@ Heads (001's and 000's networks)
     binary classes: one sigmoid unit + binary cross-entropy; more than two
     classes: softmax + cross-entropy; multi-label indicator targets: one sigmoid
     unit per label + binary cross-entropy summed over the labels; regression:
-    identity output + ``sse`` (1/2 sum of squares).  Each loss is the mean over
-    the mini-batch, as in scikit-learn.
+    identity output + ``sse`` (1/2 sum of squares), or with ``loss="poisson"`` an
+    exp output + fastbp's ``poisson`` (sum a - y z).  Each loss is the mean over
+    the mini-batch (the weighted mean with ``sample_weight``), as in scikit-learn.
 L2 (``alpha``)
     scikit-learn's mini-batch objective is mean loss + alpha / (2 n_b) ||W||^2,
     n_b the size of the mini-batch, so its gradient is mean gradient
     + (alpha / n_b) W.  fastbp's network adds l2 / 2 ||W||^2 (004 section 9), so
     the estimator trains with ``l2 = alpha / batch_size``: identical objectives and
     gradients for every full batch; only a last, partial batch of n_b < batch_size
-    examples gets the weaker alpha / batch_size instead of alpha / n_b.
+    examples gets the weaker alpha / batch_size instead of alpha / n_b.  With
+    ``sample_weight`` n_b is the batch's sum of weights (scikit-learn's), taken
+    here as batch_size times the mean weight.  "lbfgs" minimizes the full-batch
+    objective with l2 = alpha / n (alpha / sum of the weights), as scikit-learn.
 Squared error
     scikit-learn's gradient is that of 1/2 sum over outputs of (a - y)^2, mean over
     the batch: fastbp's ``sse`` with ``reduction="mean"``, exactly.  Its *reported*
     loss divides the data term by the number of outputs K as well, so ``loss_``
     and ``loss_curve_`` of the regressor are fastbp's training loss / K (for K > 1
-    the small L2 part of the reported loss is divided by K too).
+    the small L2 part of the reported loss is divided by K too).  Poisson: its
+    reported loss is scikit-learn's half deviance, fastbp's loss plus the
+    constant mean_e sum_k (y ln y - y).
 Optimizers
     "sgd" with ``momentum=0`` is plain SGD; otherwise classical or Nesterov
     momentum, which with a constant learning rate take exactly scikit-learn's
-    steps.  "adam" is Adam with eps added to sqrt(v_hat) (Kingma and Ba);
+    steps (with "invscaling" or "adaptive" rates fastbp's velocity is a sum of
+    gradients, scaled by the current rate, where scikit-learn's sums steps
+    already scaled by the rates they were taken with).  ``learning_rate`` and
+    ``power_t`` are the schedules of ``fastbp.train`` ("sgd" only, as in
+    scikit-learn).  "adam" is Adam with eps added to sqrt(v_hat) (Kingma and Ba);
     scikit-learn adds it to sqrt(v), which differs by the factor sqrt(1 - beta_2^t)
-    on eps alone.
+    on eps alone.  The optimizer's state (``_optimizer``: velocities, moments,
+    step count, current rate, shuffling) carries from one ``partial_fit`` call to
+    the next and through pickling, so that ``partial_fit`` continues where the
+    last call stopped.
 Stopping
     ``tol`` / ``n_iter_no_change`` on the training loss, or with
     ``early_stopping=True`` on the validation score (accuracy for the classifier,
@@ -50,10 +65,22 @@ Stopping
     loss: 1 - sum of squared residuals / total sum of squares, pooled over the
     outputs (scikit-learn averages per-output R^2 values; the two agree for one
     output), with the L2 term of the validation loss included (negligible for
-    small ``alpha``).
-
-Not supported: ``solver="lbfgs"``, learning-rate schedules other than constant
-(``learning_rate``, ``power_t``), ``sample_weight``, sparse inputs, the Poisson loss.
+    small ``alpha``); for ``loss="poisson"`` the score is minus the validation
+    loss.  The validation rows are unweighted.
+Divergence
+    A run whose loss or parameters become NaN or infinite stops there.  With
+    early stopping the best epoch's parameters are kept and the diverged epoch's
+    validation score is NaN (scikit-learn runs on to ``max_iter`` recording
+    NaN); without, fit raises scikit-learn's "Solver produced non-finite
+    parameter weights" error.
+Dtype
+    float32 inputs train a float32 network (``coefs_``, ``intercepts_`` and
+    predictions in float32), float64 ones a float64 network, unless ``dtype``
+    names one.
+Sparse inputs
+    CSR/CSC matrices are accepted.  Prediction and "lbfgs" run the first layer
+    over the nonzeros only (``fastbp._core.sparse``); "sgd" and "adam" densify
+    X (their compiled loop gathers dense rows).
 """
 
 from __future__ import annotations
@@ -70,10 +97,12 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "fastbp.sklearn needs scikit-learn; install it with: pip install 'fastbp[sklearn]'"
     ) from e
+from scipy import sparse as _sparse
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import check_random_state
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -86,11 +115,22 @@ except ImportError:  # scikit-learn < 1.6: the same function was a method
 
 
 from . import train as _train  # the function fastbp.train (see fastbp/__init__.py)
-from ._checks import Bool, Integer, OneOf, Real, as_float_dtype, check, is_bool, widths
+from ._checks import (
+    Bool,
+    Integer,
+    OneOf,
+    Real,
+    as_float_dtype,
+    as_sample_weight,
+    check,
+    dense_copy,
+    is_bool,
+    widths,
+)
 from .network import Network
 from .params import Params
 from .targets import HEADS, head
-from .training import EarlyStopping
+from .training import EarlyStopping, OptimizerState
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -99,8 +139,30 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _NEVER = 2**62
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-SOLVERS = ("sgd", "adam")
-_UNSUPPORTED_SOLVERS = {"lbfgs": "it is a full-batch quasi-Newton method, not a stochastic one"}
+SOLVERS = ("sgd", "adam", "lbfgs")
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+LEARNING_RATES = ("constant", "invscaling", "adaptive")
+
+
+class _Optimizer:
+    """The optimizer of a fitted estimator (scikit-learn's ``_optimizer``): its
+    ``fastbp.OptimizerState``, carried from one ``partial_fit`` to the next."""
+
+    def __init__(self, state: OptimizerState):
+        self.state = state
+
+    @property
+    def learning_rate(self) -> float:
+        """The current learning rate."""
+        return self.state.lr
+
+
+def _stochastic(estimator) -> bool:
+    # partial_fit exists for the stochastic solvers only, as in scikit-learn
+    if estimator.solver not in STOCHASTIC_SOLVERS:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers; "
+                             f"{estimator.solver!r} is not stochastic")
+    return True
 
 
 class _BaseMLP(BaseEstimator):
@@ -114,7 +176,9 @@ class _BaseMLP(BaseEstimator):
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
+        learning_rate="constant",
         learning_rate_init=0.001,
+        power_t=0.5,
         max_iter=200,
         shuffle=True,
         random_state=None,
@@ -129,14 +193,17 @@ class _BaseMLP(BaseEstimator):
         beta_2=0.999,
         epsilon=1e-8,
         n_iter_no_change=10,
-        dtype="float64",
+        max_fun=15000,
+        dtype=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -151,29 +218,30 @@ class _BaseMLP(BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.dtype = dtype
 
     # ------------------------------------------------------------------ parameters
 
-    def _check_params(self) -> tuple[list[int], np.dtype]:
+    def _check_params(self) -> tuple[list[int], np.dtype | None]:
         """Validate every constructor parameter (``_PARAMETERS``, with fastbp's
         checks: the same exception and message for a mistake as ``fastbp.train``);
-        return (hidden widths, dtype)."""
+        return (hidden widths, dtype or None: the data's)."""
         hidden = self.hidden_layer_sizes
         if isinstance(hidden, numbers.Integral) and not is_bool(hidden):
             hidden = [hidden]
         hidden = widths("hidden_layer_sizes", hidden, at_least=0)
-        if self.solver in _UNSUPPORTED_SOLVERS:
-            raise ValueError(f"solver: {self.solver!r} is not supported "
-                             f"({_UNSUPPORTED_SOLVERS[self.solver]}); use 'adam' or 'sgd'")
         check(_PARAMETERS, **{name: getattr(self, name) for name in _PARAMETERS})
+        n = self.n_iter_no_change
+        if not (isinstance(n, numbers.Real) and not is_bool(n) and n == np.inf):
+            Integer(1)("n_iter_no_change", n)  # an int >= 1, or np.inf: never
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             Integer(1)("batch_size", self.batch_size)
         if not is_bool(self.verbose):
             Integer(0)("verbose", self.verbose)
         if self.early_stopping and self.validation_fraction == 0:
             raise ValueError("validation_fraction: must be > 0 with early_stopping=True")
-        return list(hidden), as_float_dtype(self.dtype)
+        return list(hidden), None if self.dtype is None else as_float_dtype(self.dtype)
 
     # ------------------------------------------------------------------ network
 
@@ -184,8 +252,7 @@ class _BaseMLP(BaseEstimator):
         acts = [ACTIVATIONS[self.activation]] * (len(sizes) - 2)
         out = head(self._target_kind(), sizes[-1])
         acts.append(out.activation)
-        return Network(sizes, acts, out.loss, l2=l2,
-                       dtype=self.coefs_[0].dtype)
+        return Network(sizes, acts, out.loss, l2=l2, dtype=self.coefs_[0].dtype)
 
     def _params(self, net: Network) -> Params:
         """``coefs_``/``intercepts_`` (in x out) as fastbp Params (out x in), copied,
@@ -209,6 +276,8 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = n_outputs
         self.n_layers_ = len(layer_units)
         self.out_activation_ = _SKLEARN_ACTIVATION[HEADS[self._target_kind()][0]]
+        if hasattr(self, "_optimizer"):
+            del self._optimizer  # a new network: a new optimizer
         factor = 2.0 if self.activation == "logistic" else 6.0
         self.coefs_, self.intercepts_ = [], []
         for fan_in, fan_out in pairwise(layer_units):
@@ -230,29 +299,39 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to (X, y).
 
         Parameters
         ----------
-        X : array_like of shape (n_samples, n_features)
+        X : array_like or sparse matrix of shape (n_samples, n_features)
         y : array_like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (classifier; a 2-D 0/1 indicator matrix for multi-label)
             or real targets (regressor).
+        sample_weight : array_like of shape (n_samples,), optional
+            Weights >= 0 of the examples: each batch's loss is their weighted mean.
 
         Returns
         -------
         self
         """
-        return self._fit(X, y, incremental=False)
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def _fit(self, X, y, incremental):
+    def _fit(self, X, y, incremental, sample_weight=None):
         hidden, dtype = self._check_params()
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
         if self.early_stopping and incremental:
             raise ValueError("early_stopping: partial_fit does not support "
                              "early_stopping=True")
         X, Y = self._validate_input(X, y, incremental, reset=first_pass)
+        if not first_pass:
+            dtype = self.coefs_[0].dtype  # a warm start continues in the fitted dtype
+        elif dtype is None:
+            dtype = X.dtype  # scikit-learn's: float32 data, a float32 network
+        X = X.astype(dtype) if _sparse.issparse(X) else np.ascontiguousarray(X, dtype=dtype)
+        sw = None
+        if sample_weight is not None:
+            sw = as_sample_weight(sample_weight, X.shape[0], np.dtype(np.float64))
         layer_units = [X.shape[1], *hidden, Y.shape[1]]
         rs = check_random_state(self.random_state)
         if first_pass:
@@ -265,19 +344,93 @@ class _BaseMLP(BaseEstimator):
                     f"these data and parameters need {layer_units}; refit with "
                     "warm_start=False"
                 )
-        self._fit_stochastic(X, Y, incremental, rs)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, Y, sw)
+        else:
+            self._fit_stochastic(X, Y, sw, incremental, rs)
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(_NON_FINITE)
         return self
 
-    def _fit_stochastic(self, X, Y, incremental, rs):
+    def _lbfgs_l2(self, n, sw) -> float:
+        """scikit-learn's full-batch L2: alpha / n, n the sum of the weights."""
+        total = n if sw is None else float(sw.sum())
+        return self.alpha / total
+
+    def _fit_lbfgs(self, X, Y, sw):
+        """scikit-learn's "lbfgs": scipy's L-BFGS-B on the full-batch objective,
+        here ``fastbp.train(optimizer="lbfgs")`` (the exact gradient of the
+        kernels), with max_iter, max_fun and tol (scipy's gtol)."""
+        net = self._network(l2=self._lbfgs_l2(X.shape[0], sw))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # non-finite: raised by _fit
+            history = _train(net, self._params(net), X, Y, optimizer="lbfgs",
+                             epochs=int(self.max_iter), max_fun=int(self.max_fun),
+                             gtol=float(self.tol), sample_weight=sw)
+        self._set_params_from(history.params)
+        self.n_iter_ = min(history.epochs, self.max_iter)
+        reported = self._reported_scale()
+        offset = self._loss_offset(Y, sw)
+        J = (history.loss[-1] if history.epochs
+             else net.loss(history.params, X, Y, sample_weight=sw))
+        self.loss_ = float(J) * reported + offset
+        self.loss_curve_.extend(float(v) * reported + offset for v in history.loss)
+        if history.stop_reason in ("completed", "max_fun"):
+            limit = ("max_iter", self.max_iter) if history.stop_reason == "completed" \
+                else ("max_fun", self.max_fun)
+            warnings.warn(f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
+                          f"({limit[0]}={limit[1]} reached). Increase the number of "
+                          "iterations (max_iter) or scale the data.",
+                          ConvergenceWarning, stacklevel=3)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, activations=None,
+                         deltas=None, coef_grads=None, intercept_grads=None):
+        """scikit-learn's objective of "lbfgs" and its gradient, on its packed
+        vector (every ``coefs_[i].ravel()``, in x out, then every
+        ``intercepts_[i]``): (J, dJ/dtheta in the same packing).  The four last
+        arguments are scikit-learn's work buffers, unused here."""
+        sizes = [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_]
+        theta = np.asarray(packed_coef_inter, dtype=np.float64)
+        coefs, intercepts, pos = [], [], 0
+        for n_in, n_out in pairwise(sizes):
+            coefs.append(theta[pos:pos + n_in * n_out].reshape(n_in, n_out))
+            pos += n_in * n_out
+        for n_out in sizes[1:]:
+            intercepts.append(theta[pos:pos + n_out])
+            pos += n_out
+        Y = np.asarray(y, dtype=np.float64)
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        n = X.shape[0]
+        sw = None if sample_weight is None else as_sample_weight(
+            sample_weight, n, np.dtype(np.float64))
+        net = self._network(l2=self._lbfgs_l2(n, sw))
+        params = net.params_from(coefs, intercepts, layout="in_out")
+        J, g = net.loss_and_grad(params, X, Y, sample_weight=sw)
+        L = len(sizes) - 1
+        grad = np.concatenate([g.W[l].T.ravel() for l in range(1, L + 1)]
+                              + [g.b[l] for l in range(1, L + 1)])
+        return J, grad.astype(np.float64)
+
+    def _reported_scale(self) -> float:
+        """scikit-learn's reported regression loss divides by the outputs."""
+        return 1.0 / self.n_outputs_ if not self._is_classifier() else 1.0
+
+    def _loss_offset(self, Y, sw) -> float:  # see MLPRegressor
+        return 0.0
+
+    def _fit_stochastic(self, X, Y, sw, incremental, rs):
         early_stopping = self.early_stopping and not incremental
         if early_stopping:
             stratify = (Y > 0.5) if self._is_classifier() and self.n_outputs_ == 1 else None
-            X, Xv, Y, Yv = train_test_split(X, Y, random_state=rs,
-                                            test_size=self.validation_fraction,
-                                            stratify=stratify)
+            arrays = (X, Y) if sw is None else (X, Y, sw)
+            split = train_test_split(*arrays, random_state=rs,
+                                     test_size=self.validation_fraction, stratify=stratify)
+            X, Xv, Y, Yv = split[:4]
+            if sw is not None:
+                sw = split[4]
             if Xv.shape[0] < 2:
-                raise ValueError("validation_fraction: the validation set is too small "
-                                 f"({Xv.shape[0]} example); increase validation_fraction "
+                raise ValueError("validation_fraction: The validation set is too small "
+                                 f"({Xv.shape[0]} example). Increase validation_fraction "
                                  "or the size of the data set")
         n = X.shape[0]
         if self.batch_size == "auto":
@@ -288,7 +441,9 @@ class _BaseMLP(BaseEstimator):
                               f"of training examples ({n}); clipped to {n}", stacklevel=3)
             B = min(int(self.batch_size), n)
 
-        net = self._network(l2=self.alpha / B)
+        # scikit-learn's alpha / n_b, n_b the batch's sum of weights (on average)
+        mean_w = 1.0 if sw is None else float(sw.mean())
+        net = self._network(l2=self.alpha / (B * mean_w) if mean_w > 0 else 0.0)
         params = self._params(net)
         if self.solver == "adam":
             optimizer = "adam"
@@ -296,18 +451,32 @@ class _BaseMLP(BaseEstimator):
             optimizer = "sgd"
         else:
             optimizer = "nesterov" if self.nesterovs_momentum else "momentum"
+        # partial_fit continues the optimizer of the last call; fit (and the first
+        # partial_fit) starts a new one, at the examples seen so far (invscaling's t)
+        state = None
+        if incremental and hasattr(self, "_optimizer") \
+                and self._optimizer.state.optimizer == optimizer \
+                and self._optimizer.state.m.shape[0] == net.n_params:
+            state = self._optimizer.state
+        elif self.t_:
+            zeros = np.zeros(net.n_params, dtype=net.dtype)
+            state = OptimizerState(optimizer, 0, zeros, zeros.copy(),
+                                   float(self.learning_rate_init), int(self.t_))
         options = dict(
             optimizer=optimizer, lr=float(self.learning_rate_init), batch_size=B,
             shuffle=bool(self.shuffle), seed=int(rs.randint(np.iinfo(np.int32).max)),
             momentum=float(self.momentum), betas=(float(self.beta_1), float(self.beta_2)),
             eps=float(self.epsilon), validation=(Xv, Yv) if early_stopping else None,
+            lr_schedule=self.learning_rate if self.solver == "sgd" else "constant",
+            power_t=float(self.power_t), state=state, sample_weight=sw,
         )
         if early_stopping and self.validation_scores_ is None:  # warm start, switched on
             self.validation_scores_, self.best_validation_score_ = [], -np.inf
         if not early_stopping and self.best_loss_ is None:
             self.best_loss_ = np.inf
         val_score = self._validation_score_from_loss(Yv, net.dtype) if early_stopping else None
-        reported = 1.0 / self.n_outputs_ if not self._is_classifier() else 1.0
+        reported = self._reported_scale()
+        offset = self._loss_offset(Y, sw)
         # scikit-learn's rule, evaluated by fastbp.train at the end of every epoch:
         # stop once more than n_iter_no_change epochs in a row did not improve the
         # training loss (reported units) by tol, or with early stopping the
@@ -315,7 +484,8 @@ class _BaseMLP(BaseEstimator):
         # (best value, count) carries over between fit calls with warm_start and
         # between partial_fit calls, as in scikit-learn.
         if early_stopping:
-            monitor = "val_accuracy" if self._is_classifier() else "val_r2"
+            monitor = ("val_accuracy" if self._is_classifier()
+                       else "val_loss" if net.loss_name == "poisson" else "val_r2")
             best = self.best_validation_score_
         else:
             monitor = "loss"
@@ -328,11 +498,13 @@ class _BaseMLP(BaseEstimator):
 
         def epoch_values(h):
             """Per-epoch (reported training loss, validation score or None)."""
-            loss = h.loss * reported
+            loss = h.loss * reported + offset
             if not early_stopping:
                 return loss, None
             if h.val_accuracy is not None:
                 return loss, h.val_accuracy
+            if net.loss_name == "poisson":
+                return loss, -h.val_loss
             return loss, val_score(h.val_loss)
 
         printed = [0]
@@ -348,14 +520,17 @@ class _BaseMLP(BaseEstimator):
 
         epochs = 1 if incremental else self.max_iter
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # divergence: raised below
+            warnings.simplefilter("ignore", RuntimeWarning)  # divergence: handled below
             history = _train(net, params, X, Y, epochs=epochs, early_stopping=rule,
                              callback=report if self.verbose else None, **options)
-        if history.stop_reason == "diverged" or not np.isfinite(history.params.flat).all():
-            raise ValueError("Solver produced non-finite parameter weights (the loss became "
-                             "NaN or infinite); the input data may contain large values and "
-                             "need to be preprocessed, or learning_rate_init is too large")
+        diverged = history.stop_reason == "diverged"
+        if diverged and not early_stopping:
+            raise ValueError(_NON_FINITE)
+        self._optimizer = _Optimizer(history.optimizer_state)
         loss, score = epoch_values(history)
+        if diverged:  # the diverged epoch's score, as scikit-learn records it
+            score = np.asarray(score, dtype=np.float64).copy()
+            score[-1] = np.nan
         n_run = history.epochs
         stopped = history.stop_reason == "early_stopping"
         state = history.early_stopping
@@ -388,15 +563,23 @@ class _BaseMLP(BaseEstimator):
     # ------------------------------------------------------------------ prediction
 
     def _forward(self, X) -> np.ndarray:
-        """Output activations a^(L), shape (n_samples, n_outputs)."""
+        """Output activations a^(L), shape (n_samples, n_outputs), in the fitted dtype."""
         check_is_fitted(self)
-        X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                           accept_sparse=["csr", "csc"])
         net = self._network()
+        if not _sparse.issparse(X):  # a sparse X runs layer 1 over its nonzeros
+            X = np.ascontiguousarray(X, dtype=net.dtype)
         return net.forward(self._params(net), X)
+
+    def _dense_unless_lbfgs(self, X):
+        """"lbfgs" runs layer 1 over a sparse X's nonzeros; the stochastic
+        solvers' compiled loop gathers dense rows, so X is densified for them."""
+        return X if self.solver == "lbfgs" else _dense(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -409,14 +592,22 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Widths of the hidden layers, n_1 .. n_{L-1}.
     activation : {"identity", "logistic", "tanh", "relu"}, default "relu"
         Hidden-layer activation ("logistic" is fastbp's "sigmoid").
-    solver : {"adam", "sgd"}, default "adam"
+    solver : {"adam", "sgd", "lbfgs"}, default "adam"
+        "lbfgs": full-batch L-BFGS (scipy's L-BFGS-B on fastbp's exact gradient).
     alpha : float, default 1e-4
         L2 strength in scikit-learn's convention: the mini-batch objective is
         mean loss + alpha / (2 n_b) ||W||^2 (see the module docstring).
     batch_size : int or "auto", default "auto"
         "auto" is min(200, n_samples).
+    learning_rate : {"constant", "invscaling", "adaptive"}, default "constant"
+        The schedule of "sgd": learning_rate_init throughout; after each epoch
+        learning_rate_init / (t + 1)^power_t, t the examples seen; or divided by 5
+        each time ``n_iter_no_change`` epochs in a row fail to improve, until at
+        most 1e-6 (then the fit stops).
     learning_rate_init : float, default 1e-3
-        The (constant) learning rate.
+        The (initial) learning rate.
+    power_t : float, default 0.5
+        Exponent of "invscaling".
     max_iter : int, default 200
         Maximum number of epochs.
     shuffle : bool, default True
@@ -439,9 +630,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_fraction : float in [0, 1), default 0.1
     beta_1, beta_2 : float in [0, 1), default 0.9, 0.999
     epsilon : float, default 1e-8
-    n_iter_no_change : int, default 10
-    dtype : {"float64", "float32"}, default "float64"
-        Dtype of the parameters and of the computation.
+    n_iter_no_change : int or np.inf, default 10
+        np.inf: never stop early.
+    max_fun : int, default 15000
+        "lbfgs": the most evaluations of the loss and its gradient.
+    dtype : {None, "float64", "float32"}, default None
+        Dtype of the parameters and of the computation; None: float32 for float32
+        data, else float64 (scikit-learn's rule).
 
     Attributes
     ----------
@@ -472,13 +667,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     out_activation_ : {"logistic", "softmax"}
     """
 
-    def partial_fit(self, X, y, classes=None):
+    @available_if(_stochastic)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y), starting from the current parameters.
 
         Parameters
         ----------
-        X : array_like of shape (n_samples, n_features)
+        X : array_like or sparse matrix of shape (n_samples, n_features)
         y : array_like of shape (n_samples,) or (n_samples, n_labels)
+        sample_weight : array_like of shape (n_samples,), optional
         classes : array_like of shape (n_classes,), optional
             Every class of the whole data stream: required on the first call.
 
@@ -488,9 +685,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Notes
         -----
-        Each call is one ``fastbp.train`` epoch: the optimizer's state (momentum
-        velocity, Adam moments) starts afresh at every call, where scikit-learn
-        carries it from call to call.
+        Each call is one ``fastbp.train`` epoch continuing the optimizer of the
+        last call (its velocities or moments, step count, learning rate and
+        shuffling): n calls take the steps of one n-epoch fit on the same data
+        (``solver`` "sgd" or "adam" only, as in scikit-learn).
         """
         first = not hasattr(self, "classes_")
         if first and classes is None:
@@ -507,7 +705,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 else:
                     self._label_binarizer.fit(classes)
                 self.classes_ = self._label_binarizer.classes_
-        return self._fit(X, y, incremental=True)
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def _is_classifier(self) -> bool:
         return True
@@ -517,7 +715,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = _validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
-                              reset=reset)
+                              reset=reset, accept_sparse=["csr", "csc"])
+        X = self._dense_unless_lbfgs(X)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
@@ -528,8 +727,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             classes = unique_labels(y)
             if self.warm_start:
                 if set(classes) != set(self.classes_):
-                    raise ValueError(f"y: warm_start needs the same classes as the previous "
-                                     f"fit, which had {self.classes_}; y has {classes}")
+                    raise ValueError(f"y: warm_start can only be used where `y` has the same "
+                                     f"classes as in the previous call to fit. Previously "
+                                     f"got {self.classes_}, `y` has {classes}")
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"y: has classes not in classes_ = {self.classes_}: "
                                  f"{np.setdiff1d(classes, self.classes_)}")
@@ -574,30 +774,70 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by fastbp (scikit-learn interface).
 
-    Identity output layer, loss 1/2 sum of squares averaged over the mini-batch
-    (fastbp's ``sse``).  Parameters and attributes as for ``MLPClassifier``
-    (without ``classes_``); ``validation_scores_`` hold R^2 values and
-    ``out_activation_`` is "identity".  ``predict`` returns shape (n_samples,) for
+    ``loss="squared_error"``: identity output layer, loss 1/2 sum of squares
+    averaged over the mini-batch (fastbp's ``sse``); ``loss="poisson"``: exp output
+    layer (the mean of a Poisson count), fastbp's ``poisson`` loss sum_k a_k - y_k z_k
+    (reported as scikit-learn's half deviance).  Other parameters and attributes as
+    for ``MLPClassifier`` (without ``classes_``); ``validation_scores_`` hold R^2
+    values (minus the validation loss for "poisson") and ``out_activation_`` is
+    "identity" or "exp".  ``predict`` returns shape (n_samples,) for
     one output and (n_samples, n_outputs) for several.
     """
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y), starting from the current parameters.
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 dtype=None):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            max_fun=max_fun, dtype=dtype)
+        self.loss = loss
 
-        The optimizer's state starts afresh at every call (see
-        ``MLPClassifier.partial_fit``).
-        """
-        return self._fit(X, y, incremental=True)
+    @available_if(_stochastic)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), starting from the current parameters and
+        continuing the optimizer of the last call (see
+        ``MLPClassifier.partial_fit``)."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
+
+    def _check_params(self):
+        OneOf(REGRESSION_LOSSES)("loss", self.loss)
+        return super()._check_params()
+
+    def _loss_offset(self, Y, sw) -> float:
+        """Poisson: scikit-learn reports the half deviance, fastbp's loss plus
+        mean_e sum_k (y ln y - y) (0 ln 0 = 0), per output as the squared error."""
+        if self.loss != "poisson":
+            return 0.0
+        Y = np.asarray(Y, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1.0)), 0.0) - Y
+        per_example = c.sum(axis=1)
+        mean = per_example.mean() if sw is None else np.average(per_example, weights=sw)
+        return float(mean) * self._reported_scale()
 
     def _is_classifier(self) -> bool:
         return False
 
     def _target_kind(self) -> str:
-        return "values"
+        return "counts" if self.loss == "poisson" else "values"
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True,
-                              dtype=(np.float64, np.float32), reset=reset)
+                              dtype=(np.float64, np.float32), reset=reset,
+                              accept_sparse=["csr", "csc"])
+        X = self._dense_unless_lbfgs(X)
+        if self.loss == "poisson" and np.min(y) < 0:
+            raise ValueError("y: loss='poisson' needs targets >= 0 (counts or rates)")
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         Y = np.asarray(y, dtype=np.float64)
@@ -638,7 +878,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 # (``fastbp.targets.HEADS``): 001's binary network, softmax, 000's multi-label
 # network (one sigmoid unit per label), regression
 _KIND = {"binary": "binary", "multiclass": "classes", "multilabel-indicator": "labels"}
-_SKLEARN_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity"}
+_SKLEARN_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity",
+                       "exp": "exp"}
+REGRESSION_LOSSES = ("squared_error", "poisson")
+
+# scikit-learn's message, which its tests match; fastbp's reason follows it
+_NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain large "
+               "values and need to be preprocessed (the loss became NaN or infinite; "
+               "learning_rate_init may also be too large).")
+
+
+def _dense(X):
+    """A sparse X as the dense array the stochastic solvers take (same values),
+    after checking that it fits in memory."""
+    return dense_copy("X", X) if _sparse.issparse(X) else X
 
 
 # The constructor parameters with a constraint of their own (batch_size,
@@ -647,7 +900,10 @@ _PARAMETERS = {
     "activation": OneOf(sorted(ACTIVATIONS)),
     "solver": OneOf(SOLVERS),
     "alpha": Real(0.0),
+    "learning_rate": OneOf(LEARNING_RATES),
     "learning_rate_init": Real(0.0, open_ends=("low",)),
+    "power_t": Real(0.0),
+    "max_fun": Integer(1),
     "max_iter": Integer(1),
     "shuffle": Bool(),
     "tol": Real(0.0),
@@ -659,5 +915,4 @@ _PARAMETERS = {
     "beta_1": Real(0.0, 1.0, open_ends=("high",)),
     "beta_2": Real(0.0, 1.0, open_ends=("high",)),
     "epsilon": Real(0.0, open_ends=("low",)),
-    "n_iter_no_change": Integer(1),
 }

@@ -18,10 +18,12 @@ HEADS = {
     "binary": ("sigmoid", "bce"),  # one of two classes: one unit, P(the second class)
     "labels": ("sigmoid", "bce"),  # n yes/no labels (multi-label indicators): n units
     "values": ("identity", "sse"),  # n real outputs (regression)
+    "counts": ("exp", "poisson"),  # n counts or rates >= 0 (Poisson regression)
 }
 
 # loss -> the kind of target it takes by default when n classes/outputs are known
-_KIND_OF_LOSS = {"cross_entropy": "classes", "bce": "binary", "sse": "values"}
+_KIND_OF_LOSS = {"cross_entropy": "classes", "bce": "binary", "sse": "values",
+                 "poisson": "counts"}
 
 
 class Head(NamedTuple):

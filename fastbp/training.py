@@ -34,17 +34,24 @@ from ._checks import (
     OneOf,
     Real,
     as_float_matrix,
+    as_sample_weight,
     as_targets,
     check,
+    dense_copy,
     is_bool,
+    is_sparse,
 )
 from .network import Network
 from .params import Params
 
-__all__ = ["OPTIMIZERS", "EarlyStopping", "History", "train"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "STOCHASTIC", "EarlyStopping", "History",
+           "OptimizerState", "train"]
 
-OPTIMIZERS = tuple(_core.OPTIMIZERS)
-DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001}
+# the stochastic optimizers (the compiled loop's), then the full-batch one
+STOCHASTIC = tuple(_core.OPTIMIZERS)
+OPTIMIZERS = (*STOCHASTIC, "lbfgs")
+SCHEDULES = tuple(_core.SCHEDULES)
+DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01, "adam": 0.001, "lbfgs": 1.0}
 
 # Wall time aimed at for one compiled chunk of epochs: long enough that the
 # Python between chunks costs nothing measurable, short enough for a live
@@ -80,6 +87,10 @@ OPTIONS = {
     "progress": Bool(),
     "callback": Callable_(),
     "inplace": Bool(),
+    "lr_schedule": OneOf(SCHEDULES),
+    "power_t": Real(0.0),
+    "max_fun": Integer(1),
+    "gtol": Real(0.0),
 }
 
 MONITORS = {"loss": _core.MONITOR_LOSS, "val_loss": _core.MONITOR_VAL_LOSS,
@@ -147,6 +158,42 @@ class EarlyStopping:
         set_(self, "scale", Real(0.0, open_ends=("low",))("early_stopping.scale", self.scale))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class OptimizerState:
+    """Where an optimizer stands: what ``History.optimizer_state`` returns and
+    ``train(state=...)`` continues from, so that runs in a row take exactly
+    the steps of one long run (``partial_fit``, a resumed checkpoint).  Plain
+    data: it pickles.
+
+    Attributes
+    ----------
+    optimizer : str
+        The update rule it belongs to (``OPTIMIZERS``).
+    step : int
+        Steps taken (Adam's t).
+    m, v : ndarray of shape (n_params,)
+        Adam's moments; v is the velocity of "momentum" and "nesterov".
+    lr : float
+        The learning rate reached (the schedule's current one).
+    seen : int
+        Examples seen (invscaling's t).
+    shuffle : ndarray of uint64, shape (1,), or None
+        The shuffling generator's state (None: the next run seeds it afresh).
+    order : ndarray of int64, shape (N,), or None
+        The order of the examples the last epoch ran (each epoch shuffles the
+        last one's); a run on as many examples continues from it.
+    """
+
+    optimizer: str
+    step: int
+    m: np.ndarray
+    v: np.ndarray
+    lr: float
+    seen: int = 0
+    shuffle: np.ndarray | None = None
+    order: np.ndarray | None = None
+
+
 class History:
     """What a training run did, epoch by epoch, and the parameters it produced.
 
@@ -176,10 +223,14 @@ class History:
         Epochs run (fewer than asked after early stopping or a stop request).
     steps : int
         Optimizer steps taken.
-    stop_reason : {"completed", "early_stopping", "callback", "diverged"}
+    stop_reason : {"completed", "early_stopping", "callback", "diverged", "converged", \
+"max_fun"}
         "diverged": the loss or the parameters became NaN or infinite; ``params``
         are then the best epoch's (with ``restore_best``) or the last finite
-        epoch's, never NaN, and a RuntimeWarning says which.
+        epoch's, never NaN, and a RuntimeWarning says which.  "converged" and
+        "max_fun" ("lbfgs" only): scipy's convergence test passed (``gtol``, or
+        its relative change of J), or ``max_fun`` evaluations were made;
+        "completed" there means ``epochs`` iterations.
     seed : int
         Seed of the run (drawn from the OS when ``seed=None``): passing it back
         as ``seed`` repeats the run bit for bit.
@@ -189,6 +240,9 @@ class History:
         The run's stopping rule with its state at the end (best score, epochs
         without improvement): passed back as ``early_stopping``, a later run
         continues the count.  None when the run had no rule.
+    optimizer_state : OptimizerState or None
+        The optimizer's state at the end: passed back as ``state``, a later run
+        continues exactly where this one stopped (None for "lbfgs").
     """
 
     __slots__ = (
@@ -196,6 +250,7 @@ class History:
         "early_stopping",
         "epochs",
         "loss",
+        "optimizer_state",
         "params",
         "seed",
         "steps",
@@ -206,7 +261,7 @@ class History:
     )
 
     def __init__(self, loss, val_loss, val_accuracy, time, best_epoch, epochs, steps,
-                 stop_reason, seed, params, early_stopping=None):
+                 stop_reason, seed, params, early_stopping=None, optimizer_state=None):
         self.loss = loss
         self.val_loss = val_loss
         self.val_accuracy = val_accuracy
@@ -218,6 +273,7 @@ class History:
         self.seed = seed
         self.params = params
         self.early_stopping = early_stopping
+        self.optimizer_state = optimizer_state
 
     def to_dict(self) -> dict:
         """Everything but ``params`` as plain JSON-able Python values (lists, not arrays)."""
@@ -267,6 +323,12 @@ def train(
     progress: bool = False,
     callback: Callable[[History], bool | None] | None = None,
     inplace: bool = False,
+    sample_weight=None,
+    lr_schedule: str = "constant",
+    power_t: float = 0.5,
+    state: OptimizerState | None = None,
+    max_fun: int = 15000,
+    gtol: float = 1e-5,
 ) -> History:
     """Train ``net`` from ``params`` on (X, Y), the whole run in compiled code.
 
@@ -276,10 +338,12 @@ def train(
         Defines J (loss, reduction, l2); J is minimized on each mini-batch.
     params : Params
         Starting point.  Never modified unless ``inplace=True``.
-    X : array_like of shape (N, n_0)
+    X : array_like or scipy.sparse matrix of shape (N, n_0)
+        A sparse X runs layer 1 over its nonzeros with "lbfgs"; the stochastic
+        optimizers densify it (their compiled loop gathers dense rows).
     Y : array_like of shape (N, n_L), or (N,)
         As for ``Network.loss_and_grad`` (integer labels for cross_entropy).
-    optimizer : {"sgd", "momentum", "nesterov", "adam"}, default "sgd"
+    optimizer : {"sgd", "momentum", "nesterov", "adam", "lbfgs"}, default "sgd"
         With g the mini-batch gradient and t = 1, 2, ... the step:
 
         - ``"sgd"``: theta <- theta - lr g (plain gradient descent; with
@@ -289,9 +353,17 @@ def train(
         - ``"adam"``: m <- b1 m + (1 - b1) g; v <- b2 v + (1 - b2) g^2;
           theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
 
-        The momentum forms are PyTorch's; v and m start at zero.
+        The momentum forms are PyTorch's; v and m start at zero (or at
+        ``state``'s).
+
+        - ``"lbfgs"``: full-batch L-BFGS (``scipy.optimize.minimize`` with
+          ``method="L-BFGS-B"``, needs scipy) on J and its exact gradient over
+          the flat parameter vector: ``epochs`` is its iteration limit, with
+          ``max_fun`` and ``gtol``; ``lr``, ``batch_size``, the schedules,
+          ``validation`` and ``early_stopping`` do not apply.
     lr : float, optional
-        Learning rate > 0.  Default 0.01, or 0.001 for Adam.
+        Learning rate > 0.  Default 0.01, or 0.001 for Adam.  The initial rate of
+        ``lr_schedule``.
     epochs : int, default 100
         Passes over the training set.
     batch_size : int, optional
@@ -329,6 +401,31 @@ def train(
     inplace : bool, default False
         Update ``params.flat`` in place (its dtype must be the network's);
         ``History.params`` is then ``params`` itself.
+    sample_weight : array_like of shape (N,), optional
+        Example weights (>= 0, sum > 0): each step's J is the weighted mean of
+        its batch (``Network.loss_and_grad(sample_weight=)``), and the epoch's
+        loss the weighted mean over the training set.  With a ``validation``
+        fraction the weights of the held-out rows are dropped (its loss is
+        unweighted).
+    lr_schedule : {"constant", "invscaling", "adaptive"}, default "constant"
+        The learning rate lr_t: ``"constant"``: lr.  ``"invscaling"``: after each
+        epoch lr / (t + 1)^power_t, t the examples seen so far (with ``state``,
+        across runs).  ``"adaptive"``: lr until the stopping rule would stop the
+        run; then, while lr_t > 1e-6, lr_t / 5 instead and the rule's count
+        starts over (scikit-learn's rule; it needs ``early_stopping``).
+    power_t : float, default 0.5
+        Exponent of "invscaling" (>= 0).
+    state : OptimizerState, optional
+        Continue from a previous run's ``History.optimizer_state`` (same
+        optimizer and network): its moments, step count, learning rate,
+        examples seen and shuffling generator.  Runs chained this way take
+        exactly the steps of one run over all their epochs.
+    max_fun : int, default 15000
+        "lbfgs": the most evaluations of J and its gradient.
+    gtol : float, default 1e-5
+        "lbfgs": stop when the largest projected gradient entry falls to
+        ``gtol`` (scipy's ``gtol``; its ``ftol`` keeps scipy's default, as
+        scikit-learn's "lbfgs" does).
 
     Returns
     -------
@@ -347,20 +444,38 @@ def train(
     opts = _options(net, params, optimizer=optimizer, lr=lr, epochs=epochs,
                     batch_size=batch_size, shuffle=shuffle, seed=seed, momentum=momentum,
                     nesterov=nesterov, betas=betas, eps=eps, progress=progress,
-                    callback=callback, inplace=inplace)
-    X = as_float_matrix("X", X, net.sizes[0], net.dtype)
-    Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+                    callback=callback, inplace=inplace, lr_schedule=lr_schedule,
+                    power_t=power_t, max_fun=max_fun, gtol=gtol)
+    sparse = None
+    if is_sparse(X) and opts["optimizer"] == "lbfgs":
+        sparse = net._sparse(params, X, Y, targets=True)
+    if sparse is not None:  # lbfgs on a sparse X: layer 1 over the nonzeros
+        _, X, Y = sparse
+    else:
+        if is_sparse(X):  # the compiled loop gathers dense rows
+            X = dense_copy("X", X)
+        X = as_float_matrix("X", X, net.sizes[0], net.dtype)
+        Y = as_targets(Y, X.shape[0], net.sizes[-1], net.loss_name, net.dtype)
+    W = as_sample_weight(sample_weight, X.shape[0], net.dtype)
+    if opts["optimizer"] == "lbfgs":
+        _lbfgs_options(opts, validation, early_stopping, state)
+        theta = params.flat if opts["inplace"] else theta0.copy()
+        history = _train_lbfgs(net, theta, X, Y, W, opts, sparse is not None)
+        if opts["inplace"]:
+            history.params = params
+        return history
+    _check_state(net, state, opts)
     stop_rule = _stopping_rule(net, early_stopping, validation)
     # The seed's two streams (validation split, shuffling) are only drawn when a
     # run uses them: building them costs more than a whole small run.
     entropy = secrets.randbits(128) if opts["seed"] is None else opts["seed"]
     streams = _Streams(entropy)  # as SeedSequence(None) when no seed was given
-    X, Y, Xv, Yv = _split(net, X, Y, validation, streams)
+    X, Y, Xv, Yv, W = _split(net, X, Y, validation, streams, W)
     if opts["inplace"]:
         _refuse_aliases(params.flat, X=X, Y=Y, **{"validation[0]": Xv, "validation[1]": Yv})
 
     theta = params.flat if opts["inplace"] else theta0.copy()
-    run = _records(net, theta, X, Y, Xv, Yv, opts, stop_rule, streams)
+    run = _records(net, theta, X, Y, W, Xv, Yv, opts, stop_rule, streams, state)
     outcome, done, stop_reason, times = _run(net, run, opts, entropy)
 
     stop = run.records[4]
@@ -448,7 +563,7 @@ class _Run:
         self.plan, self.records, self.N, self.B, self.Nv = plan, records, N, B, Nv
 
 
-def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
+def _records(net, theta, X, Y, W, Xv, Yv, opts, rule, streams, state=None) -> _Run:
     """Everything the compiled loop touches, allocated once, as its records."""
     plan = net.plan
     dt = net.dtype
@@ -462,16 +577,31 @@ def _records(net, theta, X, Y, Xv, Yv, opts, rule, streams) -> _Run:
     r = N % B
     scalar = dt.type
     model = _core.Model(theta, plan.layout, plan.loss_code, plan.mean, scalar(net.l2))
+    weighted = W is not None
+    W = plan.no_weights if W is None else W
+    rng = np.zeros(1, np.uint64)
+    order = np.arange(N, dtype=np.int64)
+    if shuffled:
+        rng = (streams.shuffle_state() if state is None or state.shuffle is None
+               else np.array(state.shuffle, dtype=np.uint64).reshape(1))
+        if state is not None and state.order is not None and len(state.order) == N:
+            order = np.array(state.order, dtype=np.int64)
     batches = _core.Batches(
-        X, Y, np.arange(N, dtype=np.int64),
-        streams.shuffle_state() if shuffled else np.zeros(1, np.uint64), shuffled, minibatch,
-        B, Xb, Yb, *plan.buffers(B), np.empty((r, n_0), dt), np.empty((r, n_L), dt),
-        *plan.buffers(r), np.empty_like(theta), plan.scratch(B),
-        plan.worker_table())
+        X, Y, W, order, rng, shuffled, minibatch,
+        B, Xb, Yb, np.empty(B if weighted and minibatch else 0, dt), *plan.buffers(B),
+        np.empty((r, n_0), dt), np.empty((r, n_L), dt),
+        np.empty(r if weighted and minibatch else 0, dt), *plan.buffers(r),
+        np.empty_like(theta), plan.scratch(B), plan.worker_table())
+    if state is None:
+        m, v, step, rate, seen = np.zeros_like(theta), np.zeros_like(theta), 0, opts["lr"], 0
+    else:
+        m, v = np.array(state.m, dtype=dt), np.array(state.v, dtype=dt)
+        step, rate, seen = state.step, state.lr, state.seen
     optimizer = _core.Optimizer(
         _core.OPTIMIZERS[opts["optimizer"]], scalar(opts["lr"]), scalar(opts["momentum"]),
         scalar(opts["betas[0]"]), scalar(opts["betas[1]"]), scalar(opts["eps"]),
-        np.zeros_like(theta), np.zeros_like(theta), np.zeros(1, np.int64))
+        _core.SCHEDULES[opts["lr_schedule"]], float(opts["power_t"]), m, v,
+        np.array([step], np.int64), np.array([rate], dt), np.array([seen], np.int64))
     # the optimizer's state, the gradient and the stopping rule's copies of theta
     _core.check_memory("train", theta.nbytes * 5 + Xb.nbytes * minibatch + Yb.nbytes * minibatch)
     Nv = Xv.shape[0]
@@ -651,7 +781,130 @@ def _history(run, times, done, stop_reason, seed, net, theta, rule):
         seed=int(seed),
         params=Params.wrap(net.sizes, net.bias, theta),
         early_stopping=state,
+        optimizer_state=_optimizer_state(run),
     )
+
+
+def _optimizer_state(run) -> OptimizerState:
+    """The run's optimizer record as an ``OptimizerState`` (copies)."""
+    opt, batches = run.records[2], run.records[1]
+    name = next(k for k, c in _core.OPTIMIZERS.items() if c == opt.code)
+    shuffled = batches.shuffled
+    return OptimizerState(name, int(opt.step[0]), opt.m.copy(), opt.v.copy(),
+                          float(opt.rate[0]), int(opt.seen[0]),
+                          batches.rng.copy() if shuffled else None,
+                          batches.order.copy() if shuffled else None)
+
+
+def _check_state(net, state, opts) -> None:
+    """``state`` fits this run: an OptimizerState of the same optimizer and
+    parameter count."""
+    if state is None:
+        return
+    if not isinstance(state, OptimizerState):
+        raise TypeError(f"state: expected fastbp.OptimizerState (History.optimizer_state) "
+                        f"or None, got {type(state).__name__}")
+    if state.optimizer != opts["optimizer"]:
+        raise ValueError(f"state: belongs to optimizer {state.optimizer!r}, this run's is "
+                         f"{opts['optimizer']!r}")
+    for name in ("m", "v"):
+        a = getattr(state, name)
+        if not isinstance(a, np.ndarray) or a.shape != (net.n_params,):
+            raise ValueError(f"state.{name}: expected an array of shape ({net.n_params},), "
+                             f"got {getattr(a, 'shape', type(a).__name__)}")
+    if not (isinstance(state.lr, numbers.Real) and state.lr > 0 and math.isfinite(state.lr)):
+        raise ValueError(f"state.lr: expected a finite learning rate > 0, got {state.lr!r}")
+    Integer(0)("state.step", state.step)
+    Integer(0)("state.seen", state.seen)
+
+
+def _lbfgs_options(opts, validation, early_stopping, state) -> None:
+    """What ``optimizer="lbfgs"`` refuses: the options of the stochastic runs."""
+    given = {"validation": validation is not None,
+             "early_stopping": early_stopping is not None,
+             "state": state is not None,
+             "batch_size": opts["batch_size"] is not None,
+             "lr_schedule": opts["lr_schedule"] != "constant"}
+    for name, set_ in given.items():
+        if set_:
+            raise ValueError(f"{name}: does not apply to optimizer='lbfgs' (a full-batch "
+                             "quasi-Newton method)")
+
+
+def _train_lbfgs(net, theta, X, Y, W, opts, is_sparse_X=False) -> History:
+    """``optimizer="lbfgs"``: scipy's L-BFGS-B on J(theta) and its exact gradient
+    (``Network.loss_and_grad``, the full batch) over the flat vector, in
+    float64 (scipy's) with J evaluated in the network's dtype.  ``is_sparse_X``:
+    X is a ``_core.SparseInput`` (the plan's sparse entry points)."""
+    try:
+        from scipy.optimize import minimize
+    except ImportError as e:  # pragma: no cover - scipy ships with the sklearn extra
+        raise ImportError("optimizer='lbfgs' needs scipy: pip install scipy "
+                          "(or the 'sklearn' extra)") from e
+    plan = net.plan
+    dt = net.dtype
+    if W is not None:
+        W = np.ascontiguousarray(W)
+    losses = []
+    t_start = time.perf_counter()
+    times = []
+
+    def fun(x):
+        t = np.ascontiguousarray(x, dtype=dt)
+        if is_sparse_X:
+            J, g = plan.sparse_loss_and_grad(t, X, Y, W)
+        else:
+            J, g, _ = plan.loss_and_grad(t, X, Y, False, W)
+        return J, g.astype(np.float64)
+
+    def J_at(x):
+        t = np.ascontiguousarray(x, dtype=dt)
+        if is_sparse_X:
+            return plan.sparse_loss(t, X, Y, W)
+        return plan.loss(t, X, Y, W)
+
+    def record(xk):
+        # the loss at each iterate: one more evaluation (cheap next to the line search)
+        losses.append(J_at(xk))
+        times.append(time.perf_counter() - t_start)
+        callback = opts["callback"]
+        if callback is not None and _stop_requested(callback(_lbfgs_history(
+                net, xk.astype(dt), losses, times, len(losses), "completed"))):
+            raise StopIteration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a diverging step: reported below
+        res = minimize(fun, theta.astype(np.float64), method="L-BFGS-B", jac=True,
+                       callback=record,
+                       options={"maxiter": opts["epochs"], "maxfun": opts["max_fun"],
+                                "gtol": opts["gtol"]})
+    theta[:] = res.x.astype(dt)
+    nit = int(res.nit)
+    if res.success:
+        reason = "converged"
+    elif res.nfev >= opts["max_fun"] or "EVALUATIONS" in str(res.message).upper():
+        reason = "max_fun"
+    elif nit >= opts["epochs"]:
+        reason = "completed"
+    elif not np.isfinite(res.x).all() or not math.isfinite(res.fun):
+        reason = "diverged"
+    else:
+        reason = "callback" if "callback" in str(res.message).lower() else "converged"
+    history = _lbfgs_history(net, theta, losses, times, nit, reason, int(res.nfev))
+    if opts["callback"] is not None:
+        opts["callback"](history)
+    return history
+
+
+def _lbfgs_history(net, theta, losses, times, nit, reason, steps=None) -> History:
+    """The History of an L-BFGS run after ``nit`` iterations (one per "epoch";
+    ``steps``: evaluations of J)."""
+    loss = np.array(losses[:nit], dtype=np.float64)
+    best = int(np.argmin(loss)) if len(loss) else -1
+    return History(loss=loss, val_loss=None, val_accuracy=None,
+                   time=np.array(times[:nit], dtype=np.float64), best_epoch=best,
+                   epochs=nit, steps=nit if steps is None else steps, stop_reason=reason,
+                   seed=0, params=Params.wrap(net.sizes, net.bias, theta))
 
 
 def _accuracy_kind(net: Network) -> int:
@@ -707,8 +960,9 @@ def _epoch_guess(N, B, Nv, per_example) -> float:
     return steps * _STEP_SECONDS + (N + Nv) * per_example * _MULADD_SECONDS
 
 
-def _split(net, X, Y, validation, streams):
-    """(X, Y, Xv, Yv): the training rows and the validation set (possibly empty).
+def _split(net, X, Y, validation, streams, W=None):
+    """(X, Y, Xv, Yv, W): the training rows, the validation set (possibly empty)
+    and the training rows' weights (None: unweighted).
 
     Every array is writeable and C-contiguous, so the compiled loop is one
     specialization per dtype whatever the caller passed.
@@ -731,14 +985,20 @@ def _split(net, X, Y, validation, streams):
         held = np.zeros(N, dtype=bool)
         held[streams.split_rng().permutation(N)[:n_val]] = True
         X, Y, Xv, Yv = X[~held], Y[~held], X[held], Y[held]
+        if W is not None:
+            W = W[~held]
+            if not W.sum(dtype=np.float64) > 0:
+                raise ValueError("sample_weight: the training rows left by the validation "
+                                 "split all have weight 0")
     elif isinstance(validation, (tuple, list)) and len(validation) == 2:
         Xv = as_float_matrix("validation[0]", validation[0], n_0, dt)
         Yv = as_targets(validation[1], Xv.shape[0], n_L, net.loss_name, dt)
     else:
         raise TypeError("validation: expected (Xv, Yv), a fraction in (0, 1) or None, "
                         f"got {type(validation).__name__}")
-    return tuple(A if A.flags.writeable and A.flags.c_contiguous else np.array(A, order="C")
-                 for A in (X, Y, Xv, Yv))
+    X, Y, Xv, Yv = (A if A.flags.writeable and A.flags.c_contiguous else np.array(A, order="C")
+                    for A in (X, Y, Xv, Yv))
+    return X, Y, Xv, Yv, None if W is None else np.ascontiguousarray(W)
 
 
 # ---------------------------------------------------------------------- progress bar

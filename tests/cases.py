@@ -28,9 +28,11 @@ OUTPUT_PAIRS = (
     ("tanh", "sse"),
     ("relu", "sse"),
     ("softmax", "sse"),
+    ("exp", "sse"),
+    ("exp", "poisson"),
 )
 
-LOSSES = ("sse", "bce", "cross_entropy")
+LOSSES = ("sse", "bce", "cross_entropy", "poisson")
 REDUCTIONS = ("mean", "sum")
 DTYPES = ("float64", "float32")
 # agreement with the reference, per dtype
@@ -43,6 +45,7 @@ DETERMINISM_CASES = (
     ([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy", 203),
     ([9, 33, 3], ["sigmoid", "sigmoid"], "bce", 157),
     ([7, 30, 30, 2], ["relu", "tanh", "identity"], "sse", 301),
+    ([8, 29, 3], ["tanh", "exp"], "poisson", 171),
 )
 
 
@@ -79,6 +82,8 @@ def random_targets(net, rng, N):
         return rng.uniform(0.0, 1.0, size=(N, n_L))
     if net.loss_name == "cross_entropy":
         return rng.integers(0, n_L, size=N)
+    if net.loss_name == "poisson":
+        return rng.poisson(1.5, size=(N, n_L)).astype(np.float64)
     return rng.normal(size=(N, n_L))
 
 
@@ -103,6 +108,8 @@ def kink_margin(net, params, X):
             a = 1 / (1 + np.exp(-z))
         elif name == "tanh":
             a = np.tanh(z)
+        elif name == "exp":
+            a = np.exp(z)
         elif name == "softmax":
             e = np.exp(z - z.max(axis=1, keepdims=True))
             a = e / e.sum(axis=1, keepdims=True)

@@ -16,7 +16,7 @@ def test_activation_and_loss_tables_match_the_cases():
     assert set(_core.REDUCTIONS) == set(REDUCTIONS)
     pairs = {(act, loss) for loss, acts in _core.OUTPUT_ACTIVATIONS.items() for act in acts}
     assert pairs == set(OUTPUT_PAIRS)
-    assert len(OUTPUT_PAIRS) == len(set(OUTPUT_PAIRS)) == 7
+    assert len(OUTPUT_PAIRS) == len(set(OUTPUT_PAIRS)) == 9
 
 
 def test_check_command_covers_every_case():

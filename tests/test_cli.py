@@ -337,3 +337,39 @@ def test_predict_names_classes_unseen_in_training_and_counts_them_wrong(tmp_path
     assert r.returncode == 0, r.stderr
     assert len(out.read_text().splitlines()) == 4  # every row predicted
     assert "2 of them have classes not seen in training ('w'), counted as wrong" in r.stderr
+
+
+def test_regression_summary_solver_schedule_and_weights(tmp_path, capsys):
+    """R^2 and RMSE next to the loss; --solver lbfgs (no validation split),
+    --learning-rate and --sample-weight; --loss poisson."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 2))
+    y = X[:, 0] - 2 * X[:, 1]
+    w = np.where(np.arange(60) % 2 == 0, 0.0, 1.0)
+    counts = rng.poisson(np.exp(0.3 * X[:, 0]))
+    path = tmp_path / "d.csv"
+    rows = ["x1,x2,y,w,n"] + [f"{a},{b},{c},{d},{e}" for (a, b), c, d, e in zip(X, y, w, counts)]
+    path.write_text("\n".join(rows) + "\n")
+    base = ["train", str(path), "--target", "y", "--features", "x1,x2", "--hidden", "0",
+            "--no-progress"]
+    code, out, err = run_main([*base, "--solver", "lbfgs", "--epochs", "100"], capsys)
+    assert code == 0, err
+    line = next(s for s in out.splitlines() if "R^2" in s)
+    r2, rmse = float(line.split("R^2 ")[1].split(",")[0]), float(line.split("RMSE ")[1])
+    assert r2 > 0.999999 and rmse < 1e-3  # a linear target, fitted by L-BFGS
+    assert "iterations" in out
+    code, out, err = run_main([*base, "--solver", "lbfgs", "--validation", "0.2"], capsys)
+    assert code == 2 and "--validation does not apply to --optimizer lbfgs" in err
+    code, out, err = run_main([*base, "--learning-rate", "adaptive"], capsys)
+    assert code == 2 and "--learning-rate adaptive needs --early-stopping" in err
+    code, out, err = run_main([*base, "--optimizer", "sgd", "--lr", "0.05", "--epochs", "5",
+                               "--learning-rate", "invscaling", "--power-t", "0.25",
+                               "--sample-weight", "w"], capsys)
+    assert code == 0, err
+    code, out, err = run_main(["train", str(path), "--target", "n", "--features", "x1",
+                               "--loss", "poisson", "--hidden", "0", "--solver", "lbfgs",
+                               "--sample-weight", "w", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "R^2" in out and "'exp', 'poisson'" in out
+    code, out, err = run_main([*base, "--sample-weight", "y"], capsys)
+    assert code == 2 and "--sample-weight names one column, not the target" in err

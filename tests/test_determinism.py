@@ -38,6 +38,9 @@ SCRIPT = textwrap.dedent("""
             assert net.plan.last_driver == "parallel", net.plan.last_driver
             h.update(np.float64(J).tobytes()); h.update(g.flat.tobytes()); h.update(dX.tobytes())
             h.update(net.forward(p, X).tobytes()); h.update(np.float64(net.loss(p, X, Y)).tobytes())
+            w = rng.uniform(0.0, 2.0, N)  # the weighted path: sample weights
+            Jw, gw = net.loss_and_grad(p, X, Y, sample_weight=w)
+            h.update(np.float64(Jw).tobytes()); h.update(gw.flat.tobytes())
     import numba
     print(numba.get_num_threads(), h.hexdigest())
 """)
@@ -99,7 +102,10 @@ def test_serial_twin_gives_the_same_bits(monkeypatch):
             digests = []
             for threshold in (0, 10**18):  # parallel, then serial
                 monkeypatch.setattr(core_plan, "SERIAL_BELOW", threshold)
-                digests.append((_digest(net, p, X, Y), net.forward(p, X).tobytes()))
+                w = np.linspace(2.0, 0.0, N)  # N = 1: the weight 2
+                Jw, gw = net.loss_and_grad(p, X, Y, sample_weight=w)
+                digests.append((_digest(net, p, X, Y), net.forward(p, X).tobytes(),
+                                np.float64(Jw).tobytes(), gw.flat.tobytes()))
                 assert net.plan.last_driver == ("parallel" if threshold == 0 else "serial")
             assert digests[0] == digests[1]
 

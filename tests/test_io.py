@@ -828,3 +828,12 @@ def test_accuracy():
         acc([0, 1], [0, 1, 1])
     with pytest.raises(ValueError, match="no examples"):
         acc([], [])
+
+
+def test_poisson_network_round_trip(tmp_path):
+    """An exp output with the Poisson loss saves and loads like any network."""
+    net = fastbp.Network([3, 4, 2], ["tanh", "exp"], "poisson", l2=0.1)
+    p = net.init(seed=0)
+    fastbp.save(tmp_path / "m.npz", net, p)
+    back, q = fastbp.load(tmp_path / "m.npz")
+    assert back == net and np.array_equal(q.flat, p.flat)

@@ -22,6 +22,8 @@ def targets(rng, loss, N, n_out, labels):
         return P / P.sum(axis=1, keepdims=True)
     if loss == "bce":
         return rng.random((N, n_out))
+    if loss == "poisson":
+        return rng.poisson(1.5, size=(N, n_out)).astype(np.float64)
     return rng.normal(size=(N, n_out))
 
 
@@ -54,7 +56,7 @@ def problems(draw):
     )
 
 
-def check(problem, dtype, input_grad=True, path=None):
+def check(problem, dtype, input_grad=True, path=None, weighted=False):
     pr = problem
     net = Network(pr["sizes"], pr["activations"], pr["loss"], reduction=pr["reduction"],
                   l2=pr["l2"], bias=pr["bias"], dtype=dtype)
@@ -72,11 +74,12 @@ def check(problem, dtype, input_grad=True, path=None):
                     l2=pr["l2"], bias=pr["bias"])
     p64 = params.astype(np.float64)
 
-    J, g, dX = net.loss_and_grad(params, X, Y, input_grad=True)
+    w = rng.uniform(0.0, 3.0, pr["N"]).astype(dtype) if weighted else None
+    J, g, dX = net.loss_and_grad(params, X, Y, input_grad=True, sample_weight=w)
     if path is not None:  # the driver the test asked for is the one that ran
         assert net.plan.last_driver == path
     J_ref, g_ref, dX_ref = reference.loss_and_grad(net64, p64, X.astype(np.float64), Y,
-                                                   input_grad=True)
+                                                   input_grad=True, sample_weight=w)
     rtol = RTOL[dtype]
     assert g.dtype == dX.dtype == np.dtype(dtype)
     assert_close(J, J_ref, rtol, "loss")
@@ -88,7 +91,7 @@ def check(problem, dtype, input_grad=True, path=None):
     assert_close(dX, dX_ref, rtol, "dJ/dX", scale)
     assert_close(net.forward(params, X), reference.forward(net64, p64, X.astype(np.float64)),
                  rtol, "forward")
-    assert_close(net.loss(params, X, Y), J_ref, rtol, "loss()")
+    assert_close(net.loss(params, X, Y, sample_weight=w), J_ref, rtol, "loss()")
 
 
 @pytest.fixture(params=["serial", "parallel"])
@@ -118,6 +121,57 @@ def test_every_activation_and_loss(hidden, out_act, loss, dtype):
         check(dict(sizes=[5, 7, 1, 4], activations=[hidden, hidden, out_act], loss=loss,
                    bias=bias, reduction=reduction, l2=0.01, N=33, labels=True, seed=7),
               dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("out_act, loss", PAIRS)
+def test_sample_weight_matches_reference(out_act, loss, dtype, path):
+    """Weighted losses and gradients (each delta^(L)(e) scaled by w_e / sum w)
+    against the reference, through both drivers."""
+    for reduction, bias in (("mean", True), ("sum", [False, True])):
+        check(dict(sizes=[5, 9, 3], activations=["tanh", out_act], loss=loss, bias=bias,
+                   reduction=reduction, l2=0.01, N=61, labels=True, seed=5), dtype,
+              path=path, weighted=True)
+
+
+def test_unit_weights_keep_the_bits():
+    """sample_weight=None and all-ones weights are the same numbers, and None is
+    what it was: an unweighted call does not take the weighted path."""
+    net = Network([4, 6, 3], ["relu", "softmax"], "cross_entropy", l2=0.01)
+    rng = np.random.default_rng(2)
+    p = net.init(seed=1)
+    X = rng.normal(size=(50, 4))
+    Y = rng.integers(0, 3, 50)
+    J, g = net.loss_and_grad(p, X, Y)
+    J1, g1 = net.loss_and_grad(p, X, Y, sample_weight=np.ones(50))
+    np.testing.assert_allclose(J1, J, rtol=1e-14)
+    np.testing.assert_allclose(g1.flat, g.flat, rtol=1e-13, atol=1e-16)
+    J2, g2 = net.loss_and_grad(p, X, Y, sample_weight=np.full(50, 2.0))
+    assert J2 == J1 and np.array_equal(g2.flat, g1.flat)  # w / sum w: the same scale
+
+
+def test_bad_sample_weight_is_refused():
+    net = Network([2, 3, 1], ["tanh", "identity"], "sse")
+    p = net.init(seed=0)
+    X, Y = np.zeros((3, 2)), np.zeros(3)
+    for w, kind, match in (([1.0, 2.0], ValueError, r"sample_weight: expected shape \(3,\)"),
+                           ([1.0, -1.0, 1.0], ValueError, "must be >= 0"),
+                           ([0.0, 0.0, 0.0], ValueError, "every weight is zero"),
+                           ([1.0, np.nan, 1.0], ValueError, "NaN or inf"),
+                           (["a", "b", "c"], TypeError, "real numbers")):
+        with pytest.raises(kind, match=match):
+            net.loss_and_grad(p, X, Y, sample_weight=w)
+    w = np.array([1.0, 2.0, 3.0])
+    net.loss_and_grad(p, X, Y, sample_weight=w)
+    assert w.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_poisson_targets_must_be_nonnegative():
+    net = Network([2, 3, 1], ["tanh", "exp"], "poisson")
+    with pytest.raises(ValueError, match="poisson targets must be"):
+        net.loss_and_grad(net.init(seed=0), np.zeros((2, 2)), np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="exp"):
+        Network([2, 3, 1], ["tanh", "identity"], "poisson")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -167,7 +221,7 @@ def test_layout_first_task_columns(dtype):
     assert layout[:, kernels.G_TASK0].tolist() == np.cumsum([0] + tasks[:-1]).tolist()
 
 
-@pytest.mark.parametrize("out_act, loss", PAIRS)
+@pytest.mark.parametrize("out_act, loss", [p for p in PAIRS if p[0] != "exp"])  # e^1000 = inf
 def test_large_pre_activations_stay_finite_and_match(out_act, loss):
     """|z| up to ~1e3: no overflow in sigmoid, softmax or the cross-entropies
     (logits, log-sum-exp), and the same numbers as the reference."""
@@ -188,3 +242,65 @@ def test_large_pre_activations_stay_finite_and_match(out_act, loss):
     scale = max(np.abs(g_ref.flat).max(), abs(J_ref))
     assert_close(g.flat, g_ref.flat, 1e-10, "grad", scale)
     assert_close(dX, dX_ref, 1e-10, "dX", scale)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("out_act, loss", PAIRS)
+def test_sparse_first_layer_matches_reference(out_act, loss, dtype):
+    """A CSR (and CSC) X: layer 1 over the nonzeros only, layers 2..L on the
+    dense kernels; loss, gradient and forward pass against the reference on the
+    dense X, with rows without nonzeros, explicit zeros and weights; the
+    caller's matrix untouched."""
+    from scipy import sparse
+
+    rng = np.random.default_rng(4)
+    for bias, hidden, weighted in (([True, True], "tanh", False), ([False, True], "relu", True)):
+        net = Network([9, 6, 4], [hidden, out_act], loss, l2=0.05, bias=bias, dtype=dtype)
+        net64 = Network([9, 6, 4], [hidden, out_act], loss, l2=0.05, bias=bias)
+        p = net.init(seed=2)
+        X = rng.normal(size=(31, 9)) * (rng.random((31, 9)) < 0.3)
+        X[5] = 0.0  # an example without nonzeros
+        Xs = sparse.csr_matrix(X)
+        Xs.data[::7] = 0.0  # explicit zeros: stored, adding nothing
+        X = Xs.toarray()
+        before = (Xs.data.copy(), Xs.indices.copy(), Xs.indptr.copy())
+        Y = targets(rng, loss, 31, 4, labels=True)
+        if Y.dtype.kind == "f":
+            Y = Y.astype(dtype)
+        w = rng.uniform(0.0, 2.0, 31) if weighted else None
+        J, g = net.loss_and_grad(p, Xs, Y, sample_weight=w)
+        J_ref, g_ref = reference.loss_and_grad(net64, p.astype(np.float64), X, Y,
+                                               sample_weight=w)
+        rtol = RTOL[dtype]
+        assert g.dtype == np.dtype(dtype)
+        assert_close(J, J_ref, rtol, "loss")
+        assert_close(g.flat, g_ref.flat, rtol, "grad", max(np.abs(g_ref.flat).max(), abs(J_ref)))
+        for fmt in (sparse.csr_matrix, sparse.csc_array):
+            assert_close(net.forward(p, fmt(X)), reference.forward(net64, p.astype(np.float64),
+                                                                   X), rtol, "forward")
+        assert_close(net.loss(p, Xs, Y, sample_weight=w), J_ref, rtol, "loss()")
+        assert all(np.array_equal(a, b) for a, b in zip(before, (Xs.data, Xs.indices,
+                                                                 Xs.indptr)))
+
+
+def test_sparse_input_errors_and_one_layer_networks():
+    from scipy import sparse
+
+    net = Network([3, 2, 1], ["tanh", "identity"], "sse")
+    p = net.init(seed=0)
+    X = sparse.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="input_grad: not available for a sparse X"):
+        net.loss_and_grad(p, X, np.zeros(3), input_grad=True)
+    with pytest.raises(ValueError, match="X: expected 3 columns"):
+        net.forward(p, sparse.csr_matrix(np.eye(4)))
+    bad = X.copy()
+    bad.data[0] = np.nan
+    with pytest.raises(ValueError, match=r"X.data: contains NaN or inf"):
+        net.forward(p, bad)
+    with pytest.raises(TypeError, match="X: dtype must be a floating type"):
+        net.forward(p, sparse.csr_matrix(np.eye(3, dtype=np.int64)))
+    one = Network([3, 2], ["softmax"], "cross_entropy")  # its only layer is the output
+    q = one.init(seed=0)
+    J, g = one.loss_and_grad(q, X, [0, 1, 1])
+    J_d, g_d = one.loss_and_grad(q, X.toarray(), [0, 1, 1])
+    assert J == J_d and np.array_equal(g.flat, g_d.flat)

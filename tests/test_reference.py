@@ -28,14 +28,15 @@ GRADCHECK_TOL = 1e-6
 def naive_loss(net, params, X, Y):
     """J from its definition: per example, per unit, in Python floats.
 
-    bce: 000 eq. (1); cross_entropy: 002 eq. (29); sse: 002 eq. (5); L2: 004
-    section 9 (with the squares).  Y must be an (N, n_L) matrix.
+    bce: 000 eq. (1); cross_entropy: 002 eq. (29); sse: 002 eq. (5); poisson:
+    a - y ln a; L2: 004 section 9 (with the squares).  Y must be an (N, n_L) matrix.
     """
     f = {
         "identity": lambda z: z,
         "sigmoid": lambda z: 1 / (1 + math.exp(-z)),
         "tanh": math.tanh,
         "relu": lambda z: max(z, 0.0),
+        "exp": math.exp,
     }
     total = 0.0
     for e in range(X.shape[0]):
@@ -59,6 +60,9 @@ def naive_loss(net, params, X, Y):
             total -= sum(yk * math.log(ak) + (1 - yk) * math.log(1 - ak) for yk, ak in zip(y, a))
         elif net.loss_name == "cross_entropy":
             total -= sum(yk * math.log(ak) for yk, ak in zip(y, a))
+        elif net.loss_name == "poisson":
+            # the negative log-likelihood of Poisson means a, less sum ln y!
+            total += sum(ak - yk * math.log(ak) for yk, ak in zip(y, a))
         else:
             total += 0.5 * sum((ak - yk) ** 2 for yk, ak in zip(y, a))
     if net.reduction == "mean":
@@ -185,8 +189,12 @@ def test_softmax_cross_entropy_by_log_sum_exp_for_huge_z(dtype):
     np.testing.assert_array_equal(grads.W[1], np.outer([1.0, -1.0, 0.0], X[0]))
 
 
+# exp outputs are left out: e^z overflows for z > ~709 whatever the formula
+BOUNDED_PAIRS = [p for p in OUTPUT_PAIRS if p[0] != "exp"]
+
+
 @pytest.mark.parametrize("hidden", HIDDEN_ACTIVATIONS)
-@pytest.mark.parametrize("output,loss", OUTPUT_PAIRS, ids=[f"{o}+{lo}" for o, lo in OUTPUT_PAIRS])
+@pytest.mark.parametrize("output,loss", BOUNDED_PAIRS, ids=[f"{o}+{lo}" for o, lo in BOUNDED_PAIRS])
 def test_saturated_units_give_finite_loss_and_gradients(hidden, output, loss):
     net = spec((3, 4, 3), (hidden, output), loss, l2=0.1)
     params, X, Y = random_problem(net, 7)
@@ -196,6 +204,39 @@ def test_saturated_units_give_finite_loss_and_gradients(hidden, output, loss):
     assert np.isfinite(J)
     assert np.all(np.isfinite(grads.flat)) and np.all(np.isfinite(dX))
     assert np.all(np.isfinite(reference.forward(net, params, X)))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("output,loss", OUTPUT_PAIRS, ids=[f"{o}+{lo}" for o, lo in OUTPUT_PAIRS])
+def test_sample_weight_against_finite_differences_and_repeated_rows(output, loss, reduction):
+    """J = sum_e w_e J(e) / sum_e w_e (mean) or sum_e w_e J(e) (sum): its gradient
+    against finite differences, and integer weights equal to repeating each row
+    w_e times (a weight 0 drops the row)."""
+    net = spec((3, 4, 3), ("tanh", output), loss, reduction=reduction, l2=0.1)
+    params, X, Y = random_problem(net, zlib.crc32(repr((output, loss)).encode()), N=5)
+    w = np.array([2.0, 0.0, 1.0, 3.0, 1.0])
+    assert gradcheck(net, params, X, Y, input_grad=True, sample_weight=w) < GRADCHECK_TOL
+    rows = np.repeat(np.arange(5), w.astype(int))
+    J, g = reference.loss_and_grad(net, params, X, Y, sample_weight=w)
+    J_rep, g_rep = reference.loss_and_grad(net, params, X[rows], np.asarray(Y)[rows])
+    np.testing.assert_allclose(J, J_rep, rtol=1e-12)
+    np.testing.assert_allclose(g.flat, g_rep.flat, rtol=1e-10, atol=1e-13)
+    assert reference.loss(net, params, X, Y, sample_weight=w) == J
+    J1 = reference.loss(net, params, X, Y, sample_weight=np.ones(5))
+    assert J1 == pytest.approx(reference.loss(net, params, X, Y), rel=1e-15)
+
+
+def test_poisson_is_the_negative_log_likelihood():
+    """poisson's J(e) = sum_k a_k - y_k z_k is the Poisson negative
+    log-likelihood of the counts y with means a = e^z, less sum_k ln y_k!;
+    its delta is a - y."""
+    net = spec((2, 3, 2), ("tanh", "exp"), "poisson", reduction="sum")
+    params, X, Y = random_problem(net, 3, N=4)
+    a = reference.forward(net, params, X)
+    nll = sum(-math.log(math.exp(-ak) * ak ** yk / math.factorial(int(yk)))
+              for ak, yk in zip(a.ravel(), Y.ravel()))
+    log_fact = sum(math.lgamma(yk + 1) for yk in Y.ravel())
+    np.testing.assert_allclose(reference.loss(net, params, X, Y), nll - log_fact, rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------

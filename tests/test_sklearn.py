@@ -57,8 +57,13 @@ _PARTIAL_FIT = ("partial_fit rejects early_stopping=True, as scikit-learn's MLP 
 _TINY = ("the check fits on 10 examples or fewer: validation_fraction=0.1 holds out one "
          "example, too few for a validation score, and fit raises ValueError (as "
          "scikit-learn's MLP does)")
+_WEIGHTS_SPLIT = ("the check compares weights with repeated rows; with early_stopping=True "
+                  "the validation split draws different rows from the two data sets (as "
+                  "scikit-learn's MLP does), so the fits differ")
 EXPECTED_FAILED = {
     "classifier, early_stopping": {
+        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS_SPLIT,
+        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS_SPLIT,
         "check_fit_score_takes_y": _PARTIAL_FIT,
         "check_n_features_in_after_fitting": _PARTIAL_FIT,
         "check_estimators_nan_inf": _PARTIAL_FIT,
@@ -67,6 +72,8 @@ EXPECTED_FAILED = {
         "check_fit2d_1feature": _TINY,
     },
     "regressor, early_stopping": {
+        "check_sample_weight_equivalence_on_dense_data": _WEIGHTS_SPLIT,
+        "check_sample_weight_equivalence_on_sparse_data": _WEIGHTS_SPLIT,
         "check_fit_score_takes_y": _PARTIAL_FIT,
         "check_n_features_in_after_fitting": _PARTIAL_FIT,
         "check_estimators_nan_inf": _PARTIAL_FIT,
@@ -488,8 +495,11 @@ def test_divergence_raises():
     ("hidden_layer_sizes", (4, 2.5), TypeError),
     ("hidden_layer_sizes", "4", TypeError),
     ("activation", "softmax", ValueError),
-    ("solver", "lbfgs", ValueError),
     ("solver", "rmsprop", ValueError),
+    ("learning_rate", "cyclic", ValueError),
+    ("power_t", -0.5, ValueError),
+    ("max_fun", 0, ValueError),
+    ("n_iter_no_change", -np.inf, TypeError),
     ("alpha", -1.0, ValueError),
     ("batch_size", 0, ValueError),
     ("batch_size", "big", TypeError),
@@ -516,3 +526,173 @@ def test_bad_parameters_name_themselves(param, value, error):
     with pytest.raises(error, match=param):
         est.fit(_X_IRIS, _Y_IRIS)
     assert not hasattr(est, "coefs_")
+
+
+# --------------------------------------------------------------- lbfgs, schedules, state,
+# sample weights, poisson, sparse and float32 inputs
+
+
+def _sk_loss_grad(est_sk, theta, X, Y, sw):
+    """scikit-learn's own objective and gradient of "lbfgs" at theta (its packing)."""
+    sizes = [X.shape[1]] + [c.shape[1] for c in est_sk.coefs_]
+    acts = [X] + [np.empty((X.shape[0], n)) for n in sizes[1:]]
+    deltas = [np.empty_like(a) for a in acts[1:]]
+    cg = [np.empty((a, b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    ig = [np.empty(b) for b in sizes[1:]]
+    return est_sk._loss_grad_lbfgs(theta, X, Y, sw, acts, deltas, cg, ig)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression", "poisson"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_lbfgs_objective_and_gradient_are_scikit_learns(kind, weighted):
+    """``_loss_grad_lbfgs`` (fastbp's kernels) against scikit-learn's own, on its
+    packed vector: the same J (poisson: up to scikit-learn's constant, its half
+    deviance's y ln y - y) and the same gradient, with and without weights."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    if kind == "binary":
+        y, Est, SkEst, kw = (X[:, 0] > 0).astype(int), MLPClassifier, sk.MLPClassifier, {}
+    elif kind == "multiclass":
+        y, Est, SkEst, kw = rng.integers(0, 3, 40), MLPClassifier, sk.MLPClassifier, {}
+    elif kind == "regression":
+        y, Est, SkEst, kw = X[:, :1] @ [[1.0, -2.0]] + 0.1, MLPRegressor, sk.MLPRegressor, {}
+    else:
+        y, Est, SkEst = rng.poisson(2.0, 40).astype(float), MLPRegressor, sk.MLPRegressor
+        kw = {"loss": "poisson"}
+    sw = rng.uniform(0.2, 2.0, 40) if weighted else None
+    common = dict(hidden_layer_sizes=(5,), activation="tanh", solver="lbfgs", alpha=0.3,
+                  max_iter=1, random_state=0, **kw)
+    ours = Est(**common).fit(X, y)
+    theirs = SkEst(**common).fit(X, y)
+    theta = np.hstack([c.ravel() for c in theirs.coefs_ + theirs.intercepts_])
+    if kind in ("binary", "multiclass"):
+        Y = theirs._label_binarizer.transform(y).astype(float)
+    else:
+        Y = np.asarray(y, dtype=float).reshape(40, -1)
+    J, g = ours._loss_grad_lbfgs(theta, X, Y, sw)
+    J_sk, g_sk = _sk_loss_grad(theirs, theta, X, Y, sw)
+    scale = np.abs(g_sk).max()
+    if kind == "regression":
+        # scikit-learn reports its squared error over the outputs (K = 2) while its
+        # gradient is that of the sum: fastbp's J is the sum's
+        J_sk = J_sk * 2 - 0.5 * 0.3 * sum((c ** 2).sum() for c in theirs.coefs_) / (
+            40 if sw is None else sw.sum())
+    if kind == "poisson":
+        c = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0) - Y
+        J = J + np.average(c.sum(axis=1), weights=sw)
+    np.testing.assert_allclose(J, J_sk, rtol=1e-12)
+    np.testing.assert_allclose(g, g_sk, rtol=1e-9, atol=1e-12 * scale)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lbfgs_follows_scikit_learns_iterates():
+    """Same start, same objective, the same L-BFGS-B: after 15 iterations the
+    same parameters as scikit-learn's "lbfgs", and its limits honoured."""
+    kw = dict(hidden_layer_sizes=(5,), solver="lbfgs", max_iter=15, random_state=0)
+    ours = MLPClassifier(**kw).fit(_X_IRIS, _Y_IRIS)
+    theirs = sk.MLPClassifier(**kw).fit(_X_IRIS, _Y_IRIS)
+    _assert_same_fit(ours, theirs, rtol=1e-6, atol=1e-8, loss=False)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+    with pytest.warns(ConvergenceWarning, match="lbfgs failed to converge"):
+        short = MLPClassifier(**{**kw, "max_iter": 500, "max_fun": 10}).fit(_X_IRIS, _Y_IRIS)
+    assert short.n_iter_ <= 10
+    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
+    assert hasattr(MLPRegressor(solver="sgd"), "partial_fit")
+
+
+@pytest.mark.parametrize("solver, momentum", [("sgd", 0.9), ("sgd", 0.0), ("adam", 0.9)])
+def test_partial_fit_continues_exactly_where_it_stopped(solver, momentum):
+    """n partial_fit calls, pickled half way, take the steps of fit(max_iter=n):
+    the optimizer (velocity or moments, step, rate, shuffling) carries over."""
+    kw = dict(hidden_layer_sizes=(6,), solver=solver, momentum=momentum, batch_size=32,
+              learning_rate_init=0.05 if solver == "sgd" else 0.01, random_state=3,
+              tol=0.0, n_iter_no_change=10**6, learning_rate="invscaling", power_t=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = MLPClassifier(max_iter=6, **kw).fit(_X_IRIS, _Y_IRIS)
+    est = MLPClassifier(**kw)
+    for k in range(6):
+        est.partial_fit(_X_IRIS, _Y_IRIS, classes=[0, 1, 2])
+        if k == 2:
+            est = pickle.loads(pickle.dumps(est))
+    for a, b in zip(est.coefs_ + est.intercepts_, whole.coefs_ + whole.intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert est.loss_curve_ == whole.loss_curve_ and est.t_ == whole.t_ == 900
+    assert est._optimizer.learning_rate == whole._optimizer.learning_rate
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_learning_rate_schedules_as_scikit_learn():
+    """invscaling: lr / (t + 1)^power_t after each epoch; adaptive: lr / 5 where
+    the rule would stop, until lr <= 1e-6; with momentum=0 (same update rule)
+    the parameters follow scikit-learn's step for step."""
+    kw = dict(hidden_layer_sizes=(6,), solver="sgd", momentum=0.0, batch_size=150,
+              learning_rate_init=0.2, max_iter=8, random_state=0, shuffle=False)
+    for schedule in ("invscaling", "adaptive"):
+        extra = {"tol": 1e3, "n_iter_no_change": 1} if schedule == "adaptive" else {}
+        ours = MLPClassifier(learning_rate=schedule, power_t=0.3, **kw, **extra)
+        theirs = sk.MLPClassifier(learning_rate=schedule, power_t=0.3, **kw, **extra)
+        ours.fit(_X_IRIS, _Y_IRIS)
+        theirs.fit(_X_IRIS, _Y_IRIS)
+        _assert_same_fit(ours, theirs, rtol=1e-9, atol=1e-12)
+        assert ours._optimizer.learning_rate == pytest.approx(
+            theirs._optimizer.learning_rate, rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sample_weight_and_poisson_fit_like_scikit_learn():
+    """Full-batch SGD with sample weights, and the Poisson regressor, against
+    scikit-learn step for step; zero weights are rows left out."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 3))
+    y = rng.poisson(np.exp(0.5 * X[:, 0])).astype(float)
+    sw = rng.uniform(0.0, 2.0, 60)
+    kw = dict(hidden_layer_sizes=(4,), activation="tanh", solver="sgd", momentum=0.0,
+              batch_size=60, learning_rate_init=0.05, max_iter=5, random_state=0,
+              alpha=1e-3)
+    for loss in ("squared_error", "poisson"):
+        ours = MLPRegressor(loss=loss, **kw).fit(X, y, sample_weight=sw)
+        theirs = sk.MLPRegressor(loss=loss, **kw).fit(X, y, sample_weight=sw)
+        _assert_same_fit(ours, theirs, rtol=1e-9, atol=1e-12, loss=False)
+        assert ours.out_activation_ == theirs.out_activation_
+        np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-9)
+    w = np.ones(60)
+    w[::3] = 0.0
+    a = MLPRegressor(**kw).fit(X, y, sample_weight=w)
+    b = MLPRegressor(**{**kw, "batch_size": 40}).fit(X[w > 0], y[w > 0])
+    for p, q in zip(a.coefs_, b.coefs_):
+        np.testing.assert_allclose(p, q, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="sample_weight: weights must be >= 0"):
+        MLPRegressor(**kw).fit(X, y, sample_weight=-w)
+    with pytest.raises(ValueError, match="y: loss='poisson' needs targets >= 0"):
+        MLPRegressor(loss="poisson", **kw).fit(X, -y - 1)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_sparse_and_float32_inputs():
+    """CSR and CSC inputs: "adam" (densified) fits exactly as on the dense array,
+    "lbfgs" and prediction run layer 1 over the nonzeros and agree with the
+    dense results to rounding; float32 inputs give a float32 network and
+    predictions, float64 ones float64."""
+    from scipy import sparse
+
+    X = np.where(np.abs(_X_IRIS) > 0.8, _X_IRIS, 0.0)
+    kw = dict(hidden_layer_sizes=(5,), max_iter=10, random_state=0)
+    dense = MLPClassifier(**kw).fit(X, _Y_IRIS)
+    dense_lbfgs = MLPClassifier(solver="lbfgs", **kw).fit(X, _Y_IRIS)
+    for fmt in (sparse.csr_matrix, sparse.csc_array):
+        est = MLPClassifier(**kw).fit(fmt(X), _Y_IRIS)
+        for a, b in zip(est.coefs_, dense.coefs_):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(est.predict_proba(fmt(X)), dense.predict_proba(X),
+                                   rtol=1e-13, atol=1e-15)
+        est = MLPClassifier(solver="lbfgs", **kw).fit(fmt(X), _Y_IRIS)
+        for a, b in zip(est.coefs_, dense_lbfgs.coefs_):
+            np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-9)
+        np.testing.assert_array_equal(est.predict(fmt(X)), dense_lbfgs.predict(X))
+    reg = MLPRegressor(**kw).fit(_X_IRIS.astype(np.float32), _Y_IRIS.astype(float))
+    assert all(c.dtype == np.float32 for c in reg.coefs_ + reg.intercepts_)
+    assert reg.predict(_X_IRIS.astype(np.float32)).dtype == np.float32
+    reg64 = MLPRegressor(**kw).fit(_X_IRIS, _Y_IRIS.astype(float))
+    assert reg64.predict(_X_IRIS).dtype == np.float64

@@ -85,6 +85,13 @@ def test_gradients_forward_and_loss_have_the_generic_bits(always, sizes, hidden,
                 assert same_bits(fa, fb), case
                 la, lb = both(always, net, partial(net.loss, params, X, Y))
                 assert la == lb == Ja, case
+                # weighted examples (sample_weight): the same bits too
+                w = np.random.default_rng(seed).uniform(0.1, 2.0, N)
+                (Jwa, gwa), (Jwb, gwb) = both(
+                    always, net, partial(net.loss_and_grad, params, X, Y, sample_weight=w))
+                assert Jwa == Jwb and same_bits(gwa.flat, gwb.flat), case
+                lwa, lwb = both(always, net, partial(net.loss, params, X, Y, sample_weight=w))
+                assert lwa == lwb == Jwa, case
                 # and the values are the gradient's (against the reference elsewhere)
                 ref_J, ref_g = fastbp.reference.loss_and_grad(net, params, X, Y)
                 np.testing.assert_allclose(Ja, ref_J, rtol=1e-10 if dtype == "float64" else 1e-4)

@@ -23,7 +23,7 @@ from fastbp._core import kernels
 from fastbp._core import plan as core_plan
 from fastbp._core import train_kernels as tk
 from fastbp.datasets import load_iris
-from fastbp.training import OPTIMIZERS, History
+from fastbp.training import STOCHASTIC, History
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def _numpy_training(net, params, X, Y, *, optimizer, lr, epochs, B, seed, shuffl
     return theta
 
 
-@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", list(STOCHASTIC))
 @pytest.mark.parametrize("B", [None, 4, 10], ids=["full", "B4-partial", "B10"])
 def test_each_optimizer_matches_numpy(optimizer, B):
     X, Y = _data(N=10)
@@ -510,3 +510,142 @@ def test_parallel_driver_only_kept_when_it_wins_its_trial(monkeypatch):
                         for d in (kernels.loss_grad_serial, kernels.loss_grad_parallel))
     assert used == [{serial}, {parallel}, {parallel, serial}]
     assert bits[0] == bits[1] == bits[2]
+
+
+# ---------------------------------------------------------------- state, schedules, weights
+
+
+@pytest.mark.parametrize("optimizer", list(STOCHASTIC))
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_runs_chained_by_their_state_are_one_run(optimizer, shuffle):
+    """Two runs, the second from the first's ``optimizer_state`` (also after a
+    pickle round trip), take the same steps as one run over all the epochs:
+    moments, step count, learning rate, examples seen and shuffling carry over."""
+    import pickle
+
+    X, Y = _data(N=10)
+    p = NET.init(seed=1)
+    kw = dict(optimizer=optimizer, lr=0.05, batch_size=4, seed=3, shuffle=shuffle,
+              lr_schedule="invscaling", power_t=0.3)
+    whole = fastbp.train(NET, p, X, Y, epochs=5, **kw)
+    first = fastbp.train(NET, p, X, Y, epochs=2, **kw)
+    state = pickle.loads(pickle.dumps(first.optimizer_state))
+    second = fastbp.train(NET, first.params, X, Y, epochs=3, state=state, **kw)
+    assert np.array_equal(second.params.flat, whole.params.flat)
+    assert second.optimizer_state.step == whole.optimizer_state.step == 15
+    assert second.optimizer_state.seen == 50
+    fresh = fastbp.train(NET, first.params, X, Y, epochs=3, **kw)
+    assert not np.array_equal(fresh.params.flat, whole.params.flat)
+
+
+def test_invscaling_rate_follows_the_examples_seen():
+    """lr_t = lr / (t + 1)^power_t after each epoch, t the examples seen: the
+    full-batch run against its NumPy transcription."""
+    X, Y = _data(N=10)
+    p = NET.init(seed=1)
+    h = fastbp.train(NET, p, X, Y, optimizer="sgd", lr=0.5, epochs=4,
+                     lr_schedule="invscaling", power_t=0.25)
+    theta, rate = p.flat.copy(), 0.5
+    for epoch in range(4):
+        _, g = NET.loss_and_grad(fastbp.Params(NET.sizes, NET.bias, theta), X, Y)
+        theta = theta - rate * g.flat
+        rate = 0.5 / (10 * (epoch + 1) + 1) ** 0.25
+    np.testing.assert_allclose(h.params.flat, theta, rtol=1e-12, atol=1e-15)
+    assert h.optimizer_state.lr == rate
+
+
+def test_adaptive_rate_divides_by_five_instead_of_stopping():
+    """adaptive: when the rule would stop, lr / 5 and the count starts over;
+    the run stops once lr is at most 1e-6."""
+    X, Y = _data(N=10)
+    rule = fastbp.EarlyStopping(2, tol=1e9, monitor="loss")  # no epoch improves
+    h = fastbp.train(NET, NET.init(seed=1), X, Y, optimizer="sgd", lr=1.0, epochs=7,
+                     lr_schedule="adaptive", early_stopping=rule)
+    # epoch 0 sets the best; the count reaches 2 at epochs 2, 4, 6
+    assert h.stop_reason == "completed" and h.epochs == 7
+    assert h.optimizer_state.lr == pytest.approx(1.0 / 125, rel=1e-15)
+    h = fastbp.train(NET, NET.init(seed=1), X, Y, optimizer="sgd", lr=1.0, epochs=1000,
+                     lr_schedule="adaptive", early_stopping=rule)
+    # 1 / 5^9 = 5.1e-7 <= 1e-6 after nine divisions, which took 18 epochs; the 19th stops
+    assert h.stop_reason == "early_stopping" and h.epochs == 21
+    assert h.optimizer_state.lr == pytest.approx(5.0 ** -9, rel=1e-14)
+
+
+def test_sample_weight_trains_on_the_weighted_mean():
+    """Full batch: every step is the weighted gradient of ``loss_and_grad``;
+    minibatches: integer weights equal each row repeated, for unshuffled
+    batches cut to match; unit weights are no weights."""
+    X, Y = _data(N=10)
+    p = NET.init(seed=1)
+    w = np.array([0.0, 1.0, 2.0, 1.0, 3.0, 1.0, 0.5, 1.0, 2.0, 1.0])
+    h = fastbp.train(NET, p, X, Y, optimizer="sgd", lr=0.3, epochs=3, sample_weight=w)
+    theta = p.flat.copy()
+    for _ in range(3):
+        _, g = NET.loss_and_grad(fastbp.Params(NET.sizes, NET.bias, theta), X, Y,
+                                 sample_weight=w)
+        theta = theta - 0.3 * g.flat
+    np.testing.assert_allclose(h.params.flat, theta, rtol=1e-12, atol=1e-15)
+    J = NET.loss(p, X, Y, sample_weight=w)
+    assert h.loss[0] == pytest.approx(J, rel=1e-12)
+    ones = fastbp.train(NET, p, X, Y, optimizer="adam", batch_size=3, epochs=3, seed=2,
+                        sample_weight=np.ones(10))
+    plain = fastbp.train(NET, p, X, Y, optimizer="adam", batch_size=3, epochs=3, seed=2)
+    np.testing.assert_allclose(ones.params.flat, plain.params.flat, rtol=1e-13, atol=1e-15)
+    # batches of 2 rows with weights (1, 2) against batches of the 3 repeated rows
+    wi = np.tile([1.0, 2.0], 5)
+    rows = np.repeat(np.arange(10), wi.astype(int))
+    a = fastbp.train(NET, p, X, Y, optimizer="sgd", lr=0.2, batch_size=2, shuffle=False,
+                     epochs=2, sample_weight=wi)
+    b = fastbp.train(NET, p, X[rows], Y[rows], optimizer="sgd", lr=0.2, batch_size=3,
+                     shuffle=False, epochs=2)
+    np.testing.assert_allclose(a.params.flat, b.params.flat, rtol=1e-12, atol=1e-15)
+
+
+def test_lbfgs_is_scipys_lbfgs_on_the_exact_gradient():
+    """optimizer="lbfgs": scipy's L-BFGS-B on J and the kernels' gradient reaches
+    the same point as on the reference's, and respects its limits."""
+    from scipy.optimize import minimize
+
+    from fastbp import reference
+
+    iris = load_iris()
+    net = fastbp.Network([4, 5, 3], ["tanh", "softmax"], "cross_entropy", l2=1e-3)
+    p = net.init(seed=0)
+    h = fastbp.train(net, p, iris.X, iris.labels, optimizer="lbfgs", epochs=40)
+
+    def fun(x):
+        J, g = reference.loss_and_grad(net, fastbp.Params(net.sizes, net.bias, x), iris.X,
+                                       iris.labels)
+        return J, g.flat
+
+    res = minimize(fun, p.flat.copy(), jac=True, method="L-BFGS-B",
+                   options={"maxiter": 40, "gtol": 1e-5, "maxfun": 15000})
+    assert h.epochs == res.nit and h.stop_reason in ("completed", "converged")
+    np.testing.assert_allclose(h.params.flat, res.x, rtol=1e-5, atol=1e-7)
+    assert len(h.loss) == h.epochs and h.loss[-1] == pytest.approx(res.fun, rel=1e-9)
+    short = fastbp.train(net, p, iris.X, iris.labels, optimizer="lbfgs", epochs=500,
+                         max_fun=10)
+    assert short.stop_reason == "max_fun" and short.steps <= 11
+    with pytest.raises(ValueError, match="batch_size: does not apply to optimizer='lbfgs'"):
+        fastbp.train(net, p, iris.X, iris.labels, optimizer="lbfgs", batch_size=10)
+    with pytest.raises(ValueError, match="state: belongs to optimizer 'sgd'"):
+        fastbp.train(net, p, iris.X, iris.labels, optimizer="adam",
+                     state=fastbp.train(net, p, iris.X, iris.labels, epochs=1).optimizer_state)
+
+
+def test_lbfgs_on_a_sparse_input_follows_the_dense_run():
+    """optimizer="lbfgs" with a CSR X (layer 1 over the nonzeros) reaches the
+    dense run's point; the stochastic optimizers densify a sparse X."""
+    from scipy import sparse
+
+    iris = load_iris()
+    X = np.where(iris.X > 3.0, iris.X, 0.0)
+    net = fastbp.Network([4, 5, 3], ["tanh", "softmax"], "cross_entropy", l2=1e-3)
+    p = net.init(seed=0)
+    dense = fastbp.train(net, p, X, iris.labels, optimizer="lbfgs", epochs=20)
+    sp = fastbp.train(net, p, sparse.csr_matrix(X), iris.labels, optimizer="lbfgs", epochs=20)
+    assert sp.epochs == dense.epochs
+    np.testing.assert_allclose(sp.params.flat, dense.params.flat, rtol=1e-6, atol=1e-8)
+    a = fastbp.train(net, p, sparse.csr_matrix(X), iris.labels, epochs=3, batch_size=30, seed=1)
+    b = fastbp.train(net, p, X, iris.labels, epochs=3, batch_size=30, seed=1)
+    assert np.array_equal(a.params.flat, b.params.flat)

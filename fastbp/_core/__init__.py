@@ -15,6 +15,8 @@ names below and nothing else.  Inside it:
   not yet used by ``kernels``.
 - ``train_kernels``: the compiled training loop and its records.
 - ``screen``: the compiled input screen.
+- ``sparse``: the first layer's loops over a CSR input's nonzeros, chained to
+  the dense kernels of the other layers.
 - ``memory``: the memory check made before large allocations.
 - ``numba_private``: every use of numba's private interfaces.
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
@@ -33,15 +35,19 @@ from .plan import (
     parallel_available,
     plan_for,
 )
+from .sparse import SparseInput
 from .train_kernels import (
     ACC_ARGMAX,
     ACC_NONE,
     ACC_THRESHOLD,
     ADAM,
+    ADAPTIVE,
     BEST_EPOCH,
+    CONSTANT,
     DIVERGED,
     EARLY_STOP,
     INTERRUPTED,
+    INVSCALING,
     MOMENTUM,
     MONITOR_ACCURACY,
     MONITOR_LOSS,
@@ -60,6 +66,8 @@ from .train_kernels import (
 
 # optimizer name -> code of the compiled update (``train_kernels._update``)
 OPTIMIZERS = {"sgd": SGD, "momentum": MOMENTUM, "nesterov": NESTEROV, "adam": ADAM}
+# learning-rate schedule name -> code (``train_kernels.train_chunk``)
+SCHEDULES = {"constant": CONSTANT, "invscaling": INVSCALING, "adaptive": ADAPTIVE}
 
 __all__ = [
     "ACC_ARGMAX",
@@ -80,7 +88,9 @@ __all__ = [
     "PARALLEL",
     "REDUCTIONS",
     "RUNNING",
+    "SCHEDULES",
     "SERIAL",
+    "SparseInput",
     "WAIT",
     "Batches",
     "Drivers",

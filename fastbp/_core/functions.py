@@ -16,24 +16,29 @@ from numba.extending import intrinsic
 from .config import ERROR_MODEL, FASTMATH
 
 # name -> integer code passed to the kernels (the single place names live)
-ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4}
-LOSSES = {"sse": 0, "bce": 1, "cross_entropy": 2}
+ACTIVATIONS = {"identity": 0, "sigmoid": 1, "tanh": 2, "relu": 3, "softmax": 4, "exp": 5}
+LOSSES = {"sse": 0, "bce": 1, "cross_entropy": 2, "poisson": 3}
 REDUCTIONS = ("mean", "sum")
 
-IDENTITY, SIGMOID, TANH, RELU, SOFTMAX = (ACTIVATIONS[k] for k in ACTIVATIONS)
-SSE, BCE, CROSS_ENTROPY = (LOSSES[k] for k in LOSSES)
+IDENTITY, SIGMOID, TANH, RELU, SOFTMAX, EXP = (ACTIVATIONS[k] for k in ACTIVATIONS)
+SSE, BCE, CROSS_ENTROPY, POISSON = (LOSSES[k] for k in LOSSES)
 
 # loss -> output activations it may follow.  bce and cross_entropy are defined only
-# on probabilities from these outputs, and their output delta is the cancelled
-# a - y (000 eq. (6), 002 eq. (31), 004 eq. (1)); sse accepts any output.
+# on probabilities from these outputs, poisson on the positive means of an exp
+# output, and each of the three has the cancelled output delta a - y (000 eq. (6),
+# 002 eq. (31), 004 eq. (1); poisson: ``kernels._output_delta``); sse accepts any
+# output.
 OUTPUT_ACTIVATIONS = {
     "sse": tuple(ACTIVATIONS),
     "bce": ("sigmoid",),
     "cross_entropy": ("softmax",),
+    "poisson": ("exp",),
 }
 
-# Activations that act on a whole layer rather than unit by unit: last layer only.
-LAST_LAYER_ONLY = ("softmax",)
+# Output-only activations: softmax acts on a whole layer rather than unit by
+# unit; exp is the mean of a Poisson output (an exp hidden layer overflows at
+# the first large z and is no use).
+LAST_LAYER_ONLY = ("softmax", "exp")
 
 # The scalars below are inlined at the Numba level (inline="always"), not left as
 # calls into separately compiled functions: with separate functions, a process that

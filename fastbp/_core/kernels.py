@@ -63,8 +63,11 @@ from .config import ERROR_MODEL, FASTMATH
 from .functions import (
     BCE,
     CROSS_ENTROPY,
+    EXP,
     IDENTITY,
+    POISSON,
     SOFTMAX,
+    SSE,
     activate,
     add_kept,
     derivative_from_a,
@@ -149,11 +152,16 @@ def _derivative_rows(code, acts, deltas, e0, e1, c, n):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, want_delta,
-                  e0, e1):
+def _output_delta(lay, acts, deltas, Y, weights, losses, loss_code, scale, want_loss,
+                  want_delta, e0, e1):
     """Turn z^(L)(e) into a^(L)(e) for examples e0..e1-1; when asked, write the
     example's loss to ``losses[e]`` and delta^(L) = scale * dJ/dz^(L) (scale = 1/N
     for the mean, else 1).  Without ``want_loss`` and ``want_delta``, Y is not read.
+
+    With ``weights`` (N values; none: an empty array) example e counts w_e times:
+    its loss is written as w_e J(e) and its delta scaled by w_e, so the drivers'
+    J = scale sum_e w_e J(e) with scale = 1 / sum_e w_e for the mean (the
+    weighted mean), and every gradient sum over e is the weighted one.
 
     softmax: a_k = exp(z_k - lse), lse = m + ln sum_k exp(z_k - m), m = max z (no
     overflow).  cross_entropy (002 eq. (29), 004 section 3): sum_k y_k (lse - z_k).
@@ -161,15 +169,22 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
     -[y ln a + (1 - y) ln(1 - a)] without taking ln of a rounded 0.  Both have the
     cancelled delta a - y (000 eq. (5a)-(6), 002 eq. (31), 004 eq. (1); 001's advice:
     no division by a(1 - a)).
+    poisson (exp output, a = e^z, the mean of a Poisson count y): the negative
+    log-likelihood a - y ln a + ln y!, less the constant ln y!, is
+    J(e) = sum_k a_k - y_k z_k (z = ln a, so no ln of a rounded 0), and
+    dJ/dz_k = da_k/dz_k - y_k = a_k - y_k: the third cancelling pair (as for
+    000 eq. (5a)-(6), the output derivative e^z = a cancels against the loss's).
     sse (002 eq. (5), 003): 1/2 sum (a - y)^2; delta (a - y) f'(z) (002 eq. (23)-(24),
-    003 eq. (46)), or for a softmax output the Jacobian of 002 eq. (30):
-    delta_k = a_k [(a_k - y_k) - sum_m a_m (a_m - y_m)].
+    003 eq. (46)), f'(z) = a for an exp output, or for a softmax output the Jacobian
+    of 002 eq. (30): delta_k = a_k [(a_k - y_k) - sum_m a_m (a_m - y_m)].
     """
     n_out, act, c = lay[N_OUT], lay[ACT], lay[C_OUT]
     zero = acts.dtype.type(0)
     half = acts.dtype.type(0.5)
     softmax = act == SOFTMAX
-    sse = loss_code != BCE and loss_code != CROSS_ENTROPY
+    exp_out = act == EXP
+    weighted = weights.shape[0] > 0
+    sse = loss_code == SSE
     for e in range(e0, e1):
         lse = zero
         if softmax:
@@ -184,7 +199,7 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
         dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
         for k in range(n_out):
             z = acts[e, c + k]
-            a = exp(z - lse) if softmax else activate(act, z)
+            a = exp(z - lse) if softmax or exp_out else activate(act, z)
             acts[e, c + k] = a
             if want_loss or want_delta:
                 y = Y[e, k]
@@ -192,21 +207,28 @@ def _output_delta(lay, acts, deltas, Y, losses, loss_code, scale, want_loss, wan
                     J += y * (lse - z)
                 elif loss_code == BCE:
                     J += max(z, zero) - y * z + log1pexp(-abs(z))
+                elif loss_code == POISSON:
+                    J += a - y * z
                 else:
                     J += half * (a - y) * (a - y)
                     dot += a * (a - y)
+        # the example's weight, when there are weights: a separate multiply, so
+        # that the unweighted results keep their bits
+        s = scale * weights[e] if weighted else scale
         if want_loss:
-            losses[e] = J
+            losses[e] = J * weights[e] if weighted else J
         if want_delta:
             for k in range(n_out):
                 a = acts[e, c + k]
                 r = a - Y[e, k]
                 if not sse:
-                    deltas[e, c + k] = scale * r
+                    deltas[e, c + k] = s * r
                 elif softmax:
-                    deltas[e, c + k] = scale * a * (r - dot)
+                    deltas[e, c + k] = s * a * (r - dot)
+                elif exp_out:
+                    deltas[e, c + k] = s * r * a
                 else:
-                    deltas[e, c + k] = scale * r * derivative_from_a(act, a)
+                    deltas[e, c + k] = s * r * derivative_from_a(act, a)
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
@@ -368,8 +390,8 @@ def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, R):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, input_grad,
-                   acts, deltas, losses, scratch, work, e0, e1):
+def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, want_grad,
+                   input_grad, acts, deltas, losses, scratch, work, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
     the deltas from the last layer down (002 Table 1), on the packed W and W^T
@@ -390,7 +412,7 @@ def _example_block(theta, layout, X, Y, loss_code, scale, want_loss, want_grad, 
                        acts, lay[C_OUT], e0, e1)
         _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1, lay[C_OUT],
                             lay[N_OUT])
-    _output_delta(layout[L - 1], acts, deltas, Y, losses, loss_code, scale,
+    _output_delta(layout[L - 1], acts, deltas, Y, weights, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
         for l in range(L - 1, -1 if input_grad else 0, -1):
@@ -535,8 +557,8 @@ def _worker_types(dtype):
     rmat = types.Array(f, 2, "C", readonly=True)
     lay = types.Array(types.int64, 2, "C", readonly=True)
     i64, b = types.int64, types.boolean
-    return (types.none(rvec, lay, rmat, rmat, i64, f, b, b, b, mat, mat, vec, vec, i64, i64,
-                       i64),
+    return (types.none(rvec, lay, rmat, rmat, rvec, i64, f, b, b, b, mat, mat, vec, vec, i64,
+                       i64, i64),
             types.none(rvec, lay, vec, mat, i64, vec, f, i64),
             types.none(rvec, lay, vec, b, b, i64))
 
@@ -556,10 +578,10 @@ def output_delta_type(like):
     calls it, for parameters of ``like``'s (a numba array type's) dtype."""
     f = like.dtype
     vec, mat = types.Array(f, 1, "C"), types.Array(f, 2, "C")
-    rmat = types.Array(f, 2, "C", readonly=True)
+    rvec, rmat = types.Array(f, 1, "C", readonly=True), types.Array(f, 2, "C", readonly=True)
     row = types.Array(types.int64, 1, "C", readonly=True)
-    return types.FunctionType(types.none(row, mat, mat, rmat, vec, types.int64, f, types.boolean,
-                                         types.boolean, types.int64, types.int64))
+    return types.FunctionType(types.none(row, mat, mat, rmat, rvec, vec, types.int64, f,
+                                         types.boolean, types.boolean, types.int64, types.int64))
 
 
 def worker_table(dtype, threads: int = 1) -> np.ndarray:
@@ -602,14 +624,16 @@ def _pack_in_parallel(fns, theta, layout, scratch, backward, input_grad):
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
+def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``; the weights packed (``_pack_in_parallel``), then
     parallel over example blocks, then over weight-gradient tasks.
     ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the end
     ``scratch[0]`` is 1 when every gradient entry is finite, else 0
-    (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``."""
+    (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``.
+    ``weights``: the examples' weights, or no values for none (``_output_delta``;
+    ``scale`` is then 1 / sum_e w_e for the mean)."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
     # The packing of the weights, O(weights), is a parallel region of its own only
@@ -622,7 +646,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
         # prange's index is unsigned; the workers' signatures take int64
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+        block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
               deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
               min(N, b * rows + rows))
     for t in prange(_weight_grad_tasks(layout, scratch)):
@@ -633,7 +657,7 @@ def loss_grad_parallel(theta, layout, X, Y, loss_code, scale, l2, input_grad,
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
+def loss_grad_serial(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad, scratch, fns):
     """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
     same bits): for problems too small to repay a parallel launch.
@@ -648,7 +672,7 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
-        block(theta, layout, X, Y, loss_code, scale, want, want, input_grad, acts,
+        block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
               deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
               min(N, b * rows + rows))
     task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
@@ -659,8 +683,8 @@ def loss_grad_serial(theta, layout, X, Y, loss_code, scale, l2, input_grad,
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
-                     scratch, fns):
+def forward_parallel(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2, acts,
+                     losses, scratch, fns):
     """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
     ``losses`` and J returned (as by ``loss_grad_parallel``), else 0.  Without
     targets (``want_loss`` False) Y is not read.  ``scratch``: at least
@@ -672,7 +696,7 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
     for b in prange((N + rows - 1) // rows):
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+        block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts, acts,
               losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
@@ -680,8 +704,8 @@ def forward_parallel(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts,
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses,
-                   scratch, fns):
+def forward_serial(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2, acts,
+                   losses, scratch, fns):
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
@@ -689,7 +713,7 @@ def forward_serial(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, l
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
-        block(theta, layout, X, Y, loss_code, scale, want_loss, no, no, acts, acts,
+        block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts, acts,
               losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)

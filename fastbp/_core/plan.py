@@ -40,7 +40,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from . import kernels, microkernel, small
+from . import kernels, microkernel, small, sparse
 from . import train_kernels as tk
 from .config import SERIAL_BELOW
 from .functions import activate
@@ -294,10 +294,10 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_row_sum_tol", "_scalar",
+    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_rest", "_row_sum_tol", "_scalar",
                  "_serial_rows", "_small", "_small_ok", "_timings", "_uses", "_workspaces",
                  "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
-                 "no_targets", "sizes")
+                 "no_targets", "no_weights", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
@@ -321,11 +321,14 @@ class Plan:
                                       self._serial_rows - 1)
         # Y of a call without targets (no rows, so nothing can write into it)
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
+        # the weights of a call without them (the kernels: every example counts once)
+        self.no_weights = np.empty(0, dtype=self.dtype)
         self.last_driver = None
         self._timings = {}
         self._fns = None
         self._small = None
         self._uses = 0
+        self._rest = None
 
     @property
     def fns(self) -> np.ndarray:
@@ -421,15 +424,24 @@ class Plan:
 
     # ------------------------------------------------------------------ entry points
 
-    def loss_and_grad(self, theta, X, Y, input_grad=False):
-        """(J, dJ/dtheta, dJ/dX or None): one gradient driver call."""
+    def _weights_scale(self, N, weights):
+        """(weights as the kernels take them, scale): no weights is an empty
+        array; the mean's scale is 1 / N, or 1 / sum_e w_e with weights."""
+        if weights is None:
+            return self.no_weights, self._scalar(1.0 / N) if self.mean else self._one
+        total = float(weights.sum(dtype=np.float64))
+        return weights, self._scalar(1.0 / total) if self.mean else self._one
+
+    def loss_and_grad(self, theta, X, Y, input_grad=False, weights=None):
+        """(J, dJ/dtheta, dJ/dX or None): one gradient driver call.  ``weights``:
+        the examples' weights (N values of ``dtype``, sum > 0) or None."""
         N = X.shape[0]
-        scale = self._scalar(1.0 / N) if self.mean else self._one
+        weights, scale = self._weights_scale(N, weights)
         workspaces = self._workspaces
         acts, deltas, losses, scratch = ws = workspaces.take(N)
         grad = np.empty(self.n_params, self.dtype)
-        args = (theta, self.layout, X, Y, self.loss_code, scale, self._l2_arg, input_grad,
-                acts, deltas, losses, grad, scratch, self.fns)
+        args = (theta, self.layout, X, Y, weights, self.loss_code, scale, self._l2_arg,
+                input_grad, acts, deltas, losses, grad, scratch, self.fns)
         J = None
         if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("loss_grad", args)
@@ -452,13 +464,13 @@ class Plan:
         workspaces.give(N, ws)
         return float(J), grad, dX
 
-    def _forward(self, theta, X, Y, want_loss):
+    def _forward(self, theta, X, Y, want_loss, weights=None):
         N = X.shape[0]
         ws = self._workspaces.take(N)
         acts, losses = ws[0], ws[2]
-        scale = self._scalar(1.0 / N if self.mean else 1.0)
-        args = (theta, self.layout, X, Y, self.loss_code, want_loss, scale, self._l2_arg, acts,
-                losses, ws[3], self.fns)
+        weights, scale = self._weights_scale(N, weights)
+        args = (theta, self.layout, X, Y, weights, self.loss_code, want_loss, scale,
+                self._l2_arg, acts, losses, ws[3], self.fns)
         J = None
         if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("forward", args)
@@ -482,10 +494,32 @@ class Plan:
         """The output activations a^(L), a new (N, n_L) array: one forward driver call."""
         return self._forward(theta, X, self.no_targets, False)[1]
 
-    def loss(self, theta, X, Y) -> float:
+    def loss(self, theta, X, Y, weights=None) -> float:
         """J without the backward pass (the same value as ``loss_and_grad``'s): one
         forward driver call."""
-        return self._forward(theta, X, Y, True)[0]
+        return self._forward(theta, X, Y, True, weights)[0]
+
+    # ------------------------------------------------------------------ sparse inputs
+    # X a ``sparse.SparseInput`` (CSR), the network at least two layers deep:
+    # layer 1 over the nonzeros, layers 2..L on the plan of the rest (``sparse``)
+
+    def _rest_plan(self):
+        rest = self._rest
+        if rest is None:
+            rest = self._rest = sparse.rest_plan(self)
+        return rest
+
+    def sparse_loss_and_grad(self, theta, X, Y, weights=None):
+        """(J, dJ/dtheta) for a sparse X."""
+        return sparse.loss_and_grad(self, self._rest_plan(), theta, X, Y, weights)
+
+    def sparse_loss(self, theta, X, Y, weights=None) -> float:
+        """J for a sparse X."""
+        return sparse.loss(self, self._rest_plan(), theta, X, Y, weights)
+
+    def sparse_forward(self, theta, X) -> np.ndarray:
+        """a^(L) for a sparse X."""
+        return sparse.forward(self, self._rest_plan(), theta, X)
 
     # ------------------------------------------------------------------ training
 
@@ -580,7 +614,7 @@ class Plan:
         Yb = np.ascontiguousarray(Y[:B])
         acts, deltas, losses = self.buffers(B)
         dt = self.dtype.type
-        return (theta, self.layout, Xb, Yb, self.loss_code, dt(1.0 / B),
+        return (theta, self.layout, Xb, Yb, self.no_weights, self.loss_code, dt(1.0 / B),
                 dt(self.l2), False, acts, deltas, losses, np.empty(self.n_params, self.dtype),
                 self.scratch(B), self.fns)
 

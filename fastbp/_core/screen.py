@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .functions import BCE, CROSS_ENTROPY
+from .functions import BCE, CROSS_ENTROPY, POISSON
 from .numba_private import NO_REFCOUNT
 
 
@@ -47,6 +47,10 @@ def inputs_clean(theta, X, Y, loss_code, tol):
         for e in range(Y.shape[0]):
             for k in range(Y.shape[1]):
                 ok &= (Y[e, k] >= 0) & (Y[e, k] <= 1)
+    elif loss_code == POISSON:
+        for e in range(Y.shape[0]):
+            for k in range(Y.shape[1]):
+                ok &= Y[e, k] >= 0
     elif loss_code == CROSS_ENTROPY:
         for e in range(Y.shape[0]):
             s = 0.0

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from . import kernels
-from .functions import IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
+from .functions import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
 from .numba_private import function_at
 
 __all__ = ["cache_folder", "eligible", "module_for", "source"]
@@ -130,8 +130,8 @@ def source(sizes, codes, bias) -> str:
 
     sizes, codes, bias = tuple(sizes), tuple(codes), tuple(bias)
     L = len(sizes) - 1
-    if L < 1 or len(codes) != L - 1 or SOFTMAX in codes:
-        raise ValueError("source: one activation code per hidden layer, none of them softmax")
+    if L < 1 or len(codes) != L - 1 or SOFTMAX in codes or EXP in codes:
+        raise ValueError("source: one activation code per hidden layer, none of them softmax or exp")
     offsets = layer_offsets(sizes, bias)
     cols = [int(c) for c in np.cumsum((0,) + sizes)]  # layer l's first unit in acts / deltas
     S = cols[-1]
@@ -208,12 +208,12 @@ def source(sizes, codes, bias) -> str:
     def output_layer(body, want_loss, want_delta):
         body.append("    # a^(L), the losses and delta^(L): the generic drivers' own code")
         body.append(f"    _output_delta_fn(fns[OUTPUT_DELTA], theta)(layout[{L - 1}], acts, "
-                    f"deltas, Y, losses, loss_code, scale, {want_loss}, {want_delta}, 0, N)")
+                    f"deltas, Y, weights, losses, loss_code, scale, {want_loss}, {want_delta}, 0, N)")
 
     # ------------------------------------------------------------ loss_grad
     grad = ["", "", "@njit(**OPTIONS)",
-            ("def loss_grad(theta, layout, X, Y, loss_code, scale, l2, input_grad, acts, "
-             "deltas, losses, grad, scratch, fns):")]
+            ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, "
+             "acts, deltas, losses, grad, scratch, fns):")]
     prologue(grad, True)
     forward_pass(grad)
     output_layer(grad, True, True)
@@ -273,8 +273,8 @@ def source(sizes, codes, bias) -> str:
 
     # ------------------------------------------------------------ forward
     fwd = ["", "", "@njit(**OPTIONS)",
-           ("def forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses, "
-            "scratch, fns):")]
+           ("def forward(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2, acts, "
+            "losses, scratch, fns):")]
     prologue(fwd, False)
     fwd.append("    deltas = acts  # not written: no delta is asked for")
     forward_pass(fwd)

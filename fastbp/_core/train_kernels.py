@@ -43,6 +43,11 @@ from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Optimizer codes (the names: ``OPTIMIZERS`` in ``fastbp._core``).
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+# Learning-rate schedules (the names: ``SCHEDULES`` in ``fastbp._core``).
+CONSTANT, INVSCALING, ADAPTIVE = 0, 1, 2
+# adaptive: the rate is divided by ADAPT_FACTOR when the stopping rule would stop,
+# unless it is already at most ADAPT_FLOOR (then the run stops): scikit-learn's
+ADAPT_FACTOR, ADAPT_FLOOR = 5.0, 1e-6
 
 # Validation accuracy: none (regression), argmax (softmax), threshold 0.5 (sigmoid).
 ACC_NONE, ACC_ARGMAX, ACC_THRESHOLD = 0, 1, 2
@@ -89,14 +94,18 @@ def shuffle(order, state):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _gather(X, Y, order, b0, nb, Xb, Yb):
-    """Rows order[b0 .. b0 + nb - 1] of X and Y into the batch buffers."""
+def _gather(X, Y, W, order, b0, nb, Xb, Yb, Wb):
+    """Rows order[b0 .. b0 + nb - 1] of X and Y (and of the weights W, when there
+    are any) into the batch buffers."""
+    weighted = W.shape[0] > 0
     for r in range(nb):
         e = order[b0 + r]
         for j in range(X.shape[1]):
             Xb[r, j] = X[e, j]
         for k in range(Y.shape[1]):
             Yb[r, k] = Y[e, k]
+        if weighted:
+            Wb[r] = W[e]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -120,10 +129,11 @@ def _update(opt, theta, grad, t):
     adam:      m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2;
                theta <- theta - lr (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
     (the momentum forms are the ones of PyTorch's SGD; Adam is Kingma and Ba's
-    algorithm 1).  No fastmath here: the update is checked bit for bit against
-    its NumPy transcription.
+    algorithm 1), lr the schedule's current rate (``rate``).  No fastmath here:
+    the update is checked bit for bit against its NumPy transcription.
     """
-    lr, mu, beta1, beta2, eps, m, v = opt.lr, opt.mu, opt.beta1, opt.beta2, opt.eps, opt.m, opt.v
+    lr, mu, beta1, beta2, eps = opt.rate[0], opt.mu, opt.beta1, opt.beta2, opt.eps
+    m, v = opt.m, opt.v
     n = theta.shape[0]
     if opt.code == SGD:
         for k in range(n):
@@ -192,7 +202,7 @@ def _score(stop, q):
 
 
 @njit(cache=True, inline="always", error_model=ERROR_MODEL)
-def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
+def _end_epoch(model, val, stop, opt, records, ep, J_train, val_loss):
     """Record epoch ``ep`` and apply the stopping rule; return EARLY_STOP or
     DIVERGED when the run must stop, RUNNING otherwise.  An epoch whose loss or
     parameters are not all finite diverged; the parameters of every other epoch
@@ -239,6 +249,10 @@ def _end_epoch(model, val, stop, records, ep, J_train, val_loss):
             for k in range(theta.shape[0]):
                 stop.best_theta[k] = theta[k]
     if stop.patience > 0 and stop.counters[WAIT] >= stop.patience:
+        if opt.schedule == ADAPTIVE and opt.rate[0] > ADAPT_FLOOR:
+            opt.rate[0] /= ADAPT_FACTOR
+            stop.counters[WAIT] = 0
+            return RUNNING
         return EARLY_STOP
     return RUNNING
 
@@ -252,8 +266,8 @@ def _sum(losses):
 
 
 @njit(cache=True, error_model=ERROR_MODEL, **NO_REFCOUNT)
-def no_forward(theta, layout, X, Y, loss_code, want_loss, scale, l2, acts, losses, scratch,
-               fns):
+def no_forward(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2, acts, losses,
+               scratch, fns):
     """Stands in for the forward driver when there is no validation set, so a run
     without one never compiles the forward kernels."""
     return theta.dtype.type(0)
@@ -279,7 +293,8 @@ class Model(NamedTuple):
 
 
 class Batches(NamedTuple):
-    """The training set and how it is cut into batches of B rows (the last may be
+    """The training set (with the examples' weights ``W``, or no values for
+    none) and how it is cut into batches of B rows (the last may be
     smaller), with the scratch of a full batch (``Xb`` .. ``losses``) and of the
     last one (``Xr`` .. ``losses_r``), the gradient buffer, the drivers' scratch
     and their workers' addresses (``kernels.worker_table``).
@@ -288,6 +303,7 @@ class Batches(NamedTuple):
 
     X: np.ndarray
     Y: np.ndarray
+    W: np.ndarray
     order: np.ndarray
     rng: np.ndarray
     shuffled: bool
@@ -295,11 +311,13 @@ class Batches(NamedTuple):
     B: int
     Xb: np.ndarray
     Yb: np.ndarray
+    Wb: np.ndarray
     acts: np.ndarray
     deltas: np.ndarray
     losses: np.ndarray
     Xr: np.ndarray
     Yr: np.ndarray
+    Wr: np.ndarray
     acts_r: np.ndarray
     deltas_r: np.ndarray
     losses_r: np.ndarray
@@ -309,8 +327,11 @@ class Batches(NamedTuple):
 
 
 class Optimizer(NamedTuple):
-    """The update rule (``SGD`` .. ``ADAM``), its constants, and its state: the
-    moments m, v and ``step`` (int64[1], the number of steps taken)."""
+    """The update rule (``SGD`` .. ``ADAM``), its constants, the learning-rate
+    schedule (``CONSTANT`` .. ``ADAPTIVE``) from the initial rate ``lr`` with
+    exponent ``power_t``, and its state: the moments m, v, ``step`` (int64[1],
+    the number of steps taken), ``rate`` (float[1], the current learning rate)
+    and ``seen`` (int64[1], the examples seen, invscaling's t)."""
 
     code: int
     lr: float
@@ -318,9 +339,13 @@ class Optimizer(NamedTuple):
     beta1: float
     beta2: float
     eps: float
+    schedule: int
+    power_t: float
     m: np.ndarray
     v: np.ndarray
     step: np.ndarray
+    rate: np.ndarray
+    seen: np.ndarray
 
 
 class Validation(NamedTuple):
@@ -397,6 +422,9 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
     n_steps = (N + B - 1) // B
     has_val = val.Xv.shape[0] > 0
     dt = theta.dtype.type
+    weighted = bt.W.shape[0] > 0
+    # with weights, the mean over the examples is the weighted mean: scale 1 / sum w
+    total = _sum(bt.W) if weighted else dt(N)
     for ep in range(ep0, ep0 + n_epochs):
         if bt.shuffled:
             shuffle(bt.order, bt.rng)
@@ -405,18 +433,24 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
         for s in range(n_steps):
             b0 = s * B
             nb = min(B, N - b0)
-            scale = dt(1.0 / nb) if mean else dt(1)
             # the last batch may be partial: its own buffers, its mean over its nb examples
             full = nb == B
             xb = bt.Xb if full else bt.Xr
             yb = bt.Yb if full else bt.Yr
+            wb = bt.Wb if full else bt.Wr
             if bt.gather:
-                _gather(bt.X, bt.Y, bt.order, b0, nb, xb, yb)
+                _gather(bt.X, bt.Y, bt.W, bt.order, b0, nb, xb, yb, wb)
+            else:
+                wb = bt.W
+            scale = dt(1.0 / nb) if mean else dt(1)
+            if weighted and mean:
+                w_sum = _sum(wb)  # a batch of zero weights contributes nothing
+                scale = dt(1.0 / np.float64(w_sum)) if w_sum > 0 else dt(0)
             ab = bt.acts if full else bt.acts_r
             db = bt.deltas if full else bt.deltas_r
             lb = bt.losses if full else bt.losses_r
-            loss_grad(theta, layout, xb, yb, loss_code, scale, l2, False, ab, db, lb, bt.grad,
-                      bt.scratch, bt.fns)
+            loss_grad(theta, layout, xb, yb, wb, loss_code, scale, l2, False, ab, db, lb,
+                      bt.grad, bt.scratch, bt.fns)
             data += _sum(lb)
             if l2 != 0:
                 penalty += dt(0.5) * l2 * _weight_sq(theta, layout)
@@ -424,13 +458,18 @@ def train_chunk(loss_grad_addr, forward_addr, model, batches, opt, val, stop, re
             _update(opt, theta, bt.grad, opt.step[0])
             if stop.interrupt[0] != 0:  # Ctrl-C in the caller: stop within a batch
                 return ep - ep0, INTERRUPTED
-        J_train = (data / dt(N) if mean else data) + penalty / dt(n_steps)
+        J_train = (data / total if mean else data) + penalty / dt(n_steps)
+        opt.seen[0] += N
+        if opt.schedule == INVSCALING:
+            # lr_t = lr / (t + 1)^power_t, t the examples seen (scikit-learn's
+            # invscaling), set at the end of each epoch
+            opt.rate[0] = opt.lr / (np.float64(opt.seen[0]) + 1.0) ** opt.power_t
         val_loss = dt(0)
         if has_val:
-            val_loss = forward(theta, layout, val.Xv, val.Yv, loss_code, True,
+            val_loss = forward(theta, layout, val.Xv, val.Yv, bt.W[:0], loss_code, True,
                                dt(1.0 / val.Xv.shape[0]) if mean else dt(1), l2, val.acts,
                                val.losses, val.scratch, bt.fns)
-        outcome = _end_epoch(model, val, stop, records, ep, J_train, val_loss)
+        outcome = _end_epoch(model, val, stop, opt, records, ep, J_train, val_loss)
         if outcome != RUNNING:
             return ep - ep0 + 1, outcome
     return n_epochs, RUNNING
@@ -444,9 +483,10 @@ def _driver_types(dtype):
     i64, b = types.int64, types.boolean
     layout = types.Array(types.int64, 2, "C", readonly=True)
     fns = types.Array(types.int64, 1, "C")
-    loss_grad = types.FunctionType(f(vec, layout, mat, mat, i64, f, f, b, mat, mat, vec, vec,
-                                     vec, fns))
-    forward = types.FunctionType(f(vec, layout, mat, mat, i64, b, f, f, mat, vec, vec, fns))
+    loss_grad = types.FunctionType(f(vec, layout, mat, mat, vec, i64, f, f, b, mat, mat, vec,
+                                     vec, vec, fns))
+    forward = types.FunctionType(f(vec, layout, mat, mat, vec, i64, b, f, f, mat, vec, vec,
+                                   fns))
     return loss_grad, forward
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import importlib
+import math
 import os
 import sys
 import time
@@ -97,20 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default="tanh", choices=("tanh", "sigmoid", "relu",
                                                               "identity"),
                    help="activation of the hidden layers")
-    t.add_argument("--loss", default=None, choices=("cross_entropy", "bce", "sse"),
+    t.add_argument("--loss", default=None, choices=("cross_entropy", "bce", "sse", "poisson"),
                    help="cross_entropy (softmax output), bce (2 classes, one sigmoid "
-                        "output) or sse (regression, identity output); default: "
-                        "cross_entropy for a non-numeric target, else sse")
+                        "output), sse (regression, identity output) or poisson (counts, "
+                        "exp output); default: cross_entropy for a non-numeric target, "
+                        "else sse")
     t.add_argument("--l2", type=_nonnegative_float, default=0.0, help="L2 penalty lambda")
-    t.add_argument("--optimizer", default="adam",
-                   choices=("sgd", "momentum", "nesterov", "adam"))
+    t.add_argument("--optimizer", "--solver", dest="optimizer", default="adam",
+                   choices=("sgd", "momentum", "nesterov", "adam", "lbfgs"),
+                   help="adam (default), sgd, momentum, nesterov, or lbfgs (full-batch "
+                        "L-BFGS, needs scipy; no validation split)")
     t.add_argument("--lr", type=_positive_float, default=None,
                    help="learning rate (default: 0.001 for adam, else 0.01)")
+    t.add_argument("--learning-rate", dest="lr_schedule", default="constant",
+                   choices=("constant", "invscaling", "adaptive"),
+                   help="learning-rate schedule: constant (default), invscaling "
+                        "(lr / (t + 1)^power_t, t the examples seen) or adaptive (lr / 5 "
+                        "when --early-stopping would stop; needs it)")
+    t.add_argument("--power-t", type=_nonnegative_float, default=0.5, metavar="P",
+                   help="exponent of --learning-rate invscaling (default: 0.5)")
+    t.add_argument("--sample-weight", metavar="COLUMN", default=None,
+                   help="a numeric column of weights >= 0 for the rows (not a feature)")
     t.add_argument("--epochs", type=_positive_int, default=200)
     t.add_argument("--batch-size", type=_nonnegative_int, default=32,
                    help="mini-batch size (0 for full batch)", metavar="N")
-    t.add_argument("--validation", type=_fraction, default=0.2, metavar="FRACTION",
-                   help="fraction of the rows held out for validation (0 for none)")
+    t.add_argument("--validation", type=_fraction, default=None, metavar="FRACTION",
+                   help="fraction of the rows held out for validation (0 for none; "
+                        "default: 0.2, or 0 with lbfgs)")
     t.add_argument("--early-stopping", type=_positive_int, default=None, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a lower validation loss")
     t.add_argument("--seed", type=_nonnegative_int, default=0,
@@ -312,28 +326,54 @@ def cmd_train(args) -> int:
         folder = os.path.dirname(os.path.abspath(args.plot))
         if not os.path.isdir(folder):
             raise DataError(f"--plot {args.plot}: no such directory {folder}")
+    lbfgs = args.optimizer == "lbfgs"
+    if lbfgs and (args.validation or args.early_stopping or args.lr_schedule != "constant"):
+        what = ("--validation" if args.validation else "--early-stopping"
+                if args.early_stopping else "--learning-rate")
+        raise UsageError(f"{PROG} train: error: {what} does not apply to --optimizer lbfgs "
+                         "(full batch, no validation split)")
+    if args.lr_schedule == "adaptive" and not args.early_stopping:
+        raise UsageError(f"{PROG} train: error: --learning-rate adaptive needs "
+                         "--early-stopping (it divides lr by 5 where that would stop)")
     table = read_table(args.data)
     targets = _names(args.target)
     t_cols = column_indices(table, targets, "--target")
+    w_cols = []
+    if args.sample_weight is not None:
+        w_cols = column_indices(table, _names(args.sample_weight), "--sample-weight")
+        if len(w_cols) != 1 or w_cols[0] in t_cols:
+            raise UsageError(f"{PROG} train: error: --sample-weight names one column, not "
+                             "the target")
     if args.features is None:
-        f_cols = [c for c in range(len(table.header)) if c not in t_cols]
+        f_cols = [c for c in range(len(table.header)) if c not in t_cols and c not in w_cols]
     else:
         f_cols = column_indices(table, _names(args.features), "--features")
         both = set(f_cols) & set(t_cols)
         if both:
             raise UsageError(f"{PROG} train: error: column {table.header[min(both)]!r} is "
                              "both a feature and the target")
+        if set(f_cols) & set(w_cols):
+            raise UsageError(f"{PROG} train: error: column {args.sample_weight!r} is both a "
+                             "feature and the sample weight")
     if not f_cols:
         raise DataError(f"{table.path}: no feature columns besides the target")
     X = numeric(table, f_cols)
+    weights = None
+    if w_cols:
+        weights = numeric(table, w_cols)[:, 0]
+        if (weights < 0).any() or not weights.sum() > 0:
+            raise DataError(f"{table.path}: --sample-weight {args.sample_weight!r} needs "
+                            "weights >= 0, not all zero")
 
     loss = args.loss
     if loss is None:
         numeric_target = all(is_numeric_column(table, c) for c in t_cols)
         loss = "sse" if numeric_target else "cross_entropy"
     classes = None
-    if loss == "sse":
+    if loss in ("sse", "poisson"):
         Y = numeric(table, t_cols)
+        if loss == "poisson" and (Y < 0).any():
+            raise DataError(f"{table.path}: --loss poisson needs targets >= 0 (counts)")
         out = head_for_loss(loss, Y.shape[1])
     else:
         if len(t_cols) != 1:
@@ -359,16 +399,19 @@ def cmd_train(args) -> int:
     sizes = [X.shape[1], *args.hidden, n_out]
     acts = [args.activation] * len(args.hidden) + [out_act]
     net = Network(sizes, acts, loss, l2=args.l2)
-    validation = args.validation if args.validation > 0 else None
+    fraction = (0.0 if lbfgs else 0.2) if args.validation is None else args.validation
+    validation = fraction if fraction > 0 else None
     if args.early_stopping and validation is None:
         raise UsageError(f"{PROG} train: error: --early-stopping needs --validation > 0")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a divergence: reported below
+        options = {} if lbfgs else dict(
+            lr=args.lr, batch_size=args.batch_size or None, seed=args.seed,
+            validation=validation, early_stopping=args.early_stopping, progress=progress,
+            lr_schedule=args.lr_schedule, power_t=args.power_t)
         history = train(net, net.init(seed=args.seed), Xs, Y, optimizer=args.optimizer,
-                        lr=args.lr, epochs=args.epochs, batch_size=args.batch_size or None,
-                        seed=args.seed, validation=validation,
-                        early_stopping=args.early_stopping, progress=progress)
+                        epochs=args.epochs, sample_weight=weights, **options)
     if history.stop_reason == "diverged":
         lr = history_lr(args)
         raise DataError(f"training diverged: the loss became NaN or infinite at epoch "
@@ -377,9 +420,13 @@ def cmd_train(args) -> int:
     if standardize:
         params = _fold_standardization(net, params, mu, sigma)
 
-    print(f"trained {net!r} on {X.shape[0]} rows of {table.path}: {history.epochs} epochs "
-          f"({history.stop_reason}), {history.time[-1]:.2f} s")
-    line = f"  final training loss {history.loss[-1]:.6g}"
+    unit = "iterations" if lbfgs else "epochs"
+    seconds = history.time[-1] if history.epochs else 0.0
+    print(f"trained {net!r} on {X.shape[0]} rows of {table.path}: {history.epochs} {unit} "
+          f"({history.stop_reason}), {seconds:.2f} s")
+    final = history.loss[-1] if history.epochs else net.loss(history.params, Xs, Y,
+                                                             sample_weight=weights)
+    line = f"  final training loss {final:.6g}"
     if history.val_loss is not None:
         line += f", validation loss {history.val_loss[-1]:.6g}"
         if history.val_accuracy is not None:
@@ -391,6 +438,14 @@ def cmd_train(args) -> int:
         truth = labels
         print(f"  accuracy on all {X.shape[0]} rows: {np.mean(fitted == truth):.1%} "
               f"(classes: {', '.join(classes)})")
+    else:
+        # what a regression user reads first: R^2 (pooled over the targets) and RMSE
+        fitted = net.forward(params, X)
+        sst = float(((Y - Y.mean(axis=0)) ** 2).sum())
+        sse = float(((fitted - Y) ** 2).sum())
+        r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
+        rmse = math.sqrt(sse / Y.size)
+        print(f"  on all {X.shape[0]} rows: R^2 {r2:.4f}, RMSE {rmse:.6g}")
     if args.save is not None:
         meta = {"features": [table.header[c] for c in f_cols], "target": targets,
                 "classes": classes}
@@ -477,7 +532,7 @@ def cmd_predict(args) -> int:
     classes = meta.get("classes")
     targets = meta.get("target") or []
     out_rows = []
-    if net.loss_name == "sse":
+    if net.loss_name in ("sse", "poisson"):
         Yhat = net.predict(params, X)
         names = [f"predicted_{t}" for t in targets] if len(targets) == Yhat.shape[1] else \
             [f"output_{k}" for k in range(Yhat.shape[1])]
@@ -508,7 +563,7 @@ def cmd_predict(args) -> int:
 
     if targets and all(t in table.header for t in targets):
         t_cols = column_indices(table, targets, "target")
-        if net.loss_name == "sse":
+        if net.loss_name in ("sse", "poisson"):
             mse = float(np.mean((numeric(table, t_cols) - Yhat) ** 2))
             print(f"mean squared error on {X.shape[0]} rows: {mse:.6g}", file=sys.stderr)
         elif classes is not None:
@@ -538,8 +593,8 @@ def _write_csv(stream, header, rows):
 def _check_grid():
     """(sizes, activations, loss, options) of the networks ``check`` verifies:
     every hidden activation with the three losses, every other valid output
-    (sigmoid, tanh, relu, softmax before sse), and the bias, L2 and reduction
-    variants."""
+    (sigmoid, tanh, relu, softmax, exp before sse; exp before poisson), and the
+    bias, L2 and reduction variants."""
     grid = []
     for hidden in ("sigmoid", "tanh", "relu", "identity"):
         for out, loss in (("sigmoid", "bce"), ("softmax", "cross_entropy"),
@@ -553,6 +608,8 @@ def _check_grid():
     grid.append(([3, 4, 2], ["relu", "tanh"], "sse", {}))
     grid.append(([3, 4, 2], ["tanh", "relu"], "sse", {"l2": 0.01}))
     grid.append(([3, 4, 2], ["identity", "sigmoid"], "sse", {"bias": [False, True]}))
+    grid.append(([3, 4, 2], ["tanh", "exp"], "poisson", {"l2": 0.01}))
+    grid.append(([3, 4, 2], ["relu", "exp"], "sse", {"reduction": "sum"}))
     return grid
 
 
@@ -571,6 +628,8 @@ def cmd_check(args) -> int:
             Y = rng.integers(0, sizes[-1], N)
         elif loss == "bce":
             Y = (rng.random((N, sizes[-1])) > 0.5).astype(float)
+        elif loss == "poisson":
+            Y = rng.poisson(1.5, size=(N, sizes[-1])).astype(float)
         else:
             Y = rng.normal(size=(N, sizes[-1]))
         J_k, g_k, dX_k = net.loss_and_grad(params, X, Y, input_grad=True)
