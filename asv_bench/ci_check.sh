@@ -13,8 +13,9 @@ select="Gradient\.time_loss_and_grad\('C1', 1\)"
 select+="|GradientRates\.track_speedup_over_reference\('C2', 1\)"
 select+="|Training\.time_train\('C2', 1\)"
 select+="|Startup\.timeraw_warm_start"
+select+="|SmallNetworkStartup\.timeraw_cached"
 select+="|GradientScenarios\.track_median\('C3-1000-f64', 'idle', 1\)"
-expected=5
+expected=6
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
