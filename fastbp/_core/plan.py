@@ -445,24 +445,28 @@ class Plan:
         J = None
         if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("loss_grad", args)
-        try:
-            if J is not None:
-                pass
-            elif N < self._serial_rows:
-                J = kernels.loss_grad_serial(*args)
-                self.last_driver = SERIAL
-            else:
-                J = self._launch("grad", N, kernels.loss_grad_parallel,
-                                 kernels.loss_grad_serial, args)
-        except Exception as e:
-            _heal(e)
-            J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
-                                         self._work(N), args)
+        if J is None:
+            J = self._generic_grad(N, args)
         if not (J - J == 0 and scratch[0] == 1):
             _overflow_warning("loss_and_grad", "the loss" if J - J != 0 else "the gradient")
         dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
         workspaces.give(N, ws)
         return float(J), grad, dX
+
+    def _generic_grad(self, N, args):
+        """J from the generic gradient drivers (serial below ``_serial_rows``)."""
+        try:
+            if N < self._serial_rows:
+                J = kernels.loss_grad_serial(*args)
+                self.last_driver = SERIAL
+                return J
+            return self._launch("grad", N, kernels.loss_grad_parallel,
+                                kernels.loss_grad_serial, args)
+        except Exception as e:
+            _heal(e)
+            J, self.last_driver = launch(kernels.loss_grad_parallel, kernels.loss_grad_serial,
+                                         self._work(N), args)
+            return J
 
     def _forward(self, theta, X, Y, want_loss, weights=None):
         N = X.shape[0]
@@ -474,14 +478,14 @@ class Plan:
         J = None
         if N <= self._small_rows() and self.specialized(1) is not None:
             J = self._small_call("forward", args)
-        try:
-            if J is None:
+        if J is None:
+            try:
                 J = self._launch("loss" if want_loss else "forward", N,
                                  kernels.forward_parallel, kernels.forward_serial, args)
-        except Exception as e:
-            _heal(e)
-            J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
-                                         self._work(N), args)
+            except Exception as e:
+                _heal(e)
+                J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
+                                             self._work(N), args)
         out = None if want_loss else acts[:, int(self.layout[-1, kernels.C_OUT]):].copy()
         self._workspaces.give(N, ws)
         if want_loss and J - J != 0:
