@@ -44,8 +44,10 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
-from . import kernels
+from . import functions, kernels
+from .config import ERROR_MODEL, FASTMATH
 from .functions import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
 from .numba_private import function_at
 
@@ -60,6 +62,18 @@ __all__ = ["cache_folder", "eligible", "module_for", "source"]
 MAX_PARAMS = 200
 MAX_WIDTH = 64
 
+
+# The activations as compiled functions, not inlined by numba: inlining at
+# numba's level re-types the callee at every call site, and a module of a
+# few hundred of them spent seconds there (4-8-3: 7.5 s to compile, 1.6 s of it
+# in LLVM).  LLVM inlines them all the same (they are small), so the loops
+# over the examples still vectorize; and their few operations have no
+# order to choose, so their bits are the inlined ones'.
+_FUNCTION = {"cache": True, "fastmath": FASTMATH, "error_model": ERROR_MODEL}
+sigmoid = njit(**_FUNCTION)(functions.sigmoid.py_func)
+tanh = njit(**_FUNCTION)(functions.tanh.py_func)
+relu = njit(**_FUNCTION)(functions.relu.py_func)
+times_derivative = njit(**_FUNCTION)(functions.times_derivative.py_func)
 
 # the output layer: kernels._output_delta through its address (fns[OUTPUT_DELTA])
 _output_delta_fn = function_at(kernels.output_delta_type)
@@ -153,10 +167,10 @@ def source(sizes, codes, bias) -> str:
         "",
         "from numba import njit",
         "",
-        "from fastbp._core.functions import fma, relu, sigmoid, tanh, times_derivative",
+        "from fastbp._core.functions import fma",
         "from fastbp._core.kernels import OUTPUT_DELTA, _finite_flag, _total_loss",
         "from fastbp._core.numba_private import NO_REFCOUNT",
-        "from fastbp._core.small import _output_delta_fn",
+        "from fastbp._core.small import _output_delta_fn, relu, sigmoid, tanh, times_derivative",
         "",
         # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
         # turns fma(a, b, 0) into a * b, which differs in the sign of a zero)
