@@ -574,9 +574,7 @@ class Plan:
             serial_step = self._parallel_wins(theta, X, Y, B)
             if serial_step:
                 loss_grad = kernels.loss_grad_parallel
-        forward = kernels.forward_serial if Nv else tk.no_forward
-        if Nv and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
-            forward = kernels.forward_parallel
+        forward = self._validation_forward(Nv, None)
         self.last_driver = PARALLEL if loss_grad is kernels.loss_grad_parallel else SERIAL
         return Drivers(tk.driver_address(loss_grad, dt, 0), tk.driver_address(forward, dt, 1),
                        serial_step, self.last_driver == PARALLEL
@@ -587,18 +585,26 @@ class Plan:
         dt = self.dtype
         try:
             loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
-            forward = tk.no_forward
-            if Nv:
-                rows = self._small_rows()
-                forward = self._small.forward if Nv <= rows else kernels.forward_serial
-                if Nv > rows and self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
-                    forward = kernels.forward_parallel
+            forward = self._validation_forward(Nv, self._small)
             forward_at = tk.driver_address(forward, dt, 1)
         except Exception as e:
             self._small_failed(e)
             return None
         self.last_driver = SMALL
         return Drivers(loss_grad, forward_at, 0.0, forward is kernels.forward_parallel)
+
+    def _validation_forward(self, Nv, mod):
+        """The forward driver of a run's validation pass over Nv rows (one launch
+        per epoch, chosen by its work): none without rows, the parallel driver
+        when the work repays a launch, else the specialized module ``mod``'s
+        forward when given and the rows are few enough, else the serial one."""
+        if not Nv:
+            return tk.no_forward
+        if self._work(Nv) >= SERIAL_BELOW and _parallel_ok:
+            return kernels.forward_parallel
+        if mod is not None and Nv <= self._small_rows():
+            return mod.forward
+        return kernels.forward_serial
 
     def serial_driver(self) -> int:
         """The address of the serial gradient driver, for a run that falls back to it."""
