@@ -174,7 +174,7 @@ def test_eligible_bounds():
 
 
 def test_source_is_straight_line_code_of_the_network():
-    text = small.source((3, 2, 1), (1,), (False, False))
+    text = small.source((3, 2, 1), (1,), (False, False), 1, 1)  # sigmoid output, bce
     grad = text[text.index("def loss_grad"):text.index("def forward")]
     # every weight loaded once, by its flat index; the layer-1 chain in order from 0
     # (units 0-2: the inputs, 3-4: layer 1, 5: the output, one view of the scratch each)
@@ -183,8 +183,14 @@ def test_source_is_straight_line_code_of_the_network():
     assert "a_3[e] = sigmoid(fma(w1_0_2, a_2[e], fma(w1_0_1, a_1[e], fma(w1_0_0, a_0[e], zero))))" in grad
     assert "d_3[e] = times_derivative(1, fma(w2_0_0, d_5[e], zero), a_3[e])" in grad
     assert "gw1_1_2 = fma(a_2[e], d, gw1_1_2)" in grad
+    # the output layer written out for its activation and loss
+    assert "a0 = sigmoid(z0)" in grad and "J = add_kept(J, bce_term(z0, y0))" in grad
+    assert "d_5[e] = output_delta(1, False, s, a0, y0, dot)" in grad
+    assert "_output_delta" not in text
     with pytest.raises(ValueError, match="softmax"):
-        small.source((3, 2, 1), (4,), (True, True))
+        small.source((3, 2, 1), (4,), (True, True), 1, 1)
+    with pytest.raises(ValueError, match="loss code"):
+        small.source((3, 2, 1), (1,), (True, True), 1, 7)
 
 
 CACHED = """

@@ -311,6 +311,18 @@ def add_kept(e, x, y):
     return e.add(x, y)
 
 
+@_binary_intrinsic
+def sub_kept(e, x, y):
+    """x - y, never reassociated with the operations around it."""
+    return e.sub(x, y)
+
+
+@_binary_intrinsic
+def mul_kept(e, x, y):
+    """x y, never reassociated with the operations around it."""
+    return e.mul(x, y)
+
+
 @intrinsic
 def fma(typingctx, a, b, c):
     """a * b + c with one rounding (LLVM's ``llvm.fma``): the micro-kernel's step,
@@ -392,3 +404,60 @@ def log1pexp(t):
     """ln(1 + e^t) = max(t, 0) + ln(1 + e^-|t|), without overflow or loss of
     precision for large |t|, vectorizable."""
     return max(t, type(t)(0)) + _log1p_unit(exp(-abs(t)))
+
+
+# ------------------------------------------------------------ the output layer
+# One unit's loss term and delta, each written with operations the compiler does
+# not reorder (the ``*_kept`` ones, ``fma``), so that the generic drivers'
+# output layer (``kernels._output_delta``) and a specialized module's
+# (``small``), vectorized over the examples, give the same bits.
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def bce_term(z, y):
+    """softplus(z) - y z = (max(z, 0) - y z) + ln(1 + e^-|z|): the unit's binary
+    cross-entropy -[y ln a + (1 - y) ln(1 - a)] with a = sigmoid(z) (000 eq. (1)),
+    without taking ln of a rounded 0."""
+    return add_kept(sub_kept(max(z, type(z)(0)), mul_kept(y, z)), _log1p_unit(exp(-abs(z))))
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def cross_entropy_term(y, lse, z):
+    """y (lse - z) = -y ln a for a = exp(z - lse), the softmax (002 eq. (29))."""
+    return mul_kept(y, sub_kept(lse, z))
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def poisson_term(a, y, z):
+    """a - y z = a - y ln a for a = e^z: Poisson's negative log-likelihood less ln y!."""
+    return sub_kept(a, mul_kept(y, z))
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def sse_term(a, y):
+    """(1/2 (a - y)) (a - y) (002 eq. (5))."""
+    r = sub_kept(a, y)
+    return mul_kept(mul_kept(type(a)(0.5), r), r)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def softmax_dot(a, y, dot):
+    """dot + a (a - y): the running sum_m a_m (a_m - y_m) of sse after a softmax."""
+    return fma(a, sub_kept(a, y), dot)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def output_delta(code, sse, s, a, y, dot):
+    """delta^(L)_k = s dJ/dz_k for the example's scale s: s (a - y) for the three
+    cancelling pairs (bce after sigmoid, cross-entropy after softmax, Poisson after
+    exp: 000 eq. (5a)-(6), 002 eq. (31), 004 eq. (1)); for sse, s (a - y) f'(z)
+    (002 eq. (23)-(24)), with f' = a for exp and, after a softmax, the Jacobian of
+    002 eq. (30): (s a) ((a - y) - dot)."""
+    r = sub_kept(a, y)
+    if not sse:
+        return mul_kept(s, r)
+    if code == SOFTMAX:
+        return mul_kept(mul_kept(s, a), sub_kept(r, dot))
+    if code == EXP:
+        return mul_kept(mul_kept(s, r), a)
+    return times_derivative(code, mul_kept(s, r), a)

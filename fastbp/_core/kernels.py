@@ -70,10 +70,16 @@ from .functions import (
     SSE,
     activate,
     add_kept,
-    derivative_from_a,
+    bce_term,
+    cross_entropy_term,
     exp,
     fixed_sum,
-    log1pexp,
+    mul_kept,
+    output_delta,
+    poisson_term,
+    softmax_dot,
+    sse_term,
+    sub_kept,
     times_derivative,
 )
 from .microkernel import CACHE, _even_step, block_sizes, micro_kernel, pack_a, pack_b
@@ -177,10 +183,14 @@ def _output_delta(lay, acts, deltas, Y, weights, losses, loss_code, scale, want_
     sse (002 eq. (5), 003): 1/2 sum (a - y)^2; delta (a - y) f'(z) (002 eq. (23)-(24),
     003 eq. (46)), f'(z) = a for an exp output, or for a softmax output the Jacobian
     of 002 eq. (30): delta_k = a_k [(a_k - y_k) - sum_m a_m (a_m - y_m)].
+    Every term is one of ``functions``' output-layer formulas (``bce_term`` ..
+    ``output_delta``), sums over the units run in order from 0 with
+    ``add_kept``: nothing here is reordered, so a specialized module
+    (``small``) computing the same formulas example by example in vector lanes
+    gets the same bits.
     """
     n_out, act, c = lay[N_OUT], lay[ACT], lay[C_OUT]
     zero = acts.dtype.type(0)
-    half = acts.dtype.type(0.5)
     softmax = act == SOFTMAX
     exp_out = act == EXP
     weighted = weights.shape[0] > 0
@@ -193,42 +203,38 @@ def _output_delta(lay, acts, deltas, Y, weights, losses, loss_code, scale, want_
                 m = max(m, acts[e, c + k])
             s = zero
             for k in range(n_out):
-                s += exp(acts[e, c + k] - m)
-            lse = m + math.log(s)
+                s = add_kept(s, exp(sub_kept(acts[e, c + k], m)))
+            lse = add_kept(m, math.log(s))
         J = zero
         dot = zero  # sum_m a_m (a_m - y_m), for sse after softmax
         for k in range(n_out):
             z = acts[e, c + k]
-            a = exp(z - lse) if softmax or exp_out else activate(act, z)
+            if softmax:
+                a = exp(sub_kept(z, lse))
+            elif exp_out:
+                a = exp(z)
+            else:
+                a = activate(act, z)
             acts[e, c + k] = a
             if want_loss or want_delta:
                 y = Y[e, k]
                 if loss_code == CROSS_ENTROPY:
-                    J += y * (lse - z)
+                    J = add_kept(J, cross_entropy_term(y, lse, z))
                 elif loss_code == BCE:
-                    J += max(z, zero) - y * z + log1pexp(-abs(z))
+                    J = add_kept(J, bce_term(z, y))
                 elif loss_code == POISSON:
-                    J += a - y * z
+                    J = add_kept(J, poisson_term(a, y, z))
                 else:
-                    J += half * (a - y) * (a - y)
-                    dot += a * (a - y)
+                    J = add_kept(J, sse_term(a, y))
+                    dot = softmax_dot(a, y, dot)
         # the example's weight, when there are weights: a separate multiply, so
         # that the unweighted results keep their bits
-        s = scale * weights[e] if weighted else scale
+        s = mul_kept(scale, weights[e]) if weighted else scale
         if want_loss:
-            losses[e] = J * weights[e] if weighted else J
+            losses[e] = mul_kept(J, weights[e]) if weighted else J
         if want_delta:
             for k in range(n_out):
-                a = acts[e, c + k]
-                r = a - Y[e, k]
-                if not sse:
-                    deltas[e, c + k] = s * r
-                elif softmax:
-                    deltas[e, c + k] = s * a * (r - dot)
-                elif exp_out:
-                    deltas[e, c + k] = s * r * a
-                else:
-                    deltas[e, c + k] = s * r * derivative_from_a(act, a)
+                deltas[e, c + k] = output_delta(act, sse, s, acts[e, c + k], Y[e, k], dot)
 
 
 @njit(inline="always", error_model=ERROR_MODEL)

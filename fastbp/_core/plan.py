@@ -365,7 +365,8 @@ class Plan:
                 try:
                     mod = self._small = small.module_for(
                         self.sizes, tuple(int(c) for c in lay[:-1, kernels.ACT]),
-                        tuple(bool(b >= 0) for b in lay[:, kernels.B_OFF]))
+                        tuple(bool(b >= 0) for b in lay[:, kernels.B_OFF]),
+                        int(lay[-1, kernels.ACT]), self.loss_code)
                 except Exception as e:  # e.g. no usable folder or source: generic from now on
                     self._small_failed(e)
         return mod

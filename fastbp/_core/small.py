@@ -17,16 +17,20 @@ Same bits as the generic drivers, by construction rather than by luck:
   0, as the micro-kernel computes it; z + b, f(z), delta * f'(a) are the same
   formulas (``functions``) in the same order; dJ/dW and dJ/db are sums over
   the examples in order; a vector lane computes what a scalar would;
-- what the generic code computes with loops that LLVM may vectorize (the output
-  layer's loss and delta, the sum of the examples' losses, the finite flag) is
-  the generic code itself: the output layer is ``kernels._output_delta`` called
-  through its address (its one compiled copy, never re-optimized here), and J
-  and the flag are ``kernels._total_loss`` and ``kernels._finite_flag``.
+- the output layer is written out for the network's output activation and
+  loss with the formulas ``kernels._output_delta`` uses (``functions.bce_term``
+  .. ``functions.output_delta``, made of operations that nothing reorders), its
+  sums over the units in the same order; what the generic code computes with
+  loops that LLVM may vectorize (the sum of the examples' losses, the finite
+  flag) is the generic code itself: ``kernels._total_loss`` and
+  ``kernels._finite_flag``.
 
 The specialized functions have the generic drivers' signatures, so the plan
 and the compiled training loop (``train_kernels``) call them in the drivers'
-place.  The forward pass runs over every example (z^(L) into ``acts``), then
-the output layer, then the backward pass and the gradient's sums.
+place.  The forward pass runs over every example, then the output layer (one
+loop over the examples: a^(L), J(e), delta^(L)), then the backward pass and
+the gradient's sums.  A module serves one output activation and loss (they
+are part of its name), so nothing is chosen at run time.
 
 The module's source goes into a cache folder under a name that hashes it and
 the core's own sources (``module_for``), and is compiled with ``cache=True``:
@@ -46,10 +50,9 @@ from pathlib import Path
 import numpy as np
 from numba import njit
 
-from . import functions, kernels
+from . import functions
 from .config import ERROR_MODEL, FASTMATH
-from .functions import EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH
-from .numba_private import function_at
+from .functions import BCE, CROSS_ENTROPY, EXP, IDENTITY, POISSON, RELU, SIGMOID, SOFTMAX, SSE, TANH
 
 __all__ = ["cache_folder", "eligible", "module_for", "source"]
 
@@ -74,9 +77,13 @@ sigmoid = njit(**_FUNCTION)(functions.sigmoid.py_func)
 tanh = njit(**_FUNCTION)(functions.tanh.py_func)
 relu = njit(**_FUNCTION)(functions.relu.py_func)
 times_derivative = njit(**_FUNCTION)(functions.times_derivative.py_func)
-
-# the output layer: kernels._output_delta through its address (fns[OUTPUT_DELTA])
-_output_delta_fn = function_at(kernels.output_delta_type)
+# the output layer's formulas (kernels._output_delta's)
+bce_term = njit(**_FUNCTION)(functions.bce_term.py_func)
+cross_entropy_term = njit(**_FUNCTION)(functions.cross_entropy_term.py_func)
+poisson_term = njit(**_FUNCTION)(functions.poisson_term.py_func)
+sse_term = njit(**_FUNCTION)(functions.sse_term.py_func)
+softmax_dot = njit(**_FUNCTION)(functions.softmax_dot.py_func)
+output_delta = njit(**_FUNCTION)(functions.output_delta.py_func)
 
 
 def eligible(sizes, bias) -> bool:
@@ -123,15 +130,14 @@ def scratch_need(sizes, N: int) -> int:
 SCRATCH0 = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
 
 
-def source(sizes, codes, bias) -> str:
+def source(sizes, codes, bias, out_code, loss_code) -> str:
     """The module specialized for a network of ``sizes``, hidden layers'
-    activation codes ``codes`` (l = 1..L-1; the output layer's activation and
-    the loss are read at run time, so one module serves every pair) and
-    ``bias`` (per layer): functions ``loss_grad`` and ``forward`` with the
-    signatures of ``kernels.loss_grad_serial`` and ``kernels.forward_serial``
-    (``fns``: ``kernels.worker_table``, whose ``OUTPUT_DELTA`` they call;
-    ``layout``: the network's table, of which they read the output row and,
-    for J's L2 term, the weights' places; ``scratch``: at least
+    activation codes ``codes`` (l = 1..L-1), ``bias`` (per layer), output
+    activation ``out_code`` and loss ``loss_code``: functions ``loss_grad`` and
+    ``forward`` with the signatures of ``kernels.loss_grad_serial`` and
+    ``kernels.forward_serial`` (their ``loss_code`` and ``fns`` are not read:
+    the loss is the module's; ``layout``: the network's table, of which they
+    read, for J's L2 term, the weights' places; ``scratch``: at least
     ``scratch_need(sizes, N)`` values).
 
     The equations run unit by unit over all the examples, each loop over the
@@ -148,6 +154,8 @@ def source(sizes, codes, bias) -> str:
     if L < 1 or len(codes) != L - 1 or SOFTMAX in codes or EXP in codes:
         raise ValueError("source: one activation code per hidden layer, none of them "
                          "softmax or exp")
+    if loss_code not in (SSE, BCE, CROSS_ENTROPY, POISSON):
+        raise ValueError(f"source: unknown loss code {loss_code}")
     offsets = layer_offsets(sizes, bias)
     cols = [int(c) for c in np.cumsum((0,) + sizes)]  # layer l's first unit in acts / deltas
     S = cols[-1]
@@ -167,10 +175,14 @@ def source(sizes, codes, bias) -> str:
         "",
         "from numba import njit",
         "",
-        "from fastbp._core.functions import fma",
-        "from fastbp._core.kernels import OUTPUT_DELTA, _finite_flag, _total_loss",
+        "from math import log",
+        "",
+        "from fastbp._core.functions import add_kept, exp, fma, mul_kept, sub_kept",
+        "from fastbp._core.kernels import _finite_flag, _total_loss",
         "from fastbp._core.numba_private import NO_REFCOUNT",
-        "from fastbp._core.small import _output_delta_fn, relu, sigmoid, tanh, times_derivative",
+        "from fastbp._core.small import (bce_term, cross_entropy_term, output_delta, "
+        "poisson_term, relu,",
+        "                                sigmoid, softmax_dot, sse_term, tanh, times_derivative)",
         "",
         # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
         # turns fma(a, b, 0) into a * b, which differs in the sign of a zero)
@@ -202,8 +214,7 @@ def source(sizes, codes, bias) -> str:
         body += [f"    {name} = theta[{k}]" for k, name in params]
 
     def forward_pass(body):
-        """a^(0) = x, the hidden layers and z^(L), unit-major from A; z^(L) also
-        into acts (the output layer reads it there)."""
+        """a^(0) = x, the hidden layers and z^(L), unit-major from A."""
         body.append("    for e in range(N):")
         body += [f"        {A(j)} = X[e, {j}]" for j in range(sizes[0])]
         for l in range(1, L + 1):
@@ -217,13 +228,55 @@ def source(sizes, codes, bias) -> str:
                 body.append("    for e in range(N):")
                 body.append(f"        {A(cols[l] + i)} = "
                             f"{_activation(codes[l - 1], z) if l < L else z}")
-        body.append("    for e in range(N):")
-        body += [f"        acts[e, {cols[L] + k}] = {A(cols[L] + k)}" for k in range(sizes[L])]
 
-    def output_layer(body, want_loss, want_delta):
-        body.append("    # a^(L), the losses and delta^(L): the generic drivers' own code")
-        body.append(f"    _output_delta_fn(fns[OUTPUT_DELTA], theta)(layout[{L - 1}], acts, "
-                    f"deltas, Y, weights, losses, loss_code, scale, {want_loss}, {want_delta}, 0, N)")
+    n_L, c_L = sizes[L], cols[L]
+    sse, softmax = loss_code == SSE, out_code == SOFTMAX
+    term = {CROSS_ENTROPY: "cross_entropy_term(y{k}, lse, z{k})", BCE: "bce_term(z{k}, y{k})",
+            POISSON: "poisson_term(a{k}, y{k}, z{k})", SSE: "sse_term(a{k}, y{k})"}[loss_code]
+
+    def output_loop(body, indent, want_loss, want_delta, weighted, write_acts):
+        """One loop over the examples: a^(L), the example's loss J(e) into
+        losses, delta^(L) into the D copies; kernels._output_delta's formulas
+        in its order, unit by unit."""
+        p = " " * indent
+        body.append(f"{p}for e in range(N):")
+        p += "    "
+        body += [f"{p}z{k} = {A(c_L + k)}" for k in range(n_L)]
+        if softmax:
+            body.append(f"{p}m = z0")
+            body += [f"{p}m = max(m, z{k})" for k in range(1, n_L)]
+            body.append(f"{p}s = zero")
+            body += [f"{p}s = add_kept(s, exp(sub_kept(z{k}, m)))" for k in range(n_L)]
+            body.append(f"{p}lse = add_kept(m, log(s))")
+        for k in range(n_L):
+            a = (f"exp(sub_kept(z{k}, lse))" if softmax else f"exp(z{k})" if out_code == EXP
+                 else _activation(out_code, f"z{k}"))
+            body.append(f"{p}a{k} = {a}")
+            if write_acts:
+                body.append(f"{p}acts[e, {c_L + k}] = a{k}")
+        if not (want_loss or want_delta):
+            return
+        body += [f"{p}y{k} = Y[e, {k}]" for k in range(n_L)]
+        body.append(f"{p}J = zero")
+        body += [f"{p}J = add_kept(J, {term.format(k=k)})" for k in range(n_L)]
+        if want_delta:
+            body.append(f"{p}dot = zero")
+        if want_delta and sse and softmax:
+            body += [f"{p}dot = softmax_dot(a{k}, y{k}, dot)" for k in range(n_L)]
+        if want_loss:
+            body.append(f"{p}losses[e] = " + ("mul_kept(J, weights[e])" if weighted else "J"))
+        if want_delta:
+            body.append(f"{p}s = " + ("mul_kept(scale, weights[e])" if weighted else "scale"))
+            body += [f"{p}{D(c_L + k)} = output_delta({out_code}, {sse}, s, a{k}, y{k}, dot)"
+                     for k in range(n_L)]
+
+    def output_layer(body, want_loss, want_delta, write_acts):
+        body.append(f"    # a^(L) = f_L(z^(L)), J(e) and delta^(L) = s dJ/dz^(L) "
+                    f"(000 eq. (1), (5a)-(6); 002 eq. (23)-(31); 004 eq. (1))")
+        body.append("    if weights.shape[0] > 0:")
+        output_loop(body, 8, want_loss, want_delta, True, write_acts)
+        body.append("    else:")
+        output_loop(body, 8, want_loss, want_delta, False, write_acts)
 
     # ------------------------------------------------------------ loss_grad
     grad = ["", "", "@njit(**OPTIONS)",
@@ -231,9 +284,7 @@ def source(sizes, codes, bias) -> str:
              "acts, deltas, losses, grad, scratch, fns):")]
     prologue(grad, True)
     forward_pass(grad)
-    output_layer(grad, True, True)
-    grad.append("    for e in range(N):")
-    grad += [f"        {D(cols[L] + k)} = deltas[e, {cols[L] + k}]" for k in range(sizes[L])]
+    output_layer(grad, True, True, False)
     for l in range(L, 0, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         if l > 1:
@@ -280,12 +331,12 @@ def source(sizes, codes, bias) -> str:
            ("def forward(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2, acts, "
             "losses, scratch, fns):")]
     prologue(fwd, False)
-    fwd.append("    deltas = acts  # not written: no delta is asked for")
     forward_pass(fwd)
-    output_layer(fwd, "want_loss", False)
-    fwd.append("    if want_loss:")
-    fwd.append("        return _total_loss(theta, layout, losses, scale, l2)")
-    fwd.append("    return zero")
+    fwd.append("    if not want_loss:")
+    output_loop(fwd, 8, False, False, False, True)
+    fwd.append("        return zero")
+    output_layer(fwd, True, False, True)
+    fwd.append("    return _total_loss(theta, layout, losses, scale, l2)")
     return "\n".join(head + grad + fwd) + "\n"
 
 
@@ -340,12 +391,12 @@ def _write_once(path: Path, text: str) -> bool:
         return False
 
 
-def module_for(sizes, codes, bias):
+def module_for(sizes, codes, bias, out_code, loss_code):
     """The imported specialized module of this network (``source``), made and
     imported once per process; its compiled code is loaded from numba's cache
     when an earlier process compiled it."""
     global _STAMP
-    key = (tuple(sizes), tuple(codes), tuple(bias))
+    key = (tuple(sizes), tuple(codes), tuple(bias), int(out_code), int(loss_code))
     mod = _modules.get(key)
     if mod is not None:
         return mod
