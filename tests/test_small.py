@@ -184,8 +184,8 @@ def test_source_is_straight_line_code_of_the_network():
     assert "d_3[e] = times_derivative(1, fma(w2_0_0, d_5[e], zero), a_3[e])" in grad
     assert "gw1_1_2 = fma(a_2[e], d, gw1_1_2)" in grad
     # the output layer written out for its activation and loss
-    assert "a0 = sigmoid(z0)" in grad and "J = add_kept(J, bce_term(z0, y0))" in grad
-    assert "d_5[e] = output_delta(1, False, s, a0, y0, dot)" in grad
+    assert "a = sigmoid(z)" in grad and "losses[e] = add_kept(zero, bce_term(z, y))" in grad
+    assert "d_5[e] = output_delta(1, False, scale, a_5[e], Y[e, 0], zero)" in grad
     assert "_output_delta" not in text
     with pytest.raises(ValueError, match="softmax"):
         small.source((3, 2, 1), (4,), (True, True), 1, 1)

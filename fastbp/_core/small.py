@@ -124,7 +124,7 @@ def scratch_need(sizes, N: int) -> int:
     """Values of ``scratch`` the specialized functions use for N examples: the
     flag's line, then every unit's activations and deltas, unit by unit
     (``source``)."""
-    return SCRATCH0 + 2 * sum(sizes) * N
+    return SCRATCH0 + (2 * sum(sizes) + 2) * N
 
 
 SCRATCH0 = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
@@ -203,11 +203,13 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     def prologue(body, grad):
         body += ["    N = X.shape[0]",
                  "    zero = theta.dtype.type(0)",
-                 f"    if scratch.shape[0] < {SCRATCH0} + {2 * S} * N:  # never, from a plan",
+                 f"    if scratch.shape[0] < {SCRATCH0} + {2 * S + 2} * N:  # never, from a plan",
                  "        return zero / zero",
                  f"    A = {SCRATCH0}",
-                 f"    D = A + {S} * N"]
+                 f"    D = A + {S} * N",
+                 f"    Q = A + {2 * S} * N"]
         body += [f"    a_{u} = scratch[A + {u} * N:A + {u + 1} * N]" for u in range(S)]
+        body += [f"    q_{u} = scratch[Q + {u} * N:Q + {u + 1} * N]" for u in range(2)]
         if grad:
             body += [f"    d_{u} = scratch[D + {u} * N:D + {u + 1} * N]"
                      for u in range(sizes[0], S)]
@@ -231,52 +233,62 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
 
     n_L, c_L = sizes[L], cols[L]
     sse, softmax = loss_code == SSE, out_code == SOFTMAX
-    term = {CROSS_ENTROPY: "cross_entropy_term(y{k}, lse, z{k})", BCE: "bce_term(z{k}, y{k})",
-            POISSON: "poisson_term(a{k}, y{k}, z{k})", SSE: "sse_term(a{k}, y{k})"}[loss_code]
-
-    def output_loop(body, indent, want_loss, want_delta, weighted, write_acts):
-        """One loop over the examples: a^(L), the example's loss J(e) into
-        losses, delta^(L) into the D copies; kernels._output_delta's formulas
-        in its order, unit by unit."""
-        p = " " * indent
-        body.append(f"{p}for e in range(N):")
-        p += "    "
-        body += [f"{p}z{k} = {A(c_L + k)}" for k in range(n_L)]
-        if softmax:
-            body.append(f"{p}m = z0")
-            body += [f"{p}m = max(m, z{k})" for k in range(1, n_L)]
-            body.append(f"{p}s = zero")
-            body += [f"{p}s = add_kept(s, exp(sub_kept(z{k}, m)))" for k in range(n_L)]
-            body.append(f"{p}lse = add_kept(m, log(s))")
-        for k in range(n_L):
-            a = (f"exp(sub_kept(z{k}, lse))" if softmax else f"exp(z{k})" if out_code == EXP
-                 else _activation(out_code, f"z{k}"))
-            body.append(f"{p}a{k} = {a}")
-            if write_acts:
-                body.append(f"{p}acts[e, {c_L + k}] = a{k}")
-        if not (want_loss or want_delta):
-            return
-        body += [f"{p}y{k} = Y[e, {k}]" for k in range(n_L)]
-        body.append(f"{p}J = zero")
-        body += [f"{p}J = add_kept(J, {term.format(k=k)})" for k in range(n_L)]
-        if want_delta:
-            body.append(f"{p}dot = zero")
-        if want_delta and sse and softmax:
-            body += [f"{p}dot = softmax_dot(a{k}, y{k}, dot)" for k in range(n_L)]
-        if want_loss:
-            body.append(f"{p}losses[e] = " + ("mul_kept(J, weights[e])" if weighted else "J"))
-        if want_delta:
-            body.append(f"{p}s = " + ("mul_kept(scale, weights[e])" if weighted else "scale"))
-            body += [f"{p}{D(c_L + k)} = output_delta({out_code}, {sse}, s, a{k}, y{k}, dot)"
-                     for k in range(n_L)]
+    term = {CROSS_ENTROPY: "cross_entropy_term(y, {lse}, z)", BCE: "bce_term(z, y)",
+            POISSON: "poisson_term(a, y, z)", SSE: "sse_term(a, y)"}[loss_code]
 
     def output_layer(body, want_loss, want_delta, write_acts):
-        body.append(f"    # a^(L) = f_L(z^(L)), J(e) and delta^(L) = s dJ/dz^(L) "
-                    f"(000 eq. (1), (5a)-(6); 002 eq. (23)-(31); 004 eq. (1))")
-        body.append("    if weights.shape[0] > 0:")
-        output_loop(body, 8, want_loss, want_delta, True, write_acts)
-        body.append("    else:")
-        output_loop(body, 8, want_loss, want_delta, False, write_acts)
+        """a^(L), the examples' losses J(e) into ``losses`` and delta^(L) into
+        the D copies: kernels._output_delta's formulas in its order, as loops
+        over the examples that each write one or two arrays (a loop writing
+        more would need more run-time overlap checks of its arrays than LLVM
+        makes before it vectorizes, and would run scalar).  a^(L) replaces
+        z^(L) in its copies; Q holds lse (softmax), then sum_k exp(z_k - m)
+        or sum_m a_m (a_m - y_m)."""
+        body.append("    # a^(L) = f_L(z^(L)), J(e) and delta^(L) = s dJ/dz^(L) "
+                    "(000 eq. (1), (5a)-(6); 002 eq. (23)-(31); 004 eq. (1))")
+        loop = "    for e in range(N):"
+        lse = "q_0[e]" if softmax else "zero"
+        if softmax:
+            body += [loop, f"        q_0[e] = {A(c_L)}"]
+            for k in range(1, n_L):
+                body += [loop, f"        q_0[e] = max(q_0[e], {A(c_L + k)})"]
+            for k in range(n_L):
+                prev = "q_1[e]" if k else "zero"
+                body += [loop, f"        q_1[e] = add_kept({prev}, exp(sub_kept({A(c_L + k)}, q_0[e])))"]
+            body += [loop, "        q_0[e] = add_kept(q_0[e], log(q_1[e]))"]
+        a = (f"exp(sub_kept(z, {lse}))" if softmax else "exp(z)" if out_code == EXP
+             else _activation(out_code, "z"))
+        for k in range(n_L):
+            body += [loop, f"        z = {A(c_L + k)}"]
+            if want_loss or want_delta:
+                prev = "losses[e]" if k else "zero"
+                body += [f"        a = {a}", f"        y = Y[e, {k}]",
+                         f"        losses[e] = add_kept({prev}, {term.format(lse=lse)})",
+                         f"        {A(c_L + k)} = a"]
+            else:
+                body.append(f"        {A(c_L + k)} = {a}")
+        if write_acts:
+            for k in range(n_L):
+                body += [loop, f"        acts[e, {c_L + k}] = {A(c_L + k)}"]
+        if want_delta and sse and softmax:
+            for k in range(n_L):
+                prev = "q_1[e]" if k else "zero"
+                body += [loop, f"        q_1[e] = softmax_dot({A(c_L + k)}, Y[e, {k}], {prev})"]
+        dot = "q_1[e]" if want_delta and sse and softmax else "zero"
+
+        def deltas(p, s):
+            for k in range(n_L):
+                body.extend([p + loop, f"{p}        {D(c_L + k)} = output_delta({out_code}, {sse}, "
+                             f"{s}, {A(c_L + k)}, Y[e, {k}], {dot})"])
+
+        if want_loss or want_delta:
+            body.append("    if weights.shape[0] > 0:  # a separate multiply: unweighted bits kept")
+            if want_loss:
+                body += ["    " + loop, "            losses[e] = mul_kept(losses[e], weights[e])"]
+            if want_delta:
+                deltas("    ", "mul_kept(scale, weights[e])")
+                body.append("    else:")
+                deltas("    ", "scale")
 
     # ------------------------------------------------------------ loss_grad
     grad = ["", "", "@njit(**OPTIONS)",
@@ -333,7 +345,9 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     prologue(fwd, False)
     forward_pass(fwd)
     fwd.append("    if not want_loss:")
-    output_loop(fwd, 8, False, False, False, True)
+    part = []
+    output_layer(part, False, False, True)
+    fwd += ["    " + line for line in part]
     fwd.append("        return zero")
     output_layer(fwd, True, False, True)
     fwd.append("    return _total_loss(theta, layout, losses, scale, l2)")
