@@ -52,24 +52,27 @@ def same_bits(a, b):
     return np.asarray(a).tobytes() == np.asarray(b).tobytes()
 
 
-# One module per (sizes, hidden activations, bias): the output activation and the
-# loss vary at run time, so each network below serves every pair it is given.
+# One module per (sizes, hidden activations, bias, output activation, loss): every
+# output pair on the two networks whose modules compile fastest, two pairs each on
+# the larger ones.
 NETWORKS = (
-    # (sizes, hidden activations, bias, l2, reduction, dtypes)
-    ((3, 2, 1), ("sigmoid",), False, 0.0, "sum", ("float64",)),       # 003's network
-    ((4, 8, 3), ("sigmoid",), True, 0.0, "mean", ("float64", "float32")),
-    ((5, 6, 7, 4), ("relu", "identity"), (True, False, True), 0.1, "mean", ("float64",)),
-    ((6, 2), (), True, 0.03, "mean", ("float64",)),                     # one layer
+    # (sizes, hidden activations, bias, l2, reduction, dtypes, output pairs)
+    ((3, 2, 1), ("sigmoid",), False, 0.0, "sum", ("float64",), OUTPUT_PAIRS),  # 003's
+    ((4, 8, 3), ("sigmoid",), True, 0.0, "mean", ("float64", "float32"),
+     (("sigmoid", "bce"), ("softmax", "cross_entropy"))),
+    ((5, 6, 7, 4), ("relu", "identity"), (True, False, True), 0.1, "mean", ("float64",),
+     (("identity", "sse"), ("softmax", "sse"))),
+    ((6, 2), (), True, 0.03, "mean", ("float64",), OUTPUT_PAIRS),      # one layer
 )
 # the module of 003's network, shared by the policy tests below
 SHARED = {"sizes": (3, 2, 1), "activations": ["sigmoid", "sigmoid"], "bias": False}
 
 
-@pytest.mark.parametrize("sizes,hidden,bias,l2,reduction,dtypes", NETWORKS)
+@pytest.mark.parametrize("sizes,hidden,bias,l2,reduction,dtypes,pairs", NETWORKS)
 def test_gradients_forward_and_loss_have_the_generic_bits(always, sizes, hidden, bias, l2,
-                                                          reduction, dtypes):
+                                                          reduction, dtypes, pairs):
     for dtype in dtypes:
-        for out, loss in OUTPUT_PAIRS:
+        for out, loss in pairs:
             if sizes[-1] == 1 and out == "softmax":
                 continue
             net = Network(sizes, list(hidden) + [out], loss, bias=bias, l2=l2,
@@ -81,6 +84,9 @@ def test_gradients_forward_and_loss_have_the_generic_bits(always, sizes, hidden,
                 case = (dtype, out, loss, N)
                 assert Ja == Jb and np.isfinite(Ja), case
                 assert same_bits(ga.flat, gb.flat) and same_bits(dXa, dXb), case
+                # the call without dJ/dX takes quick_loss_grad: the same bits
+                (Jq, gq), (Jg, gg) = both(always, net, partial(net.loss_and_grad, params, X, Y))
+                assert Jq == Jg == Ja and same_bits(gq.flat, ga.flat), case
                 fa, fb = both(always, net, partial(net.forward, params, X))
                 assert same_bits(fa, fb), case
                 la, lb = both(always, net, partial(net.loss, params, X, Y))
@@ -175,7 +181,7 @@ def test_eligible_bounds():
 
 def test_source_is_straight_line_code_of_the_network():
     text = small.source((3, 2, 1), (1,), (False, False), 1, 1)  # sigmoid output, bce
-    grad = text[text.index("def loss_grad"):text.index("def forward")]
+    grad = text[text.index("def _grad"):text.index("def loss_grad")]
     # every weight loaded once, by its flat index; the layer-1 chain in order from 0
     # (units 0-2: the inputs, 3-4: layer 1, 5: the output, one view of the scratch each)
     for k in range(8):
@@ -238,3 +244,40 @@ def test_unwritable_cache_folder_still_works(tmp_path, monkeypatch, always):
     (Ja, ga), (Jb, gb) = both(always, net, lambda: net.loss_and_grad(params, X, Y))
     assert Ja == Jb and same_bits(ga.flat, gb.flat)
     assert not str(net.plan.specialized().__file__).startswith(str(blocked))
+
+
+def test_quick_calls_check_what_they_are_given(always):
+    """The quick path (no weights, no dJ/dX) checks sizes and screens the inputs
+    in its compiled call; whatever it refuses gets the checked path's errors,
+    and it writes nothing into its inputs."""
+    net = Network(**SHARED, loss="bce")
+    params, X, Y = random_problem(net, 3, N=6)
+    X0, Y0, p0 = X.copy(), Y.copy(), params.flat.copy()
+    J, g = net.loss_and_grad(params, X, Y)
+    assert net.plan.last_driver == "small"
+    assert same_bits(X, X0) and same_bits(Y, Y0) and same_bits(params.flat, p0)
+    ref_J, ref_g = fastbp.reference.loss_and_grad(net, params, X, Y)
+    np.testing.assert_allclose(g.flat, ref_g.flat, rtol=1e-10, atol=1e-12)
+    # a 1-D Y for the one output, a Fortran-ordered X: same results
+    J1, g1 = net.loss_and_grad(params, X, Y[:, 0])
+    J2, g2 = net.loss_and_grad(params, np.asfortranarray(X), Y)
+    assert J1 == J2 == J and same_bits(g1.flat, g.flat) and same_bits(g2.flat, g.flat)
+    bad = X.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="X"):
+        net.loss_and_grad(params, bad, Y)
+    with pytest.raises(ValueError, match="Y"):
+        net.loss_and_grad(params, X, Y + 2.0)      # bce targets outside [0, 1]
+    with pytest.raises(ValueError, match="X"):
+        net.loss_and_grad(params, X[:, :2].copy(), Y)
+    with pytest.raises(ValueError, match="Y"):
+        net.loss_and_grad(params, X, Y[:4].copy())
+    other = Network([3, 2, 1], ["tanh", "sigmoid"], "bce", bias=False).init(0)
+    J3, _ = net.loss_and_grad(other, X, Y)  # same sizes: a valid Params of this shape
+    assert np.isfinite(J3)
+    wrong = Network([2, 3, 1], ["sigmoid", "sigmoid"], "bce", bias=False).init(0)
+    with pytest.raises(ValueError, match="params"):
+        net.loss_and_grad(wrong, X, Y)
+    # still on the specialized code after the refusals
+    assert same_bits(net.loss_and_grad(params, X, Y)[1].flat, g.flat)
+    assert net.plan.last_driver == "small"

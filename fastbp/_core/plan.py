@@ -294,7 +294,8 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_rest", "_row_sum_tol", "_scalar",
+    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_quick", "_rest", "_row_sum_tol",
+                 "_scalar",
                  "_serial_rows", "_small", "_small_ok", "_timings", "_uses", "_workspaces",
                  "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
                  "no_targets", "no_weights", "sizes")
@@ -329,6 +330,7 @@ class Plan:
         self._small = None
         self._uses = 0
         self._rest = None
+        self._quick = {}  # quick_loss_and_grad's scratch, one per batch size
 
     @property
     def fns(self) -> np.ndarray:
@@ -453,6 +455,39 @@ class Plan:
         dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
         workspaces.give(N, ws)
         return float(J), grad, dX
+
+    def quick_loss_and_grad(self, theta, X, Y):
+        """(J, dJ/dtheta) from the specialized code's ``quick_loss_grad`` when
+        the plan has it and the batch is one it runs (``_small_rows``), for
+        arrays of the plan's dtype that have NOT been checked: sizes are
+        checked and the inputs screened in the same compiled call.  None when
+        it does not apply or the inputs need the front end's checks (which
+        then name what is wrong).  No weights, no dJ/dX: the common call of a
+        training loop written in Python, at a few arguments' cost."""
+        mod = self._small
+        N = X.shape[0]
+        if mod is None or N > self._small_rows():
+            return None
+        scratch = self._quick.pop(N, None)
+        if scratch is None:
+            scratch = np.empty(small.quick_scratch_need(self.sizes, N), self.dtype)
+        grad = np.empty(self.n_params, self.dtype)
+        try:
+            J = mod.quick_loss_grad(theta, self.layout, X, Y, grad, scratch,
+                                    self._scalar(1.0 / N) if self.mean else self._one,
+                                    self._l2_arg, self._row_sum_tol)
+        except Exception as e:  # e.g. an unreadable cache file: the checked path
+            self._small_failed(e)
+            return None
+        flag = scratch[0]
+        if len(self._quick) < Workspaces.SIZES:
+            self._quick[N] = scratch
+        if flag == 2:
+            return None
+        self.last_driver = SMALL
+        if not (J - J == 0 and flag == 1):
+            _overflow_warning("loss_and_grad", "the loss" if J - J != 0 else "the gradient")
+        return float(J), grad
 
     def _generic_grad(self, N, args):
         """J from the generic gradient drivers (serial below ``_serial_rows``)."""

@@ -120,6 +120,12 @@ def _times_derivative(code, d, a):
     return None if code == IDENTITY else f"times_derivative({code}, {d}, {a})"
 
 
+def quick_scratch_need(sizes, N: int) -> int:
+    """Values of ``scratch`` that ``quick_loss_grad`` needs for N examples: the
+    specialized functions' and the examples' losses."""
+    return scratch_need(sizes, N) + N
+
+
 def scratch_need(sizes, N: int) -> int:
     """Values of ``scratch`` the specialized functions use for N examples: the
     flag's line, then every unit's activations and deltas, unit by unit
@@ -180,6 +186,7 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         "from fastbp._core.functions import add_kept, exp, fma, mul_kept, sub_kept",
         "from fastbp._core.kernels import _finite_flag, _total_loss",
         "from fastbp._core.numba_private import NO_REFCOUNT",
+        "from fastbp._core.screen import inputs_clean",
         "from fastbp._core.small import (bce_term, cross_entropy_term, output_delta, "
         "poisson_term, relu,",
         "                                sigmoid, softmax_dot, sse_term, tanh, times_derivative)",
@@ -292,8 +299,8 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
 
     # ------------------------------------------------------------ loss_grad
     grad = ["", "", "@njit(**OPTIONS)",
-            ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, "
-             "acts, deltas, losses, grad, scratch, fns):")]
+            ("def _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, losses, "
+             "grad, scratch):")]
     prologue(grad, True)
     forward_pass(grad)
     output_layer(grad, True, True, False)
@@ -337,6 +344,39 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     grad += [f"        grad[{k}] += l2 * {name}" for k, name in params if name[0] == "w"]
     grad.append("    _finite_flag(grad, scratch)")
     grad.append("    return _total_loss(theta, layout, losses, scale, l2)")
+    P = len(params)
+    grad += [
+        "", "",
+        "@njit(**OPTIONS)",
+        ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, acts, "
+         "deltas, losses, grad, scratch, fns):"),
+        '    """The gradient driver (``kernels.loss_grad_serial``\'s signature)."""',
+        "    return _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, losses, "
+        "grad, scratch)",
+        "", "",
+        "@njit(**OPTIONS)",
+        "def quick_loss_grad(theta, layout, X, Y, grad, scratch, scale, l2, tol):",
+        '    """J and dJ/dtheta into ``grad`` for inputs that may not have been checked, with',
+        "    no example weights and no dJ/dX: a call from Python with few arguments.",
+        "    scratch[0] says what happened: 1 done and the gradient finite, 0 done and",
+        "    not finite, 2 not done (a size does not match, or the inputs fail the",
+        "    screen ``inputs_clean``): the caller then takes the checked path, which",
+        '    names what is wrong.  The examples\' losses go after the other values."""',
+        "    N = X.shape[0]",
+        f"    losses_at = {SCRATCH0} + {2 * S + 2} * N",
+        f"    if (N == 0 or X.shape[1] != {sizes[0]} or Y.shape[0] != N or Y.shape[1] != {n_L}",
+        f"            or theta.shape[0] != {P} or grad.shape[0] != {P}",
+        "            or scratch.shape[0] < losses_at + N):",
+        "        if scratch.shape[0] > 0:",
+        "            scratch[0] = 2",
+        "        return theta.dtype.type(0)",
+        f"    if not inputs_clean(theta, X, Y, {loss_code}, tol):",
+        "        scratch[0] = 2",
+        "        return theta.dtype.type(0)",
+        "    # no weights (an empty view); deltas: not written without dJ/dX",
+        "    return _grad(theta, layout, X, Y, grad[:0], scale, l2, False, X,",
+        "                 scratch[losses_at:losses_at + N], grad, scratch)",
+    ]
 
     # ------------------------------------------------------------ forward
     fwd = ["", "", "@njit(**OPTIONS)",
