@@ -34,7 +34,7 @@ PEER_MODULES = ("torch", "jax", "sklearn")
 def test_workload_names_are_unique_and_cover_the_groups():
     names = [w.name for w in WORKLOADS]
     assert len(names) == len(set(names))
-    assert {w.group for w in WORKLOADS} == {"C1", "C2", "C3", "C4", "C5"}
+    assert {w.group for w in WORKLOADS} == {"C1", "C2", "C3", "C4", "C5", "C6"}
     assert all(w.name.startswith(w.group) for w in WORKLOADS)
 
 
@@ -63,7 +63,13 @@ def test_the_table_matches_the_issue():
     assert all(w.l2 == 1e-4 and w.activations == ("tanh", "softmax") for w in c3)
     assert {w.N for w in bench.select(["c4"])} == {256, 4096}
     assert BY_NAME["C5"].sizes == (1024, 1024, 1024, 1024, 10)
-    assert [w.name for w in bench.TRAINING] == ["C1", "C2"]
+    c6 = BY_NAME["C6"]
+    assert (c6.sizes, c6.activations, c6.loss, c6.N, c6.dtype) == (
+        (64, 64, 10), ("relu", "softmax"), "cross_entropy", 1797, "float32")
+    assert (c6.optimizer, c6.batch_size, c6.steps) == ("adam", 32, 5)
+    assert c6.updates == 5 * 57 and c6.batches()[-1] == (1792, 1797)
+    assert c1.updates == 1000 and c1.batches() == [(0, 150)]
+    assert [w.name for w in bench.TRAINING] == ["C1", "C2", "C6"]
 
 
 def test_select_by_id_group_and_list():
@@ -128,6 +134,25 @@ def test_training_rows_skip_a_missing_fastbp_train_and_check_the_others(monkeypa
     assert by["fastbp"].status == "skipped" and "not available" in by["fastbp"].reason
     assert by["numpy"].status == by["reference"].status == "ok"
     assert by["numpy"].error <= 1e-12
+
+
+def test_mini_batch_adam_rows_agree():
+    """C6's training (Adam on mini-batches, a partial last batch): fastbp, the
+    reference loop and NumPy's end at the same parameters, and so do PyTorch's
+    and JAX's loops when they are installed."""
+    names = ["fastbp", "reference", "numpy"]
+    for peer in ("torch", "jax"):
+        try:
+            __import__(peer)
+        except ImportError:
+            continue
+        names.append(peer)
+    w = _small("C6", N=70, steps=2, batch_size=32)  # batches 32, 32, 6
+    rows = _rows(w, "train", names)
+    by = {r.contender: r for r in rows}
+    assert set(by) == set(names)
+    assert all(r.status == "ok" and r.error <= 1e-3 for r in rows), rows
+    assert by["numpy"].error <= 1e-5 and by["fastbp"].error <= 1e-5
 
 
 def test_a_wrong_gradient_fails_loudly(monkeypatch):

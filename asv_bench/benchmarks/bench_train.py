@@ -1,5 +1,6 @@
-"""Training runs: full-batch gradient descent, ``steps`` updates of lr ``lr``
-(C1: 1000 epochs, C2: 10,000 steps), through ``fastbp.train``.
+"""Training runs through ``fastbp.train``: full-batch gradient descent (C1: 1000
+epochs, C2: 10,000 steps) and Adam on mini-batches (C6: 5 epochs of batches of
+32), as the workload table says.
 
 Skipped (NotImplementedError in setup) at commits that have no ``fastbp.train``.
 """

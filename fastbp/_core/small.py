@@ -187,8 +187,8 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         "from fastbp._core.kernels import _finite_flag, _total_loss",
         "from fastbp._core.numba_private import NO_REFCOUNT",
         "from fastbp._core.screen import inputs_clean",
-        "from fastbp._core.small import (bce_term, cross_entropy_term, output_delta, "
-        "poisson_term, relu,",
+        ("from fastbp._core.small import (bce_term, cross_entropy_term, output_delta, "
+         "poisson_term, relu,"),
         "                                sigmoid, softmax_dot, sse_term, tanh, times_derivative)",
         "",
         # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
@@ -285,8 +285,8 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
 
         def deltas(p, s):
             for k in range(n_L):
-                body.extend([p + loop, f"{p}        {D(c_L + k)} = output_delta({out_code}, {sse}, "
-                             f"{s}, {A(c_L + k)}, Y[e, {k}], {dot})"])
+                body.extend([p + loop, (f"{p}        {D(c_L + k)} = output_delta({out_code}, "
+                                        f"{sse}, {s}, {A(c_L + k)}, Y[e, {k}], {dot})")])
 
         if want_loss or want_delta:
             body.append("    if weights.shape[0] > 0:  # a separate multiply: unweighted bits kept")
@@ -351,8 +351,8 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, acts, "
          "deltas, losses, grad, scratch, fns):"),
         '    """The gradient driver (``kernels.loss_grad_serial``\'s signature)."""',
-        "    return _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, losses, "
-        "grad, scratch)",
+        ("    return _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
+         "losses, grad, scratch)"),
         "", "",
         "@njit(**OPTIONS)",
         "def quick_loss_grad(theta, layout, X, Y, grad, scratch, scale, l2, tol):",

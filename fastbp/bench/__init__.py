@@ -42,9 +42,13 @@ class Workload:
     """One row of the workload table.
 
     ``name`` is the workload's id (used by ``--workload``, asv parameters, notes);
-    ``group`` is the issue's label (C1..C5): ``--workload C3`` selects the group.
-    ``steps`` and ``lr``: the training run (full-batch gradient descent, ``steps``
-    updates theta <- theta - lr dJ/dtheta), None when the workload has none.
+    ``group`` is the issue's label (C1..C6): ``--workload C3`` selects the group.
+    ``steps`` and ``lr``: the training run, None when the workload has none:
+    ``steps`` epochs over the N examples in order (no shuffling) with
+    ``optimizer`` ("sgd": theta <- theta - lr dJ/dtheta; "adam": Kingma and
+    Ba's algorithm 1, beta = (0.9, 0.999), eps = 1e-8) at rate ``lr``, one
+    update per batch of ``batch_size`` examples (the last batch may be
+    smaller; None: the full batch, one update per epoch).
     """
 
     name: str
@@ -60,6 +64,21 @@ class Workload:
     source: str
     steps: int | None = None
     lr: float | None = None
+    optimizer: str = "sgd"
+    batch_size: int | None = None
+
+    @property
+    def updates(self) -> int | None:
+        """Optimizer steps of the training run."""
+        if not self.steps:
+            return None
+        B = self.batch_size or self.N
+        return self.steps * -(-self.N // B)
+
+    def batches(self):
+        """(start, stop) of each batch of an epoch, in order."""
+        B = self.batch_size or self.N
+        return [(b, min(b + B, self.N)) for b in range(0, self.N, B)]
 
     @property
     def n_weights(self) -> int:
@@ -102,6 +121,11 @@ WORKLOADS = (
              "cross_entropy", "mean", 0.0, 4096, "float32", True, "002 (MNIST-sized)"),
     Workload("C5", "C5", (1024, 1024, 1024, 1024, 10), ("relu", "relu", "relu", "softmax"),
              "cross_entropy", "mean", 0.0, 1024, "float32", True, "wide"),
+    # digits-sized (8 x 8 images, 10 classes, 1797 examples): 5 epochs of Adam on
+    # mini-batches of 32
+    Workload("C6", "C6", (64, 64, 10), ("relu", "softmax"), "cross_entropy", "mean", 0.0,
+             1797, "float32", True, "digits-sized", steps=5, lr=1e-3, optimizer="adam",
+             batch_size=32),
 )
 BY_NAME = {w.name: w for w in WORKLOADS}
 TRAINING = tuple(w for w in WORKLOADS if w.steps)
@@ -118,7 +142,7 @@ def select(names) -> list[Workload]:
             hits = [w.name for w in WORKLOADS if key in (w.name.upper(), w.group)]
             if not hits:
                 raise ValueError(f"--workload: unknown workload {part.strip()!r}; expected one "
-                                 f"of {', '.join(w.name for w in WORKLOADS)} or a group C1..C5")
+                                 f"of {', '.join(w.name for w in WORKLOADS)} or a group C1..C6")
             wanted.update(hits)
     return [w for w in WORKLOADS if w.name in wanted]
 
@@ -489,8 +513,8 @@ def bench_workload(w, kind, contenders, skipped, repeat, ref, settle=0.0,
 
 
 def _train_oracle(w, net, params, X, Y, contenders):
-    """Final parameters of ``w.steps`` gradient-descent steps computed in float64
-    with the reference gradient (or the NumPy peer's when the reference is absent)."""
+    """Final parameters of workload ``w``'s training run computed in float64 with
+    the reference gradient (or the NumPy peer's when the reference is absent)."""
     ref = contenders.get("reference")
     p64 = params.astype(np.float64)
     net64 = _as64(w).network()
@@ -588,7 +612,7 @@ def format_table(report, rows=None) -> str:
             seen.append(key)
     for name, kind in seen:
         w = wl[name]
-        what = "gradient" if kind == "gradient" else f"training, {w['steps']} steps lr {w['lr']}"
+        what = "gradient" if kind == "gradient" else _training_label(w)
         lines.append(f"{name}  {w['label']}  {'/'.join(w['activations'])} {w['loss']} "
                      f"{w['reduction']} l2={w['l2']:g}  ({what})")
         ok = [r for r in rows if (r["workload"], r["kind"]) == (name, kind) and r["status"] == "ok"]
@@ -609,6 +633,14 @@ def format_table(report, rows=None) -> str:
                          f"{r['error']:>8.1e}")
         lines.append("")
     return "\n".join(lines)
+
+
+def _training_label(w: dict) -> str:
+    """How a workload (as a dict, ``asdict``) trains, in words."""
+    if not w.get("batch_size"):
+        return f"training, {w['steps']} full-batch {w.get('optimizer', 'sgd')} steps lr {w['lr']}"
+    return (f"training, {w['steps']} epochs of {w['optimizer']} on batches of "
+            f"{w['batch_size']}, lr {w['lr']}")
 
 
 def format_header(report) -> str:
@@ -649,7 +681,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--workload", action="append", metavar="NAME",
-                   help="a workload id or group (C1..C5); repeat or comma-separate for several "
+                   help="a workload id or group (C1..C6); repeat or comma-separate for several "
                         "(default: all)")
     p.add_argument("--kind", choices=("gradient", "train", "all"), default="all",
                    help="time gradients, training runs, or both (default: all)")
@@ -683,7 +715,7 @@ def run(args) -> int:
     """Run ``fastbp bench`` with parsed ``args``; returns the exit code."""
     if args.list:
         for w in WORKLOADS:
-            train = f"; training {w.steps} steps lr {w.lr}" if w.steps else ""
+            train = f"; {_training_label(asdict(w))}" if w.steps else ""
             print(f"{w.name:<14} {w.label:<38} {'/'.join(w.activations)} {w.loss} "
                   f"{w.reduction} l2={w.l2:g} bias={w.bias} ({w.source}){train}")
         return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,24 @@ def _weights(params):
 # ------------------------------------------------------------------------- fastbp
 
 
+def _settle(net, run):
+    """Call ``run`` until the network's plan has settled on its driver: a small
+    network's plan moves to its specialized code after ``HOT`` gradient steps
+    (``fastbp._core.plan``), so the first calls of a program run the generic
+    drivers; steady state is what comes after (at most HOT / steps-per-call
+    calls, about a second for the networks concerned)."""
+    plan = getattr(net, "plan", None)
+    if plan is None or not getattr(plan, "_small_ok", False):
+        return
+    from fastbp._core.plan import HOT
+
+    t0 = time.perf_counter()
+    for _ in range(HOT + 1):
+        run()
+        if plan.last_driver == "small" or time.perf_counter() - t0 > 30:
+            return
+
+
 class FastbpContender:
     name = "fastbp"
     is_peer = False
@@ -72,6 +91,7 @@ class FastbpContender:
             J, g = net.loss_and_grad(params, X, Y)
             return J, g.flat.astype(np.float64)
 
+        _settle(net, run)
         return Prepared(run, result)
 
     def training(self, w, net, params, X, Y, labels):
@@ -82,13 +102,46 @@ class FastbpContender:
             raise Unsupported("not available: fastbp.train is not in this version of fastbp")
 
         def run():
-            return train(net, params, X, Y, optimizer="sgd", lr=w.lr, epochs=w.steps,
-                         batch_size=None, shuffle=False)
+            return train(net, params, X, Y, optimizer=w.optimizer, lr=w.lr, epochs=w.steps,
+                         batch_size=w.batch_size, shuffle=False)
 
         def result():
             return None, _trained_flat(run()).astype(np.float64)
 
+        _settle(net, run)
         return Prepared(run, result)
+
+
+BETAS, EPS = (0.9, 0.999), 1e-8  # Adam's constants in every contender
+
+
+def optimize(w, leaves, gradients):
+    """Workload ``w``'s training run by hand: ``w.steps`` epochs over its batches
+    in order, each an update of the arrays ``leaves`` (in place) from
+    ``gradients(lo, hi)``, the gradient of the batch of rows lo..hi-1 (a list
+    matching ``leaves``): SGD, or Adam as Kingma and Ba's algorithm 1."""
+    dt = leaves[0].dtype.type
+    lr = dt(w.lr)
+    adam = w.optimizer == "adam"
+    if adam:
+        b1, b2, eps, one = dt(BETAS[0]), dt(BETAS[1]), dt(EPS), dt(1)
+        m = [np.zeros_like(p) for p in leaves]
+        v = [np.zeros_like(p) for p in leaves]
+    elif w.optimizer != "sgd":
+        raise Unsupported(f"optimizer {w.optimizer!r} is not in the hand-written loops")
+    t = 0
+    for _ in range(w.steps):
+        for lo, hi in w.batches():
+            grads = gradients(lo, hi)
+            t += 1
+            for k, (p, g) in enumerate(zip(leaves, grads)):
+                if not adam:
+                    p -= lr * g
+                    continue
+                m[k] = b1 * m[k] + (one - b1) * g
+                v[k] = b2 * v[k] + (one - b2) * (g * g)
+                p -= lr * (m[k] / (one - b1 ** t)) / (np.sqrt(v[k] / (one - b2 ** t)) + eps)
+    return leaves
 
 
 def _trained_flat(history):
@@ -120,14 +173,12 @@ class ReferenceContender:
         return Prepared(run, result)
 
     def training(self, w, net, params, X, Y, labels):
-        ref, lr, steps = self.ref, w.lr, w.steps
+        ref = self.ref
 
         def run():
             p = params.copy()
-            step = p.flat.dtype.type(lr)
-            for _ in range(steps):
-                _, g = ref.loss_and_grad(net, p, X, Y)
-                p.flat -= step * g.flat
+            optimize(w, [p.flat], lambda lo, hi: [ref.loss_and_grad(net, p, X[lo:hi],
+                                                                     Y[lo:hi])[1].flat])
             return p
 
         def result():
@@ -233,17 +284,16 @@ class NumpyContender:
 
     def training(self, w, net, params, X, Y, labels):
         Ws0, bs0 = _weights(params)
-        lr, steps = X.dtype.type(w.lr), w.steps
 
         def run():
             Ws = [W.copy() for W in Ws0]
             bs = [None if b is None else b.copy() for b in bs0]
-            for _ in range(steps):
-                _, gW, gb = numpy_loss_and_grad(net, Ws, bs, X, Y)
-                for l in range(len(Ws)):
-                    Ws[l] -= lr * gW[l]
-                    if bs[l] is not None:
-                        bs[l] -= lr * gb[l]
+
+            def gradients(lo, hi):
+                _, gW, gb = numpy_loss_and_grad(net, Ws, bs, X[lo:hi], Y[lo:hi])
+                return gW + [g for g in gb if g is not None]
+
+            optimize(w, Ws + [b for b in bs if b is not None], gradients)
             return Ws, bs
 
         def result():
@@ -280,11 +330,12 @@ class TorchContender:
         Xt = torch.from_numpy(X)
         Yt = torch.from_numpy(Y)
         lab = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
-        acts, loss, L, N = net.activations, net.loss_name, net.n_layers, X.shape[0]
+        acts, loss, L = net.activations, net.loss_name, net.n_layers
         red = net.reduction
         l2 = net.l2
 
-        def objective():
+        def objective(Xt=Xt, Yt=Yt, lab=lab):
+            N = Xt.shape[0]
             a = Xt
             for l in range(L):
                 z = F.linear(a, Wt[l], bt[l])  # torch's Linear is out x in, like W^(l)
@@ -326,17 +377,26 @@ class TorchContender:
         torch = self.torch
         Wt, bt, leaves, objective = self._setup(w, net, params, X, Y, labels)
         init = [t.detach().clone() for t in leaves]
-        opt = torch.optim.SGD(leaves, lr=w.lr)
         steps = w.steps
+        Xt, Yt = torch.from_numpy(X), torch.from_numpy(Y)
+        lab = torch.from_numpy(labels.astype(np.int64)) if labels is not None else None
+        batches = [(Xt[lo:hi], Yt[lo:hi], None if lab is None else lab[lo:hi])
+                   for lo, hi in w.batches()]
 
         def run():
             with torch.no_grad():
                 for t, t0 in zip(leaves, init):
                     t.copy_(t0)
+            # a new optimizer per run: its state (Adam's moments) starts at zero
+            if w.optimizer == "adam":
+                opt = torch.optim.Adam(leaves, lr=w.lr, betas=BETAS, eps=EPS)
+            else:
+                opt = torch.optim.SGD(leaves, lr=w.lr)
             for _ in range(steps):
-                opt.zero_grad(set_to_none=True)
-                objective().backward()
-                opt.step()
+                for xb, yb, lb in batches:
+                    opt.zero_grad(set_to_none=True)
+                    objective(xb, yb, lb).backward()
+                    opt.step()
 
         def result():
             run()
@@ -382,10 +442,11 @@ class JaxContender:
                "relu": jax.nn.relu}
         Ws, bs = _weights(params)
         theta = [(jnp.asarray(W), None if b is None else jnp.asarray(b)) for W, b in zip(Ws, bs)]
-        acts, loss, L, N = net.activations, net.loss_name, net.n_layers, X.shape[0]
+        acts, loss, L = net.activations, net.loss_name, net.n_layers
         red, l2 = net.reduction, net.l2
 
         def objective(theta, X, Y):
+            N = X.shape[0]  # the batch's (static when traced)
             a = X
             for l, (W, b) in enumerate(theta):
                 z = a @ W.T
@@ -424,20 +485,49 @@ class JaxContender:
 
     def training(self, w, net, params, X, Y, labels):
         jax = self.jax
+        jnp = jax.numpy
+        tree = jax.tree_util
         theta, objective, Xj, Yj = self._setup(net, params, X, Y)
         grad = jax.grad(objective)
-        lr, steps = w.lr, w.steps
+        lr, steps, adam = w.lr, w.steps, w.optimizer == "adam"
+        b1, b2 = BETAS
+
+        def update(state, xb, yb):
+            """One optimizer step on the batch (SGD, or Adam's algorithm 1)."""
+            theta, m, v, t = state
+            g = grad(theta, xb, yb)
+            if not adam:
+                return tree.tree_map(lambda p, d: p - lr * d, theta, g), m, v, t
+            t = t + 1
+            m = tree.tree_map(lambda m, d: b1 * m + (1 - b1) * d, m, g)
+            v = tree.tree_map(lambda v, d: b2 * v + (1 - b2) * (d * d), v, g)
+            c1, c2 = 1 - b1 ** t, 1 - b2 ** t
+            theta = tree.tree_map(lambda p, m, v: p - lr * (m / c1) / (jnp.sqrt(v / c2) + EPS),
+                                  theta, m, v)
+            return theta, m, v, t
+
+        B = w.batch_size or w.N
+        n_full = w.N // B
+        # the full batches stacked for lax.scan over them, the last partial one apart
+        Xs = Xj[:n_full * B].reshape(n_full, B, -1)
+        Ys = Yj[:n_full * B].reshape(n_full, B, -1)
+        Xr, Yr = Xj[n_full * B:], Yj[n_full * B:]
 
         @jax.jit
-        def fit(theta, X, Y):
-            def step(i, theta):
-                g = grad(theta, X, Y)
-                return jax.tree_util.tree_map(lambda p, d: p - lr * d, theta, g)
+        def fit(theta, Xs, Ys, Xr, Yr):
+            zeros = tree.tree_map(jnp.zeros_like, theta)
+            state = (theta, zeros, zeros, jnp.asarray(0, dtype=Xs.dtype))
 
-            return jax.lax.fori_loop(0, steps, step, theta)
+            def epoch(i, state):
+                state, _ = jax.lax.scan(lambda st, b: (update(st, *b), None), state, (Xs, Ys))
+                if Xr.shape[0]:
+                    state = update(state, Xr, Yr)
+                return state
+
+            return jax.lax.fori_loop(0, steps, epoch, state)[0]
 
         def run():
-            return jax.block_until_ready(fit(theta, Xj, Yj))
+            return jax.block_until_ready(fit(theta, Xs, Ys, Xr, Yr))
 
         def result():
             out = run()
