@@ -182,7 +182,8 @@ def test_eligible_bounds():
 
 def test_source_is_straight_line_code_of_the_network():
     text = small.source((3, 2, 1), (1,), (False, False), 1, 1)  # sigmoid output, bce
-    grad = text[text.index("def _grad"):text.index("def loss_grad")]
+    grad = text[text.index("def _grad("):text.index("def _grad1(")]
+    one = text[text.index("def _grad1("):text.index("def loss_grad")]
     # every weight loaded once, by its flat index; the layer-1 chain in order from 0
     # (units 0-2: the inputs, 3-4: layer 1, 5: the output, one view of the scratch each)
     for k in range(8):
@@ -194,6 +195,9 @@ def test_source_is_straight_line_code_of_the_network():
     assert "a = sigmoid(z)" in grad and "losses[e] = add_kept(zero, bce_term(z, y))" in grad
     assert "d_5[e] = output_delta(1, False, scale, a_5[e], Y[e, 0], zero)" in grad
     assert "_output_delta" not in text
+    # the batch of one: the same lines without the loops, on local values
+    assert "a_3 = sigmoid(fma(w1_0_2, a_2, fma(w1_0_1, a_1, fma(w1_0_0, a_0, zero))))" in one
+    assert "for e in range" not in one and "[e]" not in one
     with pytest.raises(ValueError, match="softmax"):
         small.source((3, 2, 1), (4,), (True, True), 1, 1)
     with pytest.raises(ValueError, match="loss code"):

@@ -40,6 +40,7 @@ a second process, or a second network of the same shape, loads it from disk.
 from __future__ import annotations
 
 import hashlib
+import re
 import importlib.util
 import os
 import sys
@@ -344,6 +345,7 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     grad += [f"        grad[{k}] += l2 * {name}" for k, name in params if name[0] == "w"]
     grad.append("    _finite_flag(grad, scratch)")
     grad.append("    return _total_loss(theta, layout, losses, scale, l2)")
+    grad += _one_example(grad)
     P = len(params)
     grad += [
         "", "",
@@ -351,6 +353,9 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, acts, "
          "deltas, losses, grad, scratch, fns):"),
         '    """The gradient driver (``kernels.loss_grad_serial``\'s signature)."""',
+        "    if X.shape[0] == 1:",
+        ("        return _grad1(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
+         "losses, grad, scratch)"),
         ("    return _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
          "losses, grad, scratch)"),
         "", "",
@@ -373,8 +378,13 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         f"    if not inputs_clean(theta, X, Y, {loss_code}, tol):",
         "        scratch[0] = 2",
         "        return theta.dtype.type(0)",
-        "    # no weights (an empty view); deltas: not written without dJ/dX",
-        "    return _grad(theta, layout, X, Y, grad[:0], scale, l2, False, X,",
+        "    # no weights (an empty view); deltas: not written without dJ/dX.  False as",
+        "    # a value, not a literal, which would make numba compile _grad a second time",
+        "    no = N < 0",
+        "    if N == 1:",
+        "        return _grad1(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
+        "                      scratch[losses_at:losses_at + N], grad, scratch)",
+        "    return _grad(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
         "                 scratch[losses_at:losses_at + N], grad, scratch)",
     ]
 
@@ -392,6 +402,33 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     output_layer(fwd, True, False, True)
     fwd.append("    return _total_loss(theta, layout, losses, scale, l2)")
     return "\n".join(head + grad + fwd) + "\n"
+
+
+def _one_example(lines):
+    """``_grad`` (its lines) for a batch of one example, as ``_grad1``: every loop
+    over the examples unrolled to its one iteration and the unit-major copies
+    turned into local values, so the example's values stay in registers.  A
+    batch of one is per-example SGD (003's network): there the loops' set-up
+    costs more than their one iteration.  The operations are the same, so are
+    the bits."""
+    out, loop_at = [], []
+    for line in lines:
+        if not line.strip():
+            out.append(line)
+            continue
+        indent = len(line) - len(line.lstrip())
+        while loop_at and indent <= loop_at[-1]:
+            loop_at.pop()
+        if line.strip() == "for e in range(N):":
+            loop_at.append(indent)
+            continue
+        if re.match(r"\s+[adq]_\d+ = scratch\[", line):
+            continue  # the copies become local values
+        line = line[4 * len(loop_at):]
+        line = re.sub(r"\b([adq]_\d+)\[e\]", r"\1", line)
+        line = line.replace("[e]", "[0]").replace("[e, ", "[0, ")
+        out.append(line.replace("def _grad(", "def _grad1(", 1))
+    return out
 
 
 # ---------------------------------------------------------------- the modules
