@@ -401,13 +401,30 @@ def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample
     if w.shape != (N,):
         raise ValueError(f"{name}: expected shape ({N},), one weight per example, "
                          f"got {w.shape}")
-    w = np.array(w, dtype=dtype, order="C")  # a copy: the caller's array is never aliased
-    check_finite(name, w)
+    given = w
+    w = convert(name, w, dtype)  # finite, also once in dtype
+    if w is given:
+        w = w.copy()  # the caller's array is never aliased
     if N and w.min() < 0:
         raise ValueError(f"{name}: weights must be >= 0, got {float(w.min())!r} at "
                          f"[{int(np.argmin(w))}]")
-    if N and not w.sum(dtype=np.float64) > 0:
+    with np.errstate(over="ignore"):
+        total = float(w.sum(dtype=np.float64)) if N else 1.0
+    if N and not total > 0:
         raise ValueError(f"{name}: every weight is zero; at least one must be > 0")
+    # the weighted mean scales by 1 / (sum of a batch's weights), in dtype: every
+    # such sum (a positive weight at least, the total at most) must have a finite
+    # reciprocal there
+    big = float(np.finfo(dtype).max)
+    if total > big:
+        raise ValueError(f"{name}: the weights sum to {total:.4g}, beyond the range of "
+                         f"{np.dtype(dtype)} ({big:.4g}); scale them down")
+    if N:
+        low = float(w[w > 0].min())
+        if 1.0 / low > big:
+            raise ValueError(f"{name}: weight {low:.4g} is too small for {np.dtype(dtype)} "
+                             f"(1 / weight overflows; positive weights must be >= "
+                             f"{1 / big:.4g}); scale them up")
     return w
 
 

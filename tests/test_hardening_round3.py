@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -185,3 +186,107 @@ def test_sparse_targets_and_weights_are_named(data):
     with pytest.raises(TypeError, match=r"validation\[0\]: a scipy.sparse matrix is not "
                                         "accepted"):
         fastbp.train(net, p, X.toarray(), Y, epochs=1, validation=(X, Y))
+
+
+# ---------------------------------------------------------------- optimizer state
+
+STATE_CASES = r'''
+import dataclasses, numpy as np, fastbp
+net = fastbp.Network([3, 4, 2], "tanh", "sse")
+p = net.init(0)
+rng = np.random.default_rng(0)
+X, Y = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+kw = dict(optimizer="momentum", epochs=2, batch_size=4, seed=1)
+s = fastbp.train(net, p, X, Y, **kw).optimizer_state
+n = net.n_params
+cases = {"big": dict(order=np.full(20, 10**9)), "negative": dict(order=np.full(20, -10**9)),
+         "repeated": dict(order=np.zeros(20, np.int64)), "float": dict(order=np.arange(20) + .5),
+         "shuffle": dict(shuffle=np.zeros(2, np.uint64)), "nan": dict(v=np.full(n, np.nan)),
+         "complex": dict(v=np.ones(n, complex)), "step": dict(step=2**63 - 1),
+         "seen": dict(seen=2**63 - 1)}
+for case, change in cases.items():
+    try:
+        fastbp.train(net, p, X, Y, **kw, state=dataclasses.replace(s, **change))
+        print(case, "ACCEPTED")
+    except (TypeError, ValueError) as e:
+        print(case, type(e).__name__, e)
+'''
+
+STATE_MESSAGES = {
+    "big": r"ValueError state.order: \[0\] = 1000000000 is not an example of this run \(0..19\)",
+    "negative": r"ValueError state.order: \[0\] = -1000000000 is not an example",
+    "repeated": r"ValueError state.order: not a permutation of the run's 20 examples "
+                r"\(example 1 is missing\)",
+    "float": r"ValueError state.order: expected None or a 1-D array of integers",
+    "shuffle": r"ValueError state.shuffle: expected None or the generator state",
+    "nan": r"ValueError state.v: contains NaN or inf",
+    "complex": r"TypeError state.v: expected floating values, got dtype complex128",
+    "step": r"ValueError state.step: expected an integer in \[0, 4611686018427387904\]",
+    "seen": r"ValueError state.seen: expected an integer in \[0, 4611686018427387904\]",
+}
+
+
+def test_a_tampered_optimizer_state_is_refused_by_field():
+    """``state.order`` names the rows the compiled loop gathers, unchecked: out
+    of range it segfaulted, repeated it trained on some rows twice; a float
+    order was truncated, a NaN velocity 'diverged' at once with advice about
+    the learning rate, complex moments lost their imaginary part with a
+    ComplexWarning, a step or seen count near 2**63 overflowed (Adam then
+    stood still, invscaling's rate became NaN); a shuffle state of two values
+    failed in reshape."""
+    rc, out, err = _python(STATE_CASES, 300)
+    assert rc == 0, err[-2000:]
+    for case, pattern in STATE_MESSAGES.items():
+        line = next((ln for ln in out.splitlines() if ln.startswith(case + " ")), "")
+        assert re.search(pattern, line), (case, out)
+
+
+def test_a_state_is_continued_without_being_modified():
+    net = Network([3, 4, 2], "tanh", "sse")
+    p = net.init(0)
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    kw = {"optimizer": "adam", "batch_size": 4, "seed": 3}
+    s = fastbp.train(net, p, X, Y, epochs=2, **kw).optimizer_state
+    copies = [a.copy() for a in (s.m, s.v, s.shuffle, s.order)]
+    two = fastbp.train(net, fastbp.train(net, p, X, Y, epochs=2, **kw).params, X, Y,
+                       epochs=3, state=s, **kw)
+    assert all(np.array_equal(a, b) for a, b in zip(copies, (s.m, s.v, s.shuffle, s.order)))
+    one = fastbp.train(net, p, X, Y, epochs=5, **kw)
+    assert np.array_equal(two.params.flat, one.params.flat)
+
+
+# ---------------------------------------------------------------- weights and rates
+
+
+@pytest.mark.parametrize("weights, dtype, match", [
+    (np.full(6, 1e308), "float64",
+     r"sample_weight: the weights sum to inf, beyond the range of float64"),
+    (np.full(6, 1e-320), "float64",
+     r"sample_weight: weight 1e-320 is too small for float64 \(1 / weight overflows"),
+    (np.full(6, 1e39), "float32",
+     r"sample_weight: 1e\+39 at \[0\] is beyond the range of float32"),
+])
+def test_weights_whose_mean_cannot_be_formed_in_the_dtype_are_refused(weights, dtype, match):
+    """The weighted mean divides by a batch's sum of weights: a sum that
+    overflowed gave NaN losses (train: "diverged ... try a smaller lr"; lbfgs:
+    no iteration and no word), a subnormal weight an infinite scale, and a
+    float32 cast that overflowed was reported as "contains NaN or inf"."""
+    net = Network([3, 2], "identity", "sse", dtype=dtype)
+    X = np.ones((6, 3), dtype)
+    with pytest.raises(ValueError, match=match):
+        net.loss(net.init(0), X, np.ones((6, 2), dtype), sample_weight=weights)
+    with pytest.raises(ValueError, match=match):
+        fastbp.train(net, net.init(0), X, np.ones((6, 2), dtype), epochs=1,
+                     sample_weight=weights, optimizer="lbfgs")
+
+
+def test_a_learning_rate_the_dtype_cannot_hold_is_refused():
+    """float32(1e-50) is 0: the run silently stood still; float32(1e39) is inf."""
+    net = Network([3, 2], "identity", "sse", dtype="float32")
+    X, Y = np.ones((4, 3), np.float32), np.ones((4, 2), np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning from the check itself
+        for lr, shown in ((1e-50, "0.0"), (1e39, "inf")):
+            with pytest.raises(ValueError, match=re.escape(f"lr: {lr!r} is {shown} in float32")):
+                fastbp.train(net, net.init(0), X, Y, lr=lr, epochs=1)
