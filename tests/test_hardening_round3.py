@@ -290,3 +290,71 @@ def test_a_learning_rate_the_dtype_cannot_hold_is_refused():
         for lr, shown in ((1e-50, "0.0"), (1e39, "inf")):
             with pytest.raises(ValueError, match=re.escape(f"lr: {lr!r} is {shown} in float32")):
                 fastbp.train(net, net.init(0), X, Y, lr=lr, epochs=1)
+
+
+# ---------------------------------------------------------------- fork and the core's locks
+
+FORK_WHILE_HELD = r'''
+import os, sys, threading, time, numpy as np, fastbp
+from fastbp._core import plan as P, small
+
+which = sys.argv[1]
+lock = {"probe": P._probe_lock, "plans": P._plans_lock, "small": small._lock}[which]
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    with lock:  # as a thread inside the first parallel launch, plan_for or module_for
+        held.set()
+        release.wait()
+
+t = threading.Thread(target=hold)
+t.start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    if which == "probe":  # the parent's first launch under way: a launch in the child
+        net = fastbp.Network([60, 100, 10], "tanh", "sse")
+        X = np.ones((2000, 60)) / 60  # work 2000 * 7170: far above SERIAL_BELOW
+        net.loss_and_grad(net.init(0), X, np.zeros((2000, 10)))
+        print("driver", net.plan.last_driver, flush=True)
+    elif which == "plans":
+        fastbp.Network([7, 3, 1], "tanh", "sse")
+    else:
+        small.module_for((2, 3, 1), (1,), (True, True))
+    os._exit(0)
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        print("child", os.waitstatus_to_exitcode(status))
+        break
+    time.sleep(0.05)
+else:
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    print("child hung")
+release.set()
+t.join()
+'''
+
+
+@pytest.mark.parametrize("which", ["probe", "plans", "small"])
+def test_fork_while_another_thread_holds_a_lock_of_the_core(which, tmp_path):
+    """A lock held by another thread at the fork stayed held in the child for
+    ever: its first call that took it waited for ever (measured: 1 fork in 20
+    hung while a thread made specialized modules; a fork during the parent's
+    first parallel launch hung the child's first large call).  The child
+    makes them anew, and runs the serial kernels when the parent's first
+    launch was under way (it may have started OpenMP's threads)."""
+    script = tmp_path / "fork.py"
+    script.write_text(FORK_WHILE_HELD)
+    try:
+        res = subprocess.run([sys.executable, str(script), which], capture_output=True,
+                             text=True, timeout=200, cwd=ROOT, check=False,
+                             env=dict(os.environ, PYTHONPATH=ROOT,
+                                      FASTBP_CACHE_DIR=str(tmp_path / "cache")))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script hung")
+    assert res.returncode == 0, res.stderr[-2000:]
+    expected = ("driver serial\n" if which == "probe" else "") + "child 0"
+    assert res.stdout.strip() == expected

@@ -92,8 +92,19 @@ def _after_fork_in_child():
     # child that launches a parallel region after its parent did.  Such a child
     # runs the serial twins (same bits).  A parent that never launched one
     # leaves the child free to load the layer itself.
-    global _parallel_ok
-    if _probed and _parallel_ok and numba.threading_layer() == "omp":
+    #
+    # A lock held at the fork by another thread of the parent stays held in the
+    # child for ever (that thread does not exist there), so the child's first
+    # call that takes it would wait for ever: the locks are made anew.  A probe
+    # lock held means the parent's first launch was under way, and may have
+    # started the layer's threads: the child runs the serial twins.
+    global _parallel_ok, _probed, _probe_lock, _plans_lock
+    probing = _probe_lock.locked()
+    _probe_lock = threading.Lock()
+    _plans_lock = threading.Lock()
+    if probing:
+        _probed, _parallel_ok = True, False
+    elif _probed and _parallel_ok and numba.threading_layer() == "omp":
         _parallel_ok = False
 
 

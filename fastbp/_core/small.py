@@ -295,6 +295,17 @@ _modules = {}
 _lock = threading.Lock()
 
 
+def _after_fork_in_child():
+    # a fork while another thread makes a module (holding _lock) would leave the
+    # child's lock held for ever by a thread it does not have: a new one (that
+    # thread's module, unfinished there, is made again on first use)
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _core_stamp() -> str:
     """A hash of the sources the generated code depends on: a changed core never
     loads code compiled against the old one (numba's cache checks only the
