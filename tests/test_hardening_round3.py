@@ -358,3 +358,59 @@ def test_fork_while_another_thread_holds_a_lock_of_the_core(which, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     expected = ("driver serial\n" if which == "probe" else "") + "child 0"
     assert res.stdout.strip() == expected
+
+
+# ---------------------------------------------------------------- the specialized code's files
+
+
+def test_a_fifo_or_a_folder_in_place_of_a_generated_module_is_replaced(tmp_path):
+    """The module's file was read whatever it was: a FIFO in its place blocked
+    the read for ever, a huge file would have been read whole."""
+    code, out, err = _python(r"""
+        import os, sys
+        from fastbp._core import small
+        key = ((2, 3, 1), (1,), (True, True))
+        path = small.module_for(*key).__file__
+        os.unlink(path)
+        os.mkfifo(path)
+        small._modules.clear()
+        mod = small.module_for(*key)
+        print(os.path.isfile(path), mod.__file__ == path)
+        # a folder there cannot be replaced: this process's private copy instead
+        os.unlink(path)
+        os.mkdir(path)
+        small._modules.clear()
+        print(small.module_for(*key).__file__ != path)
+    """, 60, FASTBP_CACHE_DIR=str(tmp_path))
+    assert code == 0, err[-2000:]
+    assert out.split() == ["True", "True", "True"]
+
+
+def test_a_cache_folder_that_cannot_be_written_leaves_nothing_behind(tmp_path):
+    """The fallback was a new temporary folder per process, never removed, and
+    numba wrote a cache folder for each (one more at every run)."""
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    numba_cache = tmp_path / "numba"
+    code, out, err = _python(r"""
+        import os, warnings
+        import numpy as np
+        import fastbp
+        from fastbp._core import small
+        net = fastbp.Network([3, 2, 1], "sigmoid", "bce")
+        X = np.linspace(-1, 1, 12).reshape(4, 3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            J = net.loss(net.init(0), X, np.array([0., 1., 1., 0.]))
+        print(net.plan.last_driver, os.path.dirname(small.module_for(
+            (3, 2, 1), (1,), (True, True)).__file__), J)
+    """, 200, FASTBP_CACHE_DIR=str(blocked), FASTBP_SMALL="always",
+        NUMBA_CACHE_DIR=str(numba_cache))
+    assert code == 0, err[-2000:]
+    driver, folder, J = out.split()
+    assert driver == "small"
+    assert not os.path.exists(folder)  # removed at exit
+    assert not any("fastbp-small" in p.name for p in numba_cache.iterdir())
+    net = Network([3, 2, 1], "sigmoid", "bce")
+    X = np.linspace(-1, 1, 12).reshape(4, 3)
+    assert float(J) == net.loss(net.init(0), X, np.array([0., 1., 1., 0.]))

@@ -35,9 +35,12 @@ a second process, or a second network of the same shape, loads it from disk.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import os
+import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -123,7 +126,7 @@ def scratch_need(sizes, N: int) -> int:
 SCRATCH0 = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
 
 
-def source(sizes, codes, bias) -> str:
+def source(sizes, codes, bias, cache: bool = True) -> str:
     """The module specialized for a network of ``sizes``, hidden layers'
     activation codes ``codes`` (l = 1..L-1; the output layer's activation and
     the loss are read at run time, so one module serves every pair) and
@@ -140,7 +143,9 @@ def source(sizes, codes, bias) -> str:
     delta^(l) stored unit-major in ``scratch`` (unit u of example e at
     ``u * N + e`` from A or D), so that consecutive examples are adjacent.
     The gradient's sums run example by example in order, their running sums
-    kept in local values."""
+    kept in local values.  ``cache``: compiled with numba's ``cache=True``
+    (off for a module in a folder of this process only, whose cache files no
+    later process would read)."""
     from .plan import layer_offsets
 
     sizes, codes, bias = tuple(sizes), tuple(codes), tuple(bias)
@@ -175,7 +180,7 @@ def source(sizes, codes, bias) -> str:
         # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
         # turns fma(a, b, 0) into a * b, which differs in the sign of a zero)
         'FLAGS = {"contract", "arcp"}',
-        "OPTIONS = dict(cache=True, nogil=True, fastmath=FLAGS, error_model='numpy',",
+        f"OPTIONS = dict(cache={bool(cache)}, nogil=True, fastmath=FLAGS, error_model='numpy',",
         "               **NO_REFCOUNT)",
     ]
 
@@ -338,17 +343,43 @@ def _write_once(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` unless it already holds it (rewriting would
     change its time stamp, which invalidates numba's cache of it); atomically,
     so a concurrent process never reads half a file.  False if not writable."""
+    data = text.encode()
     try:
-        if path.exists() and path.read_text() == text:
+        # read only a regular file of the right size (a FIFO would block the
+        # read, a huge file fill the memory); anything else is replaced
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and path.read_bytes() == data:
             return True
+    except OSError:
+        pass
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        return True
     except OSError:
         return False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:  # e.g. a full disk: no partial file left behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def _private_copy(name: str, sizes, codes, bias) -> Path:
+    """The module written to a temporary folder of this process (removed at
+    exit), compiled without numba's cache: when the cache folder cannot be
+    written, each process would otherwise leave a folder of its own behind,
+    and numba a cache folder for it, one more every run."""
+    folder = tempfile.mkdtemp(prefix="fastbp-small-")
+    atexit.register(shutil.rmtree, folder, True)
+    path = Path(folder) / f"{name}.py"
+    path.write_text(source(sizes, codes, bias, cache=False))
+    return path
 
 
 def module_for(sizes, codes, bias):
@@ -370,8 +401,7 @@ def module_for(sizes, codes, bias):
             name = f"net_{digest}"
             path = cache_folder() / f"{name}.py"
             if not _write_once(path, text):  # no writable cache: this process only
-                path = Path(tempfile.mkdtemp(prefix="fastbp-small-")) / f"{name}.py"
-                path.write_text(text)
+                path = _private_copy(name, *key)
             spec = importlib.util.spec_from_file_location(f"fastbp._small.{name}", path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = mod
