@@ -414,3 +414,48 @@ def test_a_cache_folder_that_cannot_be_written_leaves_nothing_behind(tmp_path):
     net = Network([3, 2, 1], "sigmoid", "bce")
     X = np.linspace(-1, 1, 12).reshape(4, 3)
     assert float(J) == net.loss(net.init(0), X, np.array([0., 1., 1., 0.]))
+
+
+def test_unreadable_cache_files_of_the_sparse_loops_and_the_specialized_code_heal(tmp_path):
+    """A garbled numba cache file of the sparse loops made every sparse call
+    fail ("invalid literal for int()") until it was deleted by hand; one of a
+    specialized module turned that code off in every later process, with a
+    warning each time.  Both are now deleted and compiled again, once."""
+    script = r"""
+        import glob, os, sys, warnings
+        import numpy as np, scipy.sparse as sp
+        import fastbp
+        net = fastbp.Network([3, 2, 1], "sigmoid", "bce")
+        p = net.init(0)
+        X = np.linspace(-1, 1, 12).reshape(4, 3)
+        Y = np.array([0., 1., 1., 0.])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Js = net.loss_and_grad(p, sp.csr_matrix(X), Y)[0]
+            J = net.loss_and_grad(p, X, Y)[0]
+        print(Js, J, net.plan.last_driver, len(caught))
+        print("warned:", *(str(w.message) for w in caught), file=sys.stderr)
+        if sys.argv[1] == "garble":
+            files = [f for f in glob.glob(os.path.join(os.environ["NUMBA_CACHE_DIR"], "*", "*.nbi"))
+                     if os.path.basename(f).startswith(("sparse.", "net_"))]
+            for f in files:
+                with open(f, "w") as fh:
+                    fh.write("garbage")
+            print(len(files))
+    """
+    env = {"FASTBP_CACHE_DIR": str(tmp_path / "small"), "FASTBP_SMALL": "always",
+           "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    path = tmp_path / "heal.py"
+    path.write_text(textwrap.dedent(script))
+    runs = []
+    for arg in ("garble", "again", "after"):
+        res = subprocess.run([sys.executable, str(path), arg], capture_output=True, text=True,
+                             timeout=300, cwd=ROOT, check=False, env=dict(os.environ, PYTHONPATH=ROOT, **env))
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs.append((res.stdout.split(), res.stderr))
+    first, healed, after = (r[0] for r in runs)
+    assert int(first[4]) >= 3  # the sparse loops' two files and the module's
+    assert first[:3] == healed[:3] == after[:3]  # same J, and the specialized code ran
+    assert first[2] == "small"
+    assert healed[3] == "1" and "numba's cache of the compiled core could not be read" in runs[1][1]
+    assert after[3] == "0"

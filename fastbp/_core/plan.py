@@ -153,16 +153,18 @@ def launch(parallel_fn, serial_fn, work, args):
 
 # The compiled core's modules whose cache files a call may read
 # (one per module: purge_cache deletes the files of their modules)
-_DISPATCHERS = (kernels.loss_grad_serial, inputs_clean, tk.no_forward, activate)
+_DISPATCHERS = (kernels.loss_grad_serial, inputs_clean, tk.no_forward, activate,
+                sparse.first_layer_forward, small.sigmoid)
 
 
-def _heal(exc):
+def _heal(exc, module=None):
     """After a failed call: when numba could not read one of the core's cache
-    files, delete them (the call is then made again, compiling afresh); any
-    other error goes on as it was."""
+    files (or those of the specialized ``module``), delete them (the call is
+    then made again, compiling afresh); any other error goes on as it was."""
     if not is_cache_error(exc):
         raise exc
-    purge_cache(_DISPATCHERS, exc)
+    extra = () if module is None else (module.loss_grad, module.forward)
+    purge_cache(_DISPATCHERS + extra, exc)
 
 
 def _overflow_warning(call, what):
@@ -388,15 +390,26 @@ class Plan:
                       f"({type(exc).__name__}: {exc}); using the generic kernels",
                       RuntimeWarning, stacklevel=4)
 
+    def _small_try(self, fn, *args):
+        """``fn(*args)`` (a use of the specialized module); a cache file numba
+        could not read is deleted and the call made again once.  None when it
+        failed (then the generic drivers take over for good)."""
+        for retry in (True, False):
+            try:
+                return fn(*args)
+            except Exception as e:
+                if retry and is_cache_error(e):
+                    _heal(e, self._small)
+                    continue
+                self._small_failed(e)
+                return None
+
     def _small_call(self, name, args):
         """``name`` of the specialized module on ``args``; None when it failed
         (then the generic drivers take over for good)."""
-        try:
-            out = getattr(self._small, name)(*args)
-        except Exception as e:
-            self._small_failed(e)
-            return None
-        self.last_driver = SMALL
+        out = self._small_try(lambda: getattr(self._small, name)(*args))
+        if out is not None:
+            self.last_driver = SMALL
         return out
 
     # ------------------------------------------------------------------ inputs
@@ -524,17 +537,24 @@ class Plan:
             rest = self._rest = sparse.rest_plan(self)
         return rest
 
+    def _sparse_call(self, fn, *args):
+        try:
+            return fn(self, self._rest_plan(), *args)
+        except Exception as e:
+            _heal(e)  # a cache file of the sparse loops could not be read
+            return fn(self, self._rest_plan(), *args)
+
     def sparse_loss_and_grad(self, theta, X, Y, weights=None):
         """(J, dJ/dtheta) for a sparse X."""
-        return sparse.loss_and_grad(self, self._rest_plan(), theta, X, Y, weights)
+        return self._sparse_call(sparse.loss_and_grad, theta, X, Y, weights)
 
     def sparse_loss(self, theta, X, Y, weights=None) -> float:
         """J for a sparse X."""
-        return sparse.loss(self, self._rest_plan(), theta, X, Y, weights)
+        return self._sparse_call(sparse.loss, theta, X, Y, weights)
 
     def sparse_forward(self, theta, X) -> np.ndarray:
         """a^(L) for a sparse X."""
-        return sparse.forward(self, self._rest_plan(), theta, X)
+        return self._sparse_call(sparse.forward, theta, X)
 
     # ------------------------------------------------------------------ training
 
@@ -594,15 +614,17 @@ class Plan:
     def _small_drivers(self, Nv):
         """The specialized code's ``Drivers`` (None when it failed to compile)."""
         dt = self.dtype
-        try:
+
+        def drivers():
             loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
             forward = self._validation_forward(Nv, self._small)
-            forward_at = tk.driver_address(forward, dt, 1)
-        except Exception as e:
-            self._small_failed(e)
-            return None
-        self.last_driver = SMALL
-        return Drivers(loss_grad, forward_at, 0.0, forward is kernels.forward_parallel)
+            return Drivers(loss_grad, tk.driver_address(forward, dt, 1), 0.0,
+                           forward is kernels.forward_parallel)
+
+        out = self._small_try(drivers)
+        if out is not None:
+            self.last_driver = SMALL
+        return out
 
     def _validation_forward(self, Nv, mod):
         """The forward driver of a run's validation pass over Nv rows (one launch
