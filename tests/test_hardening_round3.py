@@ -459,3 +459,18 @@ def test_unreadable_cache_files_of_the_sparse_loops_and_the_specialized_code_hea
     assert first[2] == "small"
     assert healed[3] == "1" and "numba's cache of the compiled core could not be read" in runs[1][1]
     assert after[3] == "0"
+
+
+def test_the_sparse_first_layer_checks_its_memory_before_allocating(monkeypatch):
+    """Its activations, transposed weights and gradient were allocated (and
+    written) unchecked; only the dense layers after it checked theirs."""
+    from fastbp._core import memory
+
+    net = Network([5, 2500, 1], "tanh", "sse")  # a^(1) of 5000 rows: 100 MB
+    X = sp.random(5000, 5, density=0.2, format="csr", random_state=0)
+    monkeypatch.setattr(memory, "available_memory", lambda: 80 << 20)
+    for call in (net.forward, lambda p, X: net.loss_and_grad(p, X, np.zeros(5000))):
+        with pytest.raises(MemoryError, match=r"the sparse first layer of a batch of 5000 "
+                                              r"examples: needs 9[0-9.]+ MiB, more than the "
+                                              r"80.0 MiB"):
+            call(net.init(0), X)
