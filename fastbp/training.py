@@ -910,6 +910,10 @@ def _train_lbfgs(net, theta, X, Y, W, opts, is_sparse_X=False) -> History:
                           "(or the 'sklearn' extra)") from e
     plan = net.plan
     dt = net.dtype
+    # scipy's L-BFGS-B allocates about 240 bytes per variable (its workspace of
+    # 2 * 10 + 5 float64 vectors for 10 corrections, bounds, gradient, int
+    # arrays), and the float64 copies of theta and the gradient here 48 more
+    _core.check_memory("train(optimizer='lbfgs')", 288 * theta.shape[0])
     if W is not None:
         W = np.ascontiguousarray(W)
     losses = []

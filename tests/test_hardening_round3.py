@@ -474,3 +474,17 @@ def test_the_sparse_first_layer_checks_its_memory_before_allocating(monkeypatch)
                                               r"examples: needs 9[0-9.]+ MiB, more than the "
                                               r"80.0 MiB"):
             call(net.init(0), X)
+
+
+def test_lbfgs_checks_the_memory_of_scipys_workspace_first(monkeypatch):
+    """scipy's L-BFGS-B allocates ~240 bytes per parameter (for 10
+    corrections), 30 to 60 times the parameters' own memory, unchecked."""
+    from fastbp._core import memory
+
+    net = Network([200, 2000, 1], "tanh", "sse")  # 404,001 parameters: 116 MB for lbfgs
+    X, Y = np.ones((3, 200)), np.zeros(3)
+    p = net.init(0)
+    monkeypatch.setattr(memory, "available_memory", lambda: 80 << 20)
+    with pytest.raises(MemoryError, match=r"train\(optimizer='lbfgs'\): needs 11[0-9.]+ MiB, "
+                                          r"more than the 80.0 MiB"):
+        fastbp.train(net, p, X, Y, optimizer="lbfgs", epochs=1)
