@@ -94,6 +94,10 @@ OPTIONS = {
     "gtol": Real(0.0),
 }
 
+# The most steps and examples seen a state may carry in: a run adds its own
+# to them in int64, and 2**62 more would take centuries.
+_MAX_COUNT = 2**62
+
 MONITORS = {"loss": _core.MONITOR_LOSS, "val_loss": _core.MONITOR_VAL_LOSS,
             "val_accuracy": _core.MONITOR_ACCURACY, "val_r2": _core.MONITOR_VAL_LOSS}
 
@@ -129,7 +133,8 @@ class EarlyStopping:
         The score to beat (default: none, so the first epoch improves), and
     count : int, default 0
         the epochs without improvement so far: the state a run returns in
-        ``History.early_stopping``, to continue a rule across runs.
+        ``History.early_stopping``, to continue a rule across runs.  A count of
+        ``patience`` or more counts as ``patience - 1`` (the same stop).
     scale : float, default 1.0
         Factor on the monitored value before its score is taken (> 0): the
         units ``tol`` is in.
@@ -648,7 +653,12 @@ def _stopping_record(net, rule, theta, Nv, Yv) -> _core.Stopping:
     return _core.Stopping(
         MONITORS[monitor], offset, factor, divisor, 0.0 if rule is None else rule.tol,
         0 if rule is None else rule.patience, restore, np.array([best]),
-        np.array([-1, 0 if rule is None else rule.count], dtype=np.int64),
+        # a count of patience or more stops at the first epoch without improvement,
+        # as patience - 1 does; carried in as such, since the compiled rule adds one
+        # per epoch in int64 (a count near 2**63 wrapped to a negative one, which
+        # never reached the patience)
+        np.array([-1, 0 if rule is None else min(rule.count, rule.patience - 1)],
+                 dtype=np.int64),
         np.empty_like(theta) if restore else theta[:0].copy(), theta.copy(),
         np.zeros(1, np.int64))
 
@@ -806,11 +816,6 @@ def _optimizer_state(run) -> OptimizerState:
                           float(opt.rate[0]), int(opt.seen[0]),
                           batches.rng.copy() if shuffled else None,
                           batches.order.copy() if shuffled else None)
-
-
-# The most steps and examples seen a state may carry in: a run adds its own
-# to them in int64, and 2**62 more would take centuries.
-_MAX_COUNT = 2**62
 
 
 def _check_state(net, state, opts) -> OptimizerState | None:

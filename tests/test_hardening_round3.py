@@ -256,6 +256,20 @@ def test_a_state_is_continued_without_being_modified():
     assert np.array_equal(two.params.flat, one.params.flat)
 
 
+
+def test_an_early_stopping_count_near_int64_max_stops_the_run():
+    """The compiled rule adds one per epoch in int64: a count of 2**63 - 1
+    carried in wrapped to a negative one, so the run never stopped, ran every
+    epoch and then failed building its History (early_stopping.count < 0)."""
+    net = Network([3, 4, 2], "tanh", "sse")
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    for count in (2**63 - 1, 5):
+        rule = fastbp.EarlyStopping(3, best=np.inf, count=count)  # no epoch improves
+        h = fastbp.train(net, net.init(0), X, Y, epochs=50, validation=0.25, seed=0,
+                         early_stopping=rule)
+        assert (h.stop_reason, h.epochs, h.early_stopping.count) == ("early_stopping", 1, 3)
+
 # ---------------------------------------------------------------- weights and rates
 
 
