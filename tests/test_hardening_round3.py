@@ -515,3 +515,21 @@ def test_a_deep_narrow_network_gets_no_specialized_code():
     """, 60, FASTBP_SMALL="always")
     assert code == 0, err[-2000:]
     assert out.strip() == "serial"
+
+
+def test_the_command_line_names_weights_whose_sum_overflows_in_one_line(tmp_path, capsys):
+    """Its own check summed the weights first: NumPy's two-line overflow warning
+    (with a source line) came before the error."""
+    from fastbp import cli
+
+    rows = ["a,b,y,w"] + [f"{i / 10},{1 - i / 10},{i % 2},1e308" for i in range(10)]
+    path = tmp_path / "w.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = cli.main(["train", str(path), "--target", "y", "--sample-weight", "w",
+                         "--epochs", "1", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == ("fastbp: error: sample_weight: the weights sum to inf, beyond the range "
+                   "of float64 (1.798e+308); scale them down\n")
