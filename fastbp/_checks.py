@@ -295,8 +295,9 @@ def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     if csr.dtype.kind != "f":
         raise TypeError(f"{name}: dtype must be a floating type, got {csr.dtype} (convert "
                         f"with {name}.astype(float))")
-    data = np.array(csr.data, dtype=dtype, order="C")
-    check_finite(f"{name}.data", data)
+    data = convert(f"{name}.data", csr.data, dtype)  # finite, also once in dtype
+    if data is csr.data:
+        data = data.copy()
     return SparseInput(np.array(csr.indptr, dtype=np.int64), np.array(csr.indices,
                        dtype=np.int64), data, csr.shape)
 

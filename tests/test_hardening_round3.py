@@ -188,6 +188,15 @@ def test_sparse_targets_and_weights_are_named(data):
         fastbp.train(net, p, X.toarray(), Y, epochs=1, validation=(X, Y))
 
 
+
+def test_sparse_values_beyond_float32_are_named_as_such():
+    """The cast overflowed to inf and was reported as "contains NaN or inf"."""
+    net = Network([3, 2, 1], "tanh", "sse", dtype="float32")
+    X = sp.csr_matrix(np.array([[1e39, 0.0, 1.0], [0.0, 2.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"X.data: 1e\+39 at \[0\] is beyond the range of "
+                                         r"float32"):
+        net.forward(net.init(0), X)
+
 # ---------------------------------------------------------------- optimizer state
 
 STATE_CASES = r'''
