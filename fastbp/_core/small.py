@@ -67,7 +67,8 @@ MAX_WIDTH = 64
 # ... and at most MAX_LAYERS layers: the compile time grows faster than the
 # depth (measured on a loaded 2-core box: 16 layers of 1 unit 2.7 s, 16 of 3
 # 15 s, as [1, 48, 1]; 50 layers 9.5 s; 200 layers of 1 unit, 200 parameters,
-# 108 s and 1.3 GB), while a deep narrow network gains little from it.
+# 108 s and 1.3 GB); its speed-ups were measured on networks of one or two
+# hidden layers.
 MAX_LAYERS = 16
 
 
@@ -375,13 +376,20 @@ def _write_once(path: Path, text: str) -> bool:
         return False
 
 
+def _remove(folder: str, pid: int) -> None:
+    # only by the process that made it: a forked child that exits normally runs
+    # its parent's exit handlers too
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _private_copy(name: str, sizes, codes, bias) -> Path:
     """The module written to a temporary folder of this process (removed at
     exit), compiled without numba's cache: when the cache folder cannot be
     written, each process would otherwise leave a folder of its own behind,
     and numba a cache folder for it, one more every run."""
     folder = tempfile.mkdtemp(prefix="fastbp-small-")
-    atexit.register(shutil.rmtree, folder, True)
+    atexit.register(_remove, folder, os.getpid())
     path = Path(folder) / f"{name}.py"
     path.write_text(source(sizes, codes, bias, cache=False))
     return path
