@@ -538,6 +538,9 @@ class Plan:
         return rest
 
     def _sparse_call(self, fn, *args):
+        """``fn`` of ``sparse`` on this plan, the plan of its layers 2..L and
+        ``args``; made again once after a cache file numba could not read was
+        deleted (``_heal``)."""
         try:
             return fn(self, self._rest_plan(), *args)
         except Exception as e:
