@@ -152,6 +152,32 @@ def test_sparse_index_arrays_that_do_not_fit_the_shape_are_refused():
                          r"outside 0\.\.2 \(there are 3 block columns\)", ln) for ln in lines), out
 
 
+def test_the_estimators_check_a_sparse_x_before_scikit_learns_validation():
+    """scikit-learn's validation converts a COO X to CSR first: with a row
+    index outside the shape that conversion wrote outside its arrays
+    (segfault; scikit-learn's own MLPRegressor does the same)."""
+    code, out, err = _python(r"""
+        import numpy as np, scipy.sparse as sp
+        from fastbp.sklearn import MLPRegressor
+        X = sp.random(30, 5, density=0.5, format="coo", random_state=0)
+        good = MLPRegressor(hidden_layer_sizes=(3,), solver="lbfgs", max_iter=2).fit(
+            X, np.zeros(30))
+        X.row[0] = 10**8
+        for solver in ("lbfgs", "sgd"):
+            try:
+                MLPRegressor(hidden_layer_sizes=(3,), solver=solver, max_iter=2).fit(
+                    X, np.zeros(30))
+            except ValueError as e:
+                print(e)
+        try:
+            good.predict(X)
+        except ValueError as e:
+            print(e)
+    """, 120)
+    assert code == 0, err[-2000:]
+    said = "X: not a valid sparse matrix: row[0] = 100000000 is outside 0..29 (there are 30 rows)"
+    assert out.splitlines() == [said] * 3
+
 def test_valid_sparse_forms_still_give_the_dense_results(data):
     """Unsorted indices, duplicates (summed, as scipy means them), explicit
     zeros, empty rows and int64 indices are valid CSR: same J as the dense X."""
