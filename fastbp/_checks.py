@@ -144,9 +144,18 @@ def refuse_masked(name: str, A) -> None:
                         "rows")
 
 
+def refuse_sparse(name: str, A) -> None:
+    """A scipy.sparse matrix where only a dense array is taken: NumPy would
+    wrap it in a 0-d object array, reported as a wrong dtype."""
+    if is_sparse(A):
+        raise TypeError(f"{name}: a scipy.sparse matrix is not accepted here; pass "
+                        f"{name}.toarray()")
+
+
 def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
     """A 2-D C-contiguous array of ``dtype`` with ``n_cols`` columns, all finite."""
     refuse_masked(name, A)
+    refuse_sparse(name, A)
     A = np.asarray(A)
     if A.dtype.kind != "f":
         raise TypeError(
@@ -168,11 +177,102 @@ def is_sparse(A) -> bool:
     return hasattr(A, "tocsr") and hasattr(A, "nnz")
 
 
+def _index_array(name: str, part: str, a, length=None) -> np.ndarray:
+    """One index array of a sparse matrix: 1-D, of an integer dtype (and of
+    ``length`` entries when given)."""
+    if not isinstance(a, np.ndarray) or a.ndim != 1 or a.dtype.kind not in "iu":
+        what = f"dtype {a.dtype}, shape {a.shape}" if isinstance(a, np.ndarray) else \
+            type(a).__name__
+        raise ValueError(f"{name}: not a valid sparse matrix: {part} must be a 1-D array of "
+                         f"integers, got {what}")
+    if length is not None and a.shape[0] != length:
+        raise ValueError(f"{name}: not a valid sparse matrix: {part} has {a.shape[0]} entries, "
+                         f"its data {length}")
+    return a
+
+
+def _check_in_range(name: str, part: str, idx: np.ndarray, n: int, what: str) -> None:
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        k = int(np.flatnonzero((idx < 0) | (idx >= n))[0])
+        raise ValueError(f"{name}: not a valid sparse matrix: {part}[{k}] = {int(idx[k])} is "
+                         f"outside 0..{n - 1} ({what})")
+
+
+def _check_compressed(name: str, A, n_major: int, n_minor: int, what: str, block=None) -> None:
+    """CSR/CSC/BSR arrays that describe a matrix of A's shape: indptr of
+    n_major + 1 entries from 0, non-decreasing, within indices and data, and
+    indices[:nnz] in 0..n_minor - 1 (``what``: the minor axis)."""
+    indptr = _index_array(name, "indptr", A.indptr)
+    indices = _index_array(name, "indices", A.indices)
+    data = A.data
+    if not isinstance(data, np.ndarray) or data.ndim != (1 if block is None else 3) or (
+            block is not None and data.shape[1:] != block):
+        shape = getattr(data, "shape", type(data).__name__)
+        raise ValueError(f"{name}: not a valid sparse matrix: its data has shape {shape}")
+    if indptr.shape[0] != n_major + 1:
+        raise ValueError(f"{name}: not a valid sparse matrix: indptr has {indptr.shape[0]} "
+                         f"entries, its shape {A.shape} needs {n_major + 1}")
+    if indptr[0] != 0:
+        raise ValueError(f"{name}: not a valid sparse matrix: indptr[0] = {int(indptr[0])}, "
+                         "not 0")
+    down = np.flatnonzero(indptr[1:] < indptr[:-1])  # compared, not subtracted: no overflow
+    if down.size:
+        k = int(down[0])
+        raise ValueError(f"{name}: not a valid sparse matrix: indptr decreases at [{k + 1}] "
+                         f"({int(indptr[k])} then {int(indptr[k + 1])})")
+    nnz = int(indptr[-1])
+    if nnz > indices.shape[0] or nnz > data.shape[0]:
+        raise ValueError(f"{name}: not a valid sparse matrix: indptr[-1] = {nnz} entries, but "
+                         f"indices has {indices.shape[0]} and data {data.shape[0]}")
+    _check_in_range(name, "indices", indices[:nnz], n_minor, what)
+
+
+def check_sparse_structure(name: str, A) -> None:
+    """A scipy.sparse ``A`` whose index arrays describe a matrix of its shape.
+
+    scipy trusts them (a matrix built with ``check=False``, or whose
+    ``indices`` or ``indptr`` were changed afterwards, is not re-checked), and
+    its conversions (``tocsr``, ``toarray``) and fastbp's sparse loops index
+    with them unchecked: an index outside the shape reads or writes outside
+    the arrays.  So they are checked here, read-only (scipy's own
+    ``check_format`` may rewrite them), before any conversion."""
+    shape = A.shape
+    if len(shape) != 2:
+        raise ValueError(f"{name}: expected a 2-D sparse matrix, got shape {shape}")
+    M, N = int(shape[0]), int(shape[1])
+    fmt = getattr(A, "format", None)
+    if fmt == "csr":
+        _check_compressed(name, A, M, N, f"the column count is {N}")
+    elif fmt == "csc":
+        _check_compressed(name, A, N, M, f"the row count is {M}")
+    elif fmt == "bsr":
+        R, C = A.blocksize
+        if M % R or N % C:
+            raise ValueError(f"{name}: not a valid sparse matrix: blocks of {R} x {C} do not "
+                             f"tile its shape {shape}")
+        _check_compressed(name, A, M // R, N // C, f"there are {N // C} block columns",
+                          (R, C))
+    elif fmt == "coo":
+        coords = A.coords if hasattr(A, "coords") else (A.row, A.col)
+        if len(coords) != 2:
+            raise ValueError(f"{name}: not a valid sparse matrix: {len(coords)} index arrays "
+                             f"for a 2-D shape")
+        n = A.data.shape[0] if isinstance(A.data, np.ndarray) and A.data.ndim == 1 else None
+        if n is None:
+            raise ValueError(f"{name}: not a valid sparse matrix: its data has shape "
+                             f"{getattr(A.data, 'shape', None)}")
+        for part, idx, size, axis in (("row", coords[0], M, "rows"),
+                                      ("col", coords[1], N, "columns")):
+            _check_in_range(name, part, _index_array(name, part, idx, n), size,
+                            f"there are {size} {axis}")
+
+
 def dense_copy(name: str, A):
     """A scipy.sparse ``A`` as a dense array (the same values), after checking
-    that it fits in memory."""
+    its structure (``check_sparse_structure``) and that it fits in memory."""
     from ._core import check_memory
 
+    check_sparse_structure(name, A)
     check_memory(f"the dense copy of the sparse {name}",
                  A.shape[0] * A.shape[1] * A.dtype.itemsize)
     return A.toarray()
@@ -180,10 +280,14 @@ def dense_copy(name: str, A):
 
 def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
-    and finite values of ``dtype``, in new arrays (the caller's are not touched)."""
+    and finite values of ``dtype``, in new arrays (the caller's are not touched),
+    its structure checked before any conversion (``check_sparse_structure``)."""
     from ._core import SparseInput  # the core imports nothing of the front end's
 
+    check_sparse_structure(name, A)
     csr = A.tocsr()
+    if csr is not A:  # what the conversion made is checked too: the loops index with it
+        check_sparse_structure(name, csr)
     if csr.ndim != 2 or csr.shape[1] != n_cols:
         raise ValueError(f"{name}: expected {n_cols} columns, got shape {csr.shape}")
     if csr.shape[0] == 0:
@@ -191,8 +295,9 @@ def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     if csr.dtype.kind != "f":
         raise TypeError(f"{name}: dtype must be a floating type, got {csr.dtype} (convert "
                         f"with {name}.astype(float))")
-    data = np.array(csr.data, dtype=dtype, order="C")
-    check_finite(f"{name}.data", data)
+    data = convert(f"{name}.data", csr.data, dtype)  # finite, also once in dtype
+    if data is csr.data:
+        data = data.copy()
     return SparseInput(np.array(csr.indptr, dtype=np.int64), np.array(csr.indices,
                        dtype=np.int64), data, csr.shape)
 
@@ -240,6 +345,7 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
                         f"{f' or ({N},)' if n_out == 1 or loss == 'cross_entropy' else ''}, "
                         "got None")
     refuse_masked("Y", Y)
+    refuse_sparse("Y", Y)
     Y = np.asarray(Y)
     if Y.dtype.kind in "iub" and loss == "cross_entropy":
         if Y.ndim != 1:
@@ -287,6 +393,7 @@ def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample
     if sample_weight is None:
         return None
     refuse_masked(name, sample_weight)
+    refuse_sparse(name, sample_weight)
     w = np.asarray(sample_weight)
     if w.ndim == 0:
         w = np.full(N, w)
@@ -295,13 +402,30 @@ def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample
     if w.shape != (N,):
         raise ValueError(f"{name}: expected shape ({N},), one weight per example, "
                          f"got {w.shape}")
-    w = np.array(w, dtype=dtype, order="C")  # a copy: the caller's array is never aliased
-    check_finite(name, w)
+    given = w
+    w = convert(name, w, dtype)  # finite, also once in dtype
+    if w is given:
+        w = w.copy()  # the caller's array is never aliased
     if N and w.min() < 0:
         raise ValueError(f"{name}: weights must be >= 0, got {float(w.min())!r} at "
                          f"[{int(np.argmin(w))}]")
-    if N and not w.sum(dtype=np.float64) > 0:
+    with np.errstate(over="ignore"):
+        total = float(w.sum(dtype=np.float64)) if N else 1.0
+    if N and not total > 0:
         raise ValueError(f"{name}: every weight is zero; at least one must be > 0")
+    # the weighted mean scales by 1 / (sum of a batch's weights), in dtype: every
+    # such sum (a positive weight at least, the total at most) must have a finite
+    # reciprocal there
+    big = float(np.finfo(dtype).max)
+    if total > big:
+        raise ValueError(f"{name}: the weights sum to {total:.4g}, beyond the range of "
+                         f"{np.dtype(dtype)} ({big:.4g}); scale them down")
+    if N:
+        low = float(w[w > 0].min())
+        if 1.0 / low > big:
+            raise ValueError(f"{name}: weight {low:.4g} is too small for {np.dtype(dtype)} "
+                             f"(1 / weight overflows; positive weights must be >= "
+                             f"{1 / big:.4g}); scale them up")
     return w
 
 

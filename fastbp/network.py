@@ -25,6 +25,7 @@ from ._checks import (
     as_targets,
     check_finite,
     convert,
+    dense_copy,
     is_sparse,
     widths,
 )
@@ -422,7 +423,7 @@ class Network:
         if is_sparse(X):
             sparse = self._sparse(params, X, Y, targets=True)
             if sparse is None:
-                X = X.toarray()
+                X = dense_copy("X", X)
             else:
                 if input_grad:
                     raise ValueError("input_grad: not available for a sparse X (dJ/dX "
@@ -452,7 +453,7 @@ class Network:
                 theta, Xs, Y = sparse
                 w = as_sample_weight(sample_weight, Xs.shape[0], self.dtype)
                 return float(self._plan.sparse_loss(theta, Xs, Y, w))
-            X = X.toarray()
+            X = dense_copy("X", X)
         theta, X, Y = self._inputs(params, X, Y, targets=True)
         w = as_sample_weight(sample_weight, X.shape[0], self.dtype)
         return self._plan.loss(theta, X, Y, w)
@@ -465,7 +466,7 @@ class Network:
             if sparse is not None:
                 theta, Xs, _ = sparse
                 return self._plan.sparse_forward(theta, Xs)
-            X = X.toarray()
+            X = dense_copy("X", X)
         theta, X, _ = self._inputs(params, X)
         return self._plan.forward(theta, X)
 

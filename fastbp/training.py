@@ -37,6 +37,7 @@ from ._checks import (
     as_sample_weight,
     as_targets,
     check,
+    convert,
     dense_copy,
     is_bool,
     is_sparse,
@@ -93,6 +94,10 @@ OPTIONS = {
     "gtol": Real(0.0),
 }
 
+# The most steps and examples seen a state may carry in: a run adds its own
+# to them in int64, and 2**62 more would take centuries.
+_MAX_COUNT = 2**62
+
 MONITORS = {"loss": _core.MONITOR_LOSS, "val_loss": _core.MONITOR_VAL_LOSS,
             "val_accuracy": _core.MONITOR_ACCURACY, "val_r2": _core.MONITOR_VAL_LOSS}
 
@@ -128,7 +133,8 @@ class EarlyStopping:
         The score to beat (default: none, so the first epoch improves), and
     count : int, default 0
         the epochs without improvement so far: the state a run returns in
-        ``History.early_stopping``, to continue a rule across runs.
+        ``History.early_stopping``, to continue a rule across runs.  A count of
+        ``patience`` or more counts as ``patience - 1`` (the same stop).
     scale : float, default 1.0
         Factor on the monitored value before its score is taken (> 0): the
         units ``tol`` is in.
@@ -464,7 +470,7 @@ def train(
         if opts["inplace"]:
             history.params = params
         return history
-    _check_state(net, state, opts)
+    state = _check_state(net, state, opts)
     stop_rule = _stopping_rule(net, early_stopping, validation)
     # The seed's two streams (validation split, shuffling) are only drawn when a
     # run uses them: building them costs more than a whole small run.
@@ -519,6 +525,10 @@ def _options(net, params, *, betas, **values) -> dict:
         opts["optimizer"] = "nesterov"
     if opts["lr"] is None:
         opts["lr"] = DEFAULT_LR[opts["optimizer"]]
+    rate = _in_dtype(opts["lr"], net.dtype)
+    if not 0 < rate < np.inf:  # the compiled loop's rate is of the network's dtype
+        raise ValueError(f"lr: {opts['lr']!r} is {rate} in {net.dtype.name}, the network's "
+                         "dtype; expected a rate it holds")
     if opts["inplace"]:
         if params.flat.dtype != net.dtype:
             raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
@@ -526,6 +536,12 @@ def _options(net, params, *, betas, **values) -> dict:
         if not params.flat.flags.writeable:
             raise ValueError("inplace: params.flat is read-only")
     return opts
+
+
+def _in_dtype(x, dtype):
+    """The float ``x`` in ``dtype`` (0 or inf where it is out of its range)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return dtype.type(x)
 
 
 def _stopping_rule(net, early_stopping, validation) -> EarlyStopping | None:
@@ -584,8 +600,9 @@ def _records(net, theta, X, Y, W, Xv, Yv, opts, rule, streams, state=None) -> _R
     if shuffled:
         rng = (streams.shuffle_state() if state is None or state.shuffle is None
                else np.array(state.shuffle, dtype=np.uint64).reshape(1))
-        if state is not None and state.order is not None and len(state.order) == N:
-            order = np.array(state.order, dtype=np.int64)
+        given = _state_order(state, N)
+        if given is not None:
+            order = given
     batches = _core.Batches(
         X, Y, W, order, rng, shuffled, minibatch,
         B, Xb, Yb, np.empty(B if weighted and minibatch else 0, dt), *plan.buffers(B),
@@ -636,7 +653,12 @@ def _stopping_record(net, rule, theta, Nv, Yv) -> _core.Stopping:
     return _core.Stopping(
         MONITORS[monitor], offset, factor, divisor, 0.0 if rule is None else rule.tol,
         0 if rule is None else rule.patience, restore, np.array([best]),
-        np.array([-1, 0 if rule is None else rule.count], dtype=np.int64),
+        # a count of patience or more stops at the first epoch without improvement,
+        # as patience - 1 does; carried in as such, since the compiled rule adds one
+        # per epoch in int64 (a count near 2**63 wrapped to a negative one, which
+        # never reached the patience)
+        np.array([-1, 0 if rule is None else min(rule.count, rule.patience - 1)],
+                 dtype=np.int64),
         np.empty_like(theta) if restore else theta[:0].copy(), theta.copy(),
         np.zeros(1, np.int64))
 
@@ -796,26 +818,76 @@ def _optimizer_state(run) -> OptimizerState:
                           batches.order.copy() if shuffled else None)
 
 
-def _check_state(net, state, opts) -> None:
-    """``state`` fits this run: an OptimizerState of the same optimizer and
-    parameter count."""
+def _check_state(net, state, opts) -> OptimizerState | None:
+    """``state`` checked against this run: an OptimizerState of the same
+    optimizer and parameter count, finite moments of the network's dtype,
+    counts that leave the run room in int64, and a shuffling generator and
+    order of the right forms (whether the order is a permutation of the
+    run's examples is checked once they are known, ``_state_order``).
+    Returns it with its arrays converted (new arrays where converted)."""
     if state is None:
-        return
+        return None
     if not isinstance(state, OptimizerState):
         raise TypeError(f"state: expected fastbp.OptimizerState (History.optimizer_state) "
                         f"or None, got {type(state).__name__}")
     if state.optimizer != opts["optimizer"]:
         raise ValueError(f"state: belongs to optimizer {state.optimizer!r}, this run's is "
                          f"{opts['optimizer']!r}")
+    moments = {}
     for name in ("m", "v"):
         a = getattr(state, name)
         if not isinstance(a, np.ndarray) or a.shape != (net.n_params,):
             raise ValueError(f"state.{name}: expected an array of shape ({net.n_params},), "
                              f"got {getattr(a, 'shape', type(a).__name__)}")
-    if not (isinstance(state.lr, numbers.Real) and state.lr > 0 and math.isfinite(state.lr)):
-        raise ValueError(f"state.lr: expected a finite learning rate > 0, got {state.lr!r}")
-    Integer(0)("state.step", state.step)
-    Integer(0)("state.seen", state.seen)
+        if a.dtype.kind != "f":
+            raise TypeError(f"state.{name}: expected floating values, got dtype {a.dtype}")
+        moments[name] = convert(f"state.{name}", a, net.dtype)
+    lr = state.lr
+    if not (isinstance(lr, numbers.Real) and not is_bool(lr) and lr > 0 and math.isfinite(lr)
+            and 0 < _in_dtype(lr, net.dtype) < np.inf):
+        raise ValueError(f"state.lr: expected a finite learning rate > 0 (in "
+                         f"{net.dtype.name}), got {lr!r}")
+    step = Integer(0, _MAX_COUNT)("state.step", state.step)
+    seen = Integer(0, _MAX_COUNT)("state.seen", state.seen)
+    shuffle = state.shuffle
+    if shuffle is not None:
+        a = np.asarray(shuffle) if isinstance(shuffle, np.ndarray | list | tuple) else None
+        if a is None or a.dtype.kind not in "iu" or a.size != 1 or (
+                a.dtype.kind == "i" and a.min() < 0):
+            raise ValueError(f"state.shuffle: expected None or the generator state, one "
+                             f"unsigned 64-bit integer (an array of shape (1,)), got "
+                             f"{shuffle!r:.80}")
+        shuffle = a.astype(np.uint64).reshape(1)
+    order = state.order
+    if order is not None and not (isinstance(order, np.ndarray) and order.ndim == 1
+                                  and order.dtype.kind in "iu"):
+        what = f"dtype {order.dtype}, shape {order.shape}" if isinstance(
+            order, np.ndarray) else type(order).__name__
+        raise ValueError(f"state.order: expected None or a 1-D array of integers (the "
+                         f"examples' order), got {what}")
+    return dataclasses.replace(state, m=moments["m"], v=moments["v"], lr=float(lr), step=step,
+                               seen=seen, shuffle=shuffle)
+
+
+def _state_order(state, N):
+    """The order of ``state`` when the run has as many examples (None when it
+    has no order or another count: the run then starts from 0..N-1): checked
+    to be a permutation of 0..N-1, since the compiled loop reads the rows it
+    names unchecked."""
+    order = None if state is None else state.order
+    if order is None or len(order) != N:
+        return None
+    bad = np.flatnonzero((order < 0) | (order >= N))
+    if bad.size:
+        k = int(bad[0])
+        raise ValueError(f"state.order: [{k}] = {int(order[k])} is not an example of this "
+                         f"run (0..{N - 1})")
+    hit = np.zeros(N, dtype=bool)
+    hit[order] = True
+    if not hit.all():
+        raise ValueError(f"state.order: not a permutation of the run's {N} examples "
+                         f"(example {int(np.argmin(hit))} is missing)")
+    return np.array(order, dtype=np.int64)
 
 
 def _lbfgs_options(opts, validation, early_stopping, state) -> None:
@@ -843,6 +915,10 @@ def _train_lbfgs(net, theta, X, Y, W, opts, is_sparse_X=False) -> History:
                           "(or the 'sklearn' extra)") from e
     plan = net.plan
     dt = net.dtype
+    # scipy's L-BFGS-B allocates about 240 bytes per variable (its workspace of
+    # 2 * 10 + 5 float64 vectors for 10 corrections, bounds, gradient, int
+    # arrays), and the float64 copies of theta and the gradient here 48 more
+    _core.check_memory("train(optimizer='lbfgs')", 288 * theta.shape[0])
     if W is not None:
         W = np.ascontiguousarray(W)
     losses = []

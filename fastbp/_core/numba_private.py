@@ -87,6 +87,15 @@ _purge_lock = threading.Lock()
 _warned = False
 
 
+def _after_fork_in_child():
+    # a lock another thread held at the fork would stay held in the child
+    global _purge_lock
+    _purge_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def purge_cache(dispatchers, exc: BaseException) -> None:
     """Delete every cache file of the modules of ``dispatchers`` (the compiled
     core's: a corrupt file of a worker fails its driver's call too), so the

@@ -92,8 +92,19 @@ def _after_fork_in_child():
     # child that launches a parallel region after its parent did.  Such a child
     # runs the serial twins (same bits).  A parent that never launched one
     # leaves the child free to load the layer itself.
-    global _parallel_ok
-    if _probed and _parallel_ok and numba.threading_layer() == "omp":
+    #
+    # A lock held at the fork by another thread of the parent stays held in the
+    # child for ever (that thread does not exist there), so the child's first
+    # call that takes it would wait for ever: the locks are made anew.  A probe
+    # lock held means the parent's first launch was under way, and may have
+    # started the layer's threads: the child runs the serial twins.
+    global _parallel_ok, _probed, _probe_lock, _plans_lock
+    probing = _probe_lock.locked()
+    _probe_lock = threading.Lock()
+    _plans_lock = threading.Lock()
+    if probing:
+        _probed, _parallel_ok = True, False
+    elif _probed and _parallel_ok and numba.threading_layer() == "omp":
         _parallel_ok = False
 
 
@@ -142,16 +153,18 @@ def launch(parallel_fn, serial_fn, work, args):
 
 # The compiled core's modules whose cache files a call may read
 # (one per module: purge_cache deletes the files of their modules)
-_DISPATCHERS = (kernels.loss_grad_serial, inputs_clean, tk.no_forward, activate)
+_DISPATCHERS = (kernels.loss_grad_serial, inputs_clean, tk.no_forward, activate,
+                sparse.first_layer_forward, small.sigmoid)
 
 
-def _heal(exc):
+def _heal(exc, module=None):
     """After a failed call: when numba could not read one of the core's cache
-    files, delete them (the call is then made again, compiling afresh); any
-    other error goes on as it was."""
+    files (or those of the specialized ``module``), delete them (the call is
+    then made again, compiling afresh); any other error goes on as it was."""
     if not is_cache_error(exc):
         raise exc
-    purge_cache(_DISPATCHERS, exc)
+    extra = () if module is None else (module.loss_grad, module.forward)
+    purge_cache(_DISPATCHERS + extra, exc)
 
 
 def _overflow_warning(call, what):
@@ -380,15 +393,26 @@ class Plan:
                       f"({type(exc).__name__}: {exc}); using the generic kernels",
                       RuntimeWarning, stacklevel=4)
 
+    def _small_try(self, fn, *args):
+        """``fn(*args)`` (a use of the specialized module); a cache file numba
+        could not read is deleted and the call made again once.  None when it
+        failed (then the generic drivers take over for good)."""
+        for retry in (True, False):
+            try:
+                return fn(*args)
+            except Exception as e:
+                if retry and is_cache_error(e):
+                    _heal(e, self._small)
+                    continue
+                self._small_failed(e)
+                return None
+
     def _small_call(self, name, args):
         """``name`` of the specialized module on ``args``; None when it failed
         (then the generic drivers take over for good)."""
-        try:
-            out = getattr(self._small, name)(*args)
-        except Exception as e:
-            self._small_failed(e)
-            return None
-        self.last_driver = SMALL
+        out = self._small_try(lambda: getattr(self._small, name)(*args))
+        if out is not None:
+            self.last_driver = SMALL
         return out
 
     # ------------------------------------------------------------------ inputs
@@ -472,12 +496,10 @@ class Plan:
         if scratch is None:
             scratch = np.empty(small.quick_scratch_need(self.sizes, N), self.dtype)
         grad = np.empty(self.n_params, self.dtype)
-        try:
-            J = mod.quick_loss_grad(theta, self.layout, X, Y, grad, scratch,
-                                    self._scalar(1.0 / N) if self.mean else self._one,
-                                    self._l2_arg, self._row_sum_tol)
-        except Exception as e:  # e.g. an unreadable cache file: the checked path
-            self._small_failed(e)
+        J = self._small_try(mod.quick_loss_grad, theta, self.layout, X, Y, grad, scratch,
+                            self._scalar(1.0 / N) if self.mean else self._one,
+                            self._l2_arg, self._row_sum_tol)
+        if J is None:  # it failed: the checked path, on the generic drivers from now on
             return None
         flag = scratch[0]
         if len(self._quick) < Workspaces.SIZES:
@@ -549,17 +571,27 @@ class Plan:
             rest = self._rest = sparse.rest_plan(self)
         return rest
 
+    def _sparse_call(self, fn, *args):
+        """``fn`` of ``sparse`` on this plan, the plan of its layers 2..L and
+        ``args``; made again once after a cache file numba could not read was
+        deleted (``_heal``)."""
+        try:
+            return fn(self, self._rest_plan(), *args)
+        except Exception as e:
+            _heal(e)  # a cache file of the sparse loops could not be read
+            return fn(self, self._rest_plan(), *args)
+
     def sparse_loss_and_grad(self, theta, X, Y, weights=None):
         """(J, dJ/dtheta) for a sparse X."""
-        return sparse.loss_and_grad(self, self._rest_plan(), theta, X, Y, weights)
+        return self._sparse_call(sparse.loss_and_grad, theta, X, Y, weights)
 
     def sparse_loss(self, theta, X, Y, weights=None) -> float:
         """J for a sparse X."""
-        return sparse.loss(self, self._rest_plan(), theta, X, Y, weights)
+        return self._sparse_call(sparse.loss, theta, X, Y, weights)
 
     def sparse_forward(self, theta, X) -> np.ndarray:
         """a^(L) for a sparse X."""
-        return sparse.forward(self, self._rest_plan(), theta, X)
+        return self._sparse_call(sparse.forward, theta, X)
 
     # ------------------------------------------------------------------ training
 
@@ -619,15 +651,17 @@ class Plan:
     def _small_drivers(self, Nv):
         """The specialized code's ``Drivers`` (None when it failed to compile)."""
         dt = self.dtype
-        try:
+
+        def drivers():
             loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
             forward = self._validation_forward(Nv, self._small)
-            forward_at = tk.driver_address(forward, dt, 1)
-        except Exception as e:
-            self._small_failed(e)
-            return None
-        self.last_driver = SMALL
-        return Drivers(loss_grad, forward_at, 0.0, forward is kernels.forward_parallel)
+            return Drivers(loss_grad, tk.driver_address(forward, dt, 1), 0.0,
+                           forward is kernels.forward_parallel)
+
+        out = self._small_try(drivers)
+        if out is not None:
+            self.last_driver = SMALL
+        return out
 
     def _validation_forward(self, Nv, mod):
         """The forward driver of a run's validation pass over Nv rows (one launch

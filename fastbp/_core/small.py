@@ -39,10 +39,13 @@ a second process, or a second network of the same shape, loads it from disk.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
-import re
 import importlib.util
 import os
+import re
+import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -65,6 +68,12 @@ __all__ = ["cache_folder", "eligible", "module_for", "source"]
 # (171) 0.72, 13-16-8-2 (378) 0.9, 8-16-4 (212) 1.0, 20-25-4 (604) 1.8.
 MAX_PARAMS = 200
 MAX_WIDTH = 64
+# ... and at most MAX_LAYERS layers: the compile time grows faster than the
+# depth (measured on a loaded 2-core box: 16 layers of 1 unit 2.7 s, 16 of 3
+# 15 s, as [1, 48, 1]; 50 layers 9.5 s; 200 layers of 1 unit, 200 parameters,
+# 108 s and 1.3 GB); its speed-ups were measured on networks of one or two
+# hidden layers.
+MAX_LAYERS = 16
 
 
 # The activations as compiled functions, not inlined by numba: inlining at
@@ -89,9 +98,9 @@ output_delta = njit(**_FUNCTION)(functions.output_delta.py_func)
 
 def eligible(sizes, bias) -> bool:
     """Whether a network of these sizes gets specialized code (``MAX_PARAMS``,
-    ``MAX_WIDTH``)."""
+    ``MAX_WIDTH``, ``MAX_LAYERS``)."""
     n = sum(a * b + (b if has else 0) for a, b, has in zip(sizes[:-1], sizes[1:], bias))
-    return n <= MAX_PARAMS and max(sizes) <= MAX_WIDTH
+    return n <= MAX_PARAMS and max(sizes) <= MAX_WIDTH and len(sizes) - 1 <= MAX_LAYERS
 
 
 # ---------------------------------------------------------------- the source
@@ -137,7 +146,7 @@ def scratch_need(sizes, N: int) -> int:
 SCRATCH0 = 16  # scratch[0] is the gradient drivers' finite flag; a line of 64 bytes
 
 
-def source(sizes, codes, bias, out_code, loss_code) -> str:
+def source(sizes, codes, bias, out_code, loss_code, cache: bool = True) -> str:
     """The module specialized for a network of ``sizes``, hidden layers'
     activation codes ``codes`` (l = 1..L-1), ``bias`` (per layer), output
     activation ``out_code`` and loss ``loss_code``: functions ``loss_grad`` and
@@ -153,7 +162,9 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
     delta^(l) stored unit-major in ``scratch`` (unit u of example e at
     ``u * N + e`` from A or D), so that consecutive examples are adjacent.
     The gradient's sums run example by example in order, their running sums
-    kept in local values."""
+    kept in local values.  ``cache``: compiled with numba's ``cache=True``
+    (off for a module in a folder of this process only, whose cache files no
+    later process would read)."""
     from .plan import layer_offsets
 
     sizes, codes, bias = tuple(sizes), tuple(codes), tuple(bias)
@@ -195,7 +206,7 @@ def source(sizes, codes, bias, out_code, loss_code) -> str:
         # no reassociation (nothing here may be reordered) and no 'nsz' (under it LLVM
         # turns fma(a, b, 0) into a * b, which differs in the sign of a zero)
         'FLAGS = {"contract", "arcp"}',
-        "OPTIONS = dict(cache=True, nogil=True, fastmath=FLAGS, error_model='numpy',",
+        f"OPTIONS = dict(cache={bool(cache)}, nogil=True, fastmath=FLAGS, error_model='numpy',",
         "               **NO_REFCOUNT)",
     ]
 
@@ -437,6 +448,17 @@ _modules = {}
 _lock = threading.Lock()
 
 
+def _after_fork_in_child():
+    # a fork while another thread makes a module (holding _lock) would leave the
+    # child's lock held for ever by a thread it does not have: a new one (that
+    # thread's module, unfinished there, is made again on first use)
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _core_stamp() -> str:
     """A hash of the sources the generated code depends on: a changed core never
     loads code compiled against the old one (numba's cache checks only the
@@ -469,17 +491,50 @@ def _write_once(path: Path, text: str) -> bool:
     """Write ``text`` to ``path`` unless it already holds it (rewriting would
     change its time stamp, which invalidates numba's cache of it); atomically,
     so a concurrent process never reads half a file.  False if not writable."""
+    data = text.encode()
     try:
-        if path.exists() and path.read_text() == text:
+        # read only a regular file of the right size (a FIFO would block the
+        # read, a huge file fill the memory); anything else is replaced
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and path.read_bytes() == data:
             return True
+    except OSError:
+        pass
+    try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".py")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-        return True
     except OSError:
         return False
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return True
+    except OSError:  # e.g. a full disk: no partial file left behind
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        return False
+
+
+def _remove(folder: str, pid: int) -> None:
+    # only by the process that made it: a forked child that exits normally runs
+    # its parent's exit handlers too
+    if os.getpid() == pid:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _private_copy(name: str, sizes, codes, bias, out_code, loss_code) -> Path:
+    """The module written to a temporary folder of this process (removed at
+    exit), compiled without numba's cache: when the cache folder cannot be
+    written, each process would otherwise leave a folder of its own behind,
+    and numba a cache folder for it, one more every run."""
+    folder = tempfile.mkdtemp(prefix="fastbp-small-")
+    atexit.register(_remove, folder, os.getpid())
+    path = Path(folder) / f"{name}.py"
+    path.write_text(source(sizes, codes, bias, out_code, loss_code, cache=False))
+    return path
 
 
 def module_for(sizes, codes, bias, out_code, loss_code):
@@ -501,8 +556,7 @@ def module_for(sizes, codes, bias, out_code, loss_code):
             name = f"net_{digest}"
             path = cache_folder() / f"{name}.py"
             if not _write_once(path, text):  # no writable cache: this process only
-                path = Path(tempfile.mkdtemp(prefix="fastbp-small-")) / f"{name}.py"
-                path.write_text(text)
+                path = _private_copy(name, *key)
             spec = importlib.util.spec_from_file_location(f"fastbp._small.{name}", path)
             mod = importlib.util.module_from_spec(spec)
             sys.modules[spec.name] = mod

@@ -25,6 +25,7 @@ from numba import njit
 
 from .config import ERROR_MODEL, FASTMATH
 from .functions import activate, derivative_from_a
+from .memory import check_memory
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -127,7 +128,21 @@ def _first_layer(plan, theta):
     return W, np.ascontiguousarray(W.T), b, b_off >= 0, int(lay[ACT]), int(plan.layout[1, W_OFF])
 
 
-def _activations(plan, theta, X):
+def _check_memory(plan, N, grad):
+    """The first layer's arrays (a^(1), W^(1)T, and with ``grad`` its gradient
+    and the gradient vector) checked against the memory available before any
+    is allocated: the dense layers check theirs only after a^(1) is made."""
+    from .kernels import N_IN, N_OUT
+
+    lay = plan.layout[0]
+    n_in, n_out = int(lay[N_IN]), int(lay[N_OUT])
+    values = N * n_out + n_in * n_out + (n_in * n_out + n_out + plan.n_params if grad else 0)
+    check_memory(f"the sparse first layer of a batch of {N} examples",
+                 values * plan.dtype.itemsize)
+
+
+def _activations(plan, theta, X, grad=False):
+    _check_memory(plan, X.shape[0], grad)
     W, WT, b, has_bias, act, start = _first_layer(plan, theta)
     A = np.empty((X.shape[0], W.shape[0]), plan.dtype)
     first_layer_forward(X.indptr, X.indices, X.data, WT, b, has_bias, act, A)
@@ -152,7 +167,7 @@ def loss_and_grad(plan, rest, theta, X, Y, weights=None):
     loss, gradient and input gradient G = dJ/da^(1), then delta^(1) and the first
     layer's gradients over the nonzeros (``first_layer_grad``), and the L2 term
     of W^(1) (004 section 9: J += l2/2 sum W^2, dJ/dW += l2 W)."""
-    A, W, act, start = _activations(plan, theta, X)
+    A, W, act, start = _activations(plan, theta, X, grad=True)
     J, g_rest, G = rest.loss_and_grad(theta[start:], A, Y, True, weights)
     n_out, n_in = W.shape
     GT = np.empty((n_in, n_out), plan.dtype)

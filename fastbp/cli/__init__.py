@@ -361,7 +361,9 @@ def cmd_train(args) -> int:
     weights = None
     if w_cols:
         weights = numeric(table, w_cols)[:, 0]
-        if (weights < 0).any() or not weights.sum() > 0:
+        with np.errstate(over="ignore"):  # a sum beyond float64 is train's error to name
+            total = weights.sum()
+        if (weights < 0).any() or not total > 0:
             raise DataError(f"{table.path}: --sample-weight {args.sample_weight!r} needs "
                             "weights >= 0, not all zero")
 
