@@ -26,6 +26,27 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
     [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
 PEER_MODULES = ("torch", "jax", "sklearn")
+ENV["FASTBP_SMALL"] = "never"  # the command's subprocesses: no compile of specialized code
+
+
+@pytest.fixture(autouse=True)
+def _generic_kernels(monkeypatch):
+    """The generic kernels only: a small network's specialized code is tested in
+    test_small.py, and waiting for it here (``peers._settle``) would cost seconds."""
+    from fastbp._core import plan
+
+    monkeypatch.setattr(plan, "SMALL_POLICY", "never")
+
+
+def test_settle_waits_for_the_specialized_code(monkeypatch):
+    from fastbp._core import plan
+
+    monkeypatch.setattr(plan, "SMALL_POLICY", "always")
+    w = _small("C2", steps=3)
+    net, params, X, Y, labels = bench.make_data(w)
+    prep = _peers.FastbpContender().gradient(w, net, params, X, Y, labels)
+    assert net.plan.last_driver == "small"
+    assert prep.result()[0] == bench.make_data(w)[0].loss(params, X, Y)
 
 
 # ------------------------------------------------------------------ the table

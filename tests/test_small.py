@@ -131,35 +131,60 @@ def test_training_runs_have_the_generic_bits(always, optimizer, batch_size, vali
     assert not np.array_equal(a.params.flat, p.flat)  # it trained
 
 
-def test_policy_auto_specializes_after_hot_steps(monkeypatch):
+def _cost(monkeypatch, seconds):
+    """Making a module costs ``seconds`` in the plan's accounts (compiled or loaded)."""
+    monkeypatch.setattr(small, "LOAD_S", seconds)
+    monkeypatch.setattr(small, "compile_seconds", lambda n_params: seconds)
+
+
+def test_policy_auto_specializes_once_the_generic_time_reaches_the_cost(monkeypatch):
     monkeypatch.setattr(core_plan, "SMALL_POLICY", "auto")
-    monkeypatch.setattr(core_plan, "HOT", 5)
+    _cost(monkeypatch, 1.0)
+    plan = core_plan.Plan((3, 2, 1), [1, 1], (False, False), 0, True, 0.2, np.float64, 1e-6)
+    assert plan.specialized(0.5) is None and plan.specialized(0.25) is None
+    assert plan.specialized(0.25) is not None  # 1.0 s spent: made
+    # calls: the generic drivers' time counted until it reaches the cost (here 2 ms)
+    _cost(monkeypatch, 2e-3)
     net = Network(loss="sse", l2=0.2, **SHARED)
     params, X, Y = random_problem(net, 3, N=4)
-    drivers = []
-    bits = set()
-    for _ in range(7):
+    drivers, bits = [], set()
+    for _ in range(100_000):
         J, g = net.loss_and_grad(params, X, Y)
         drivers.append(net.plan.last_driver)
         bits.add((J, g.flat.tobytes()))
-    assert drivers == ["serial"] * 4 + ["small"] * 3
-    assert len(bits) == 1
+        if drivers[-1] == "small":
+            break
+    assert drivers[0] == "serial" and drivers[-1] == "small" and len(drivers) > 2
+    assert net.plan._spent >= 2e-3 and len(bits) == 1
     # a batch the generic drivers run in parallel keeps them (the threshold at 0:
-    # every batch is such a batch)
+    # every batch is such a batch), and its time does not count
     monkeypatch.setattr(core_plan, "SERIAL_BELOW", 0)
     fresh = core_plan.Plan(net.sizes, [1, 1], net.bias, 0, True, 0.2, net.dtype, 1e-6)
-    assert fresh._small_rows() < 1 and fresh.specialized(10) is not None
+    assert fresh._small_rows() < 1 and not fresh._counting(1)
 
 
 def test_policy_auto_specializes_a_long_training_run_at_its_start(monkeypatch):
     monkeypatch.setattr(core_plan, "SMALL_POLICY", "auto")
-    monkeypatch.setattr(core_plan, "HOT", 1000)
+    _cost(monkeypatch, 3600.0)  # more than any run below
     net = Network(loss="bce", l2=0.1, **SHARED)
     params, X, Y = random_problem(net, 6, N=10)
-    fastbp.train(net, params, X, Y, epochs=999, lr=0.1)  # 999 steps: generic
-    assert net.plan.last_driver == "serial"
-    fastbp.train(net, params, X, Y, epochs=1000, lr=0.1)
+    fastbp.train(net, params, X, Y, epochs=50, lr=0.1)
+    assert net.plan.last_driver == "serial" and 0 < net.plan._spent < 1.0
+    _cost(monkeypatch, 1e-9)
+    net = Network(loss="bce", l2=0.15, **SHARED)  # another plan: its cost found anew
+    fastbp.train(net, params, X, Y, epochs=50, lr=0.1)  # its own steps pay for it
     assert net.plan.last_driver == "small"
+
+
+def test_a_module_made_once_counts_as_generated(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTBP_CACHE_DIR", str(tmp_path))
+    key = ((2, 2, 1), (1,), (False, True), 0, 0)  # made nowhere else (imported, not compiled)
+    assert not small.generated(*key)
+    small.module_for(*key)
+    assert small.generated(*key)
+    small._modules.pop(key)  # as another process sees it: the file in the folder
+    assert small.generated(*key)
+    assert small.compile_seconds(67) > small.compile_seconds(8) > small.LOAD_S
 
 
 def test_policy_never(monkeypatch):

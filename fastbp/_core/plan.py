@@ -66,14 +66,19 @@ POLICY = os.environ.get("FASTBP_LAUNCH", "threshold")
 REPROBE = 16
 
 # The specialized code of a small network (``small``): "auto" (the default)
-# makes it once the plan has served HOT gradient steps (calls, and steps of
-# training runs, counted together), and uses it for batches of at most
-# SMALL_ROWS examples (None: the batches the generic drivers would run
-# serially, ``Plan._small_rows``); "always" makes it at the first call; "never" keeps to
-# the generic drivers.  FASTBP_SMALL sets it.  Its results are the generic
-# drivers' bits, so when it starts being used changes nothing but the time.
+# makes it once the plan has spent, in the generic drivers on batches the
+# specialized code would run, as much time as making it costs (``Plan._tier_cost``:
+# loading what an earlier process compiled, else compiling it), and uses it
+# for batches of at most SMALL_ROWS examples (None: the batches the generic
+# drivers would run serially, ``Plan._small_rows``); "always" makes it at the
+# first call; "never" keeps to the generic drivers.  FASTBP_SMALL sets it.
+# The rule of renting skis until the rent paid equals the price: a network
+# that never gets hot never pays for a compile, one that does spends at most
+# about twice what the best choice in hindsight would have.  A training run
+# counts the time it will take (its steps times a timed step) at its start.
+# The results are the generic drivers' bits, so when the specialized code
+# starts changes nothing but the time.
 SMALL_POLICY = os.environ.get("FASTBP_SMALL", "auto")
-HOT = 20_000
 SMALL_ROWS = None  # None: below the rows at which the generic drivers go parallel
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
@@ -307,11 +312,11 @@ class Plan:
     ("serial" or "parallel") of the last call that ran one.
     """
 
-    __slots__ = ("__weakref__", "_fns", "_l2_arg", "_one", "_quick", "_rest", "_row_sum_tol",
-                 "_scalar",
-                 "_serial_rows", "_small", "_small_ok", "_timings", "_uses", "_workspaces",
-                 "dtype", "l2", "last_driver", "layout", "loss_code", "mean", "n_params",
-                 "no_targets", "no_weights", "sizes")
+    __slots__ = ("__weakref__", "_cost", "_fns", "_l2_arg", "_one", "_quick", "_rest",
+                 "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok",
+                 "_spent", "_timings", "_workspaces", "dtype", "l2", "last_driver",
+                 "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
+                 "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
@@ -341,7 +346,8 @@ class Plan:
         self._timings = {}
         self._fns = None
         self._small = None
-        self._uses = 0
+        self._spent = 0.0  # seconds in the generic drivers that the specialized code would save
+        self._cost = None  # ``_tier_cost``, found on first use
         self._rest = None
         self._quick = {}  # quick_loss_and_grad's scratch, one per batch size
 
@@ -368,23 +374,42 @@ class Plan:
         """The largest batch the specialized code runs (``SMALL_ROWS``)."""
         return self._serial_rows - 1 if SMALL_ROWS is None else SMALL_ROWS
 
-    def specialized(self, uses: int = 0):
+    def _small_key(self) -> tuple:
+        """The specialized module's key (``small.module_for``'s arguments)."""
+        lay = self.layout
+        return (self.sizes, tuple(int(c) for c in lay[:-1, kernels.ACT]),
+                tuple(bool(b >= 0) for b in lay[:, kernels.B_OFF]), int(lay[-1, kernels.ACT]),
+                self.loss_code)
+
+    def _tier_cost(self) -> float:
+        """Seconds that making the specialized module is expected to cost:
+        ``small.LOAD_S`` when an earlier process generated it (and so compiled
+        it into numba's cache), else ``small.compile_seconds``."""
+        cost = self._cost
+        if cost is None:
+            cost = self._cost = (small.LOAD_S if small.generated(*self._small_key())
+                                 else small.compile_seconds(self.n_params))
+        return cost
+
+    def specialized(self, seconds: float = 0.0):
         """The network's specialized module (``small.module_for``) when the
-        plan takes it (``SMALL_POLICY``), counting ``uses`` more gradient
-        steps towards ``HOT``; else None."""
+        plan takes it (``SMALL_POLICY``), counting ``seconds`` more spent in
+        the generic drivers towards its cost (``_tier_cost``); else None."""
         mod = self._small
         if mod is None and self._small_ok:
-            self._uses += uses
-            if SMALL_POLICY == "always" or self._uses >= HOT:
-                lay = self.layout
+            self._spent += seconds
+            if SMALL_POLICY == "always" or (SMALL_POLICY == "auto"
+                                            and self._spent >= self._tier_cost()):
                 try:
-                    mod = self._small = small.module_for(
-                        self.sizes, tuple(int(c) for c in lay[:-1, kernels.ACT]),
-                        tuple(bool(b >= 0) for b in lay[:, kernels.B_OFF]),
-                        int(lay[-1, kernels.ACT]), self.loss_code)
+                    mod = self._small = small.module_for(*self._small_key())
                 except Exception as e:  # e.g. no usable folder or source: generic from now on
                     self._small_failed(e)
         return mod
+
+    def _counting(self, N) -> bool:
+        """Whether a generic call on N rows counts towards the specialized code's
+        cost (``specialized``): it has not been made, and would run them."""
+        return self._small is None and self._small_ok and N <= self._small_rows()
 
     def _small_failed(self, exc):
         self._small_ok = False
@@ -470,10 +495,14 @@ class Plan:
         args = (theta, self.layout, X, Y, weights, self.loss_code, scale, self._l2_arg,
                 input_grad, acts, deltas, losses, grad, scratch, self.fns)
         J = None
-        if N <= self._small_rows() and self.specialized(1) is not None:
+        if N <= self._small_rows() and self.specialized() is not None:
             J = self._small_call("loss_grad", args)
         if J is None:
+            counting = self._counting(N)
+            t0 = time.perf_counter() if counting else 0.0
             J = self._generic_grad(N, args)
+            if counting:
+                self._spent += time.perf_counter() - t0
         if not (J - J == 0 and scratch[0] == 1):
             _overflow_warning("loss_and_grad", "the loss" if J - J != 0 else "the gradient")
         dX = deltas[:, :self.sizes[0]].copy() if input_grad else None
@@ -534,8 +563,10 @@ class Plan:
         args = (theta, self.layout, X, Y, weights, self.loss_code, want_loss, scale,
                 self._l2_arg, acts, losses, ws[3], self.fns)
         J = None
-        if N <= self._small_rows() and self.specialized(1) is not None:
+        if N <= self._small_rows() and self.specialized() is not None:
             J = self._small_call("forward", args)
+        counting = J is None and self._counting(N)
+        t0 = time.perf_counter() if counting else 0.0
         if J is None:
             try:
                 J = self._launch("loss" if want_loss else "forward", N,
@@ -544,6 +575,8 @@ class Plan:
                 _heal(e)
                 J, self.last_driver = launch(kernels.forward_parallel, kernels.forward_serial,
                                              self._work(N), args)
+            if counting:
+                self._spent += time.perf_counter() - t0
         out = None if want_loss else acts[:, int(self.layout[-1, kernels.C_OUT]):].copy()
         self._workspaces.give(N, ws)
         if want_loss and J - J != 0:
@@ -632,7 +665,8 @@ class Plan:
 
     def _training_drivers(self, theta, X, Y, B, Nv, steps) -> Drivers:
         dt = self.dtype
-        if B <= self._small_rows() and self.specialized(steps) is not None:
+        if B <= self._small_rows() and self.specialized(self._run_seconds(theta, X, Y, B, steps)
+                                                         ) is not None:
             drivers = self._small_drivers(Nv)
             if drivers is not None:
                 return drivers
@@ -647,6 +681,19 @@ class Plan:
         return Drivers(tk.driver_address(loss_grad, dt, 0), tk.driver_address(forward, dt, 1),
                        serial_step, self.last_driver == PARALLEL
                        or forward is kernels.forward_parallel)
+
+    def _run_seconds(self, theta, X, Y, B, steps) -> float:
+        """The generic drivers' expected time for a run of ``steps`` gradient steps
+        on batches of B rows (0 when it would not count towards the specialized
+        code, ``_counting``): the steps times a timed serial gradient of the
+        first batch (its second call: the first may load the kernels)."""
+        if not steps or SMALL_POLICY != "auto" or not self._counting(B):
+            return 0.0
+        args = self._batch_args(theta, X, Y, B)
+        kernels.loss_grad_serial(*args)
+        t0 = time.perf_counter()
+        kernels.loss_grad_serial(*args)
+        return steps * (time.perf_counter() - t0)
 
     def _small_drivers(self, Nv):
         """The specialized code's ``Drivers`` (None when it failed to compile)."""

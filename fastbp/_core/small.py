@@ -537,11 +537,47 @@ def _private_copy(name: str, sizes, codes, bias, out_code, loss_code) -> Path:
     return path
 
 
+# What making a module costs, for the plan's choice of when to (``Plan._tier_cost``).
+# Measured on the 2-core machine, a fresh process, first gradient (quick and
+# driver entries) plus first forward pass: 3-2-1 2.6 s (8 parameters), 4-8-3
+# 7.1 s (67); loading both from numba's cache 0.3-0.4 s.
+LOAD_S = 0.35
+
+
+def compile_seconds(n_params: int) -> float:
+    """About how long compiling a module of ``n_params`` parameters takes (the
+    two measurements above, on a line)."""
+    return 2.0 + 0.076 * n_params
+
+
+def _named(key):
+    """(name, path in the cache folder, source) of the module of ``key``."""
+    global _STAMP
+    if _STAMP is None:
+        _STAMP = _core_stamp()
+    text = source(*key)
+    digest = hashlib.sha256((_STAMP + text).encode()).hexdigest()[:20]
+    name = f"net_{digest}"
+    return name, cache_folder() / f"{name}.py", text
+
+
+def generated(sizes, codes, bias, out_code, loss_code) -> bool:
+    """Whether the module of this network is in the cache folder already: an
+    earlier process made it, and compiled it into numba's cache (unless it
+    stopped first: then this one compiles it)."""
+    key = (tuple(sizes), tuple(codes), tuple(bias), int(out_code), int(loss_code))
+    if key in _modules:
+        return True
+    try:
+        return _named(key)[1].is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def module_for(sizes, codes, bias, out_code, loss_code):
     """The imported specialized module of this network (``source``), made and
     imported once per process; its compiled code is loaded from numba's cache
     when an earlier process compiled it."""
-    global _STAMP
     key = (tuple(sizes), tuple(codes), tuple(bias), int(out_code), int(loss_code))
     mod = _modules.get(key)
     if mod is not None:
@@ -549,12 +585,7 @@ def module_for(sizes, codes, bias, out_code, loss_code):
     with _lock:
         mod = _modules.get(key)
         if mod is None:
-            if _STAMP is None:
-                _STAMP = _core_stamp()
-            text = source(*key)
-            digest = hashlib.sha256((_STAMP + text).encode()).hexdigest()[:20]
-            name = f"net_{digest}"
-            path = cache_folder() / f"{name}.py"
+            name, path, text = _named(key)
             if not _write_once(path, text):  # no writable cache: this process only
                 path = _private_copy(name, *key)
             spec = importlib.util.spec_from_file_location(f"fastbp._small.{name}", path)

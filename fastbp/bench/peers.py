@@ -62,19 +62,17 @@ def _weights(params):
 
 def _settle(net, run):
     """Call ``run`` until the network's plan has settled on its driver: a small
-    network's plan moves to its specialized code after ``HOT`` gradient steps
-    (``fastbp._core.plan``), so the first calls of a program run the generic
-    drivers; steady state is what comes after (at most HOT / steps-per-call
-    calls, about a second for the networks concerned)."""
+    network's plan moves to its specialized code once its generic calls have
+    taken as long as making that code costs (``fastbp._core.plan``), so the
+    first calls of a program run the generic drivers; steady state is what
+    comes after (at most 30 s of calls)."""
     plan = getattr(net, "plan", None)
     if plan is None or not getattr(plan, "_small_ok", False):
         return
-    from fastbp._core.plan import HOT
-
     t0 = time.perf_counter()
-    for _ in range(HOT + 1):
+    while time.perf_counter() - t0 < 30:
         run()
-        if plan.last_driver == "small" or time.perf_counter() - t0 > 30:
+        if plan.last_driver == "small":
             return
 
 
