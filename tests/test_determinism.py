@@ -114,9 +114,13 @@ def test_concurrent_calls_from_python_threads(monkeypatch):
     from fastbp._core import plan as core_plan
 
     monkeypatch.setattr(core_plan, "POLICY", "threshold")  # the parallel path, every call
+    # the generic kernels (a plan of its own, made after the policy is set): the
+    # specialized code of 4-8-3 would start once its calls had taken as long as
+    # loading it, and these threads make many
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "never")
     nets = [
         Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy"),  # parallel path
-        Network([4, 8, 3], "sigmoid", "bce"),  # serial path
+        Network([4, 8, 3], "sigmoid", "bce", l2=1e-3),  # serial path
     ]
     rng = np.random.default_rng(3)
     jobs = []

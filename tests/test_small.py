@@ -108,6 +108,7 @@ def test_gradients_forward_and_loss_have_the_generic_bits(always, sizes, hidden,
 
 @pytest.mark.parametrize("optimizer,batch_size,validation", [
     ("sgd", None, None),
+    ("sgd", 1, None),           # batches of one example: loss_grad1
     ("adam", 7, None),          # a partial last batch of 2
     ("momentum", 8, 0.2),       # validation split, its forward pass on the small code
 ])

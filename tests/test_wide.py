@@ -105,6 +105,17 @@ def test_block_rows():
             blocks = -(-N // r)
             end = kernels._work(layout, N, True, blocks, r)
             assert end <= kernels.scratch_size(layout, N)
+    # and for the NR of every kernel width (2 to 16 columns), by _block_rows' rule
+    # (its docstring), written out: the bound once fell short for NR = 14 at N = 1
+    work, p0, p_rows = (int(layout[0, c]) for c in (kernels.WORK, kernels.P0, kernels.P_ROWS))
+    for nr in range(2, 17):
+        for N in (*range(1, 200), 1000, 4097, 10_001):
+            for threads in (1, 2, 3, 16, 64):
+                count = max(-(-N // kernels.BLOCK_MAX), 2 * threads if threads > 1 else 1)
+                r = -(-max(-(-N // count), kernels.BLOCK_MIN) // nr) * nr
+                blocks = -(-N // r)
+                room = kernels.scratch_size(layout, N) - p0 - N * p_rows  # the blocks' part
+                assert blocks * r * work <= room, (nr, N, threads)
 
 
 _OTHER_WIDTH = textwrap.dedent("""

@@ -106,10 +106,13 @@ def scratch_size(layout, N: int, grad: bool = True) -> int:
     """Values of the drivers' ``scratch`` for batches of up to N examples: the
     flag and the packed weights (``P0`` values), N values per panel row (the
     gradient drivers only, ``grad``), then the blocks' packing buffers
-    (``_work``: KC values per example of a block rounded up to NR <= 16, for at
-    most N + 64 such examples)."""
+    (``_work``: KC values per example of a block, for blocks of at least
+    BLOCK_MIN examples rounded up to NR <= 16: 2 N + 16 (ceil(N / BLOCK_MIN) + 3)
+    examples cover every N, thread count and NR; +2 instead of +3 fell 6 short
+    of one block of 56 = 48 rounded up to NR = 14, the AVX-512 float64 kernel's,
+    at N = 1, which tests/test_wide.py checks for every NR)."""
     return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0)
-               + layout[0, WORK] * (2 * N + 16 * (-(-N // BLOCK_MIN) + 2)))
+               + layout[0, WORK] * (2 * N + 16 * (-(-N // BLOCK_MIN) + 3)))
 
 
 @njit(inline="always", error_model=ERROR_MODEL)

@@ -496,7 +496,8 @@ class Plan:
                 input_grad, acts, deltas, losses, grad, scratch, self.fns)
         J = None
         if N <= self._small_rows() and self.specialized() is not None:
-            J = self._small_call("loss_grad", args)
+            # one example: the module's code for one (loops unrolled to values)
+            J = self._small_call("loss_grad1" if N == 1 else "loss_grad", args)
         if J is None:
             counting = self._counting(N)
             t0 = time.perf_counter() if counting else 0.0
@@ -525,7 +526,8 @@ class Plan:
         if scratch is None:
             scratch = np.empty(small.quick_scratch_need(self.sizes, N), self.dtype)
         grad = np.empty(self.n_params, self.dtype)
-        J = self._small_try(mod.quick_loss_grad, theta, self.layout, X, Y, grad, scratch,
+        quick = mod.quick_loss_grad1 if N == 1 else mod.quick_loss_grad
+        J = self._small_try(quick, theta, self.layout, X, Y, grad, scratch,
                             self._scalar(1.0 / N) if self.mean else self._one,
                             self._l2_arg, self._row_sum_tol)
         if J is None:  # it failed: the checked path, on the generic drivers from now on
@@ -667,7 +669,7 @@ class Plan:
         dt = self.dtype
         if B <= self._small_rows() and self.specialized(self._run_seconds(theta, X, Y, B, steps)
                                                          ) is not None:
-            drivers = self._small_drivers(Nv)
+            drivers = self._small_drivers(B, Nv)
             if drivers is not None:
                 return drivers
         serial_step = 0.0
@@ -695,12 +697,14 @@ class Plan:
         kernels.loss_grad_serial(*args)
         return steps * (time.perf_counter() - t0)
 
-    def _small_drivers(self, Nv):
+    def _small_drivers(self, B, Nv):
         """The specialized code's ``Drivers`` (None when it failed to compile)."""
         dt = self.dtype
 
         def drivers():
-            loss_grad = tk.driver_address(self._small.loss_grad, dt, 0)
+            # batches of one row (every batch then has one): the code for one example
+            mod = self._small
+            loss_grad = tk.driver_address(mod.loss_grad1 if B == 1 else mod.loss_grad, dt, 0)
             forward = self._validation_forward(Nv, self._small)
             return Drivers(loss_grad, tk.driver_address(forward, dt, 1), 0.0,
                            forward is kernels.forward_parallel)

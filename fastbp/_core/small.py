@@ -357,47 +357,8 @@ def source(sizes, codes, bias, out_code, loss_code, cache: bool = True) -> str:
     grad.append("    _finite_flag(grad, scratch)")
     grad.append("    return _total_loss(theta, layout, losses, scale, l2)")
     grad += _one_example(grad)
-    P = len(params)
-    grad += [
-        "", "",
-        "@njit(**OPTIONS)",
-        ("def loss_grad(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, acts, "
-         "deltas, losses, grad, scratch, fns):"),
-        '    """The gradient driver (``kernels.loss_grad_serial``\'s signature)."""',
-        "    if X.shape[0] == 1:",
-        ("        return _grad1(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
-         "losses, grad, scratch)"),
-        ("    return _grad(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
-         "losses, grad, scratch)"),
-        "", "",
-        "@njit(**OPTIONS)",
-        "def quick_loss_grad(theta, layout, X, Y, grad, scratch, scale, l2, tol):",
-        '    """J and dJ/dtheta into ``grad`` for inputs that may not have been checked, with',
-        "    no example weights and no dJ/dX: a call from Python with few arguments.",
-        "    scratch[0] says what happened: 1 done and the gradient finite, 0 done and",
-        "    not finite, 2 not done (a size does not match, or the inputs fail the",
-        "    screen ``inputs_clean``): the caller then takes the checked path, which",
-        '    names what is wrong.  The examples\' losses go after the other values."""',
-        "    N = X.shape[0]",
-        f"    losses_at = {SCRATCH0} + {2 * S + 2} * N",
-        f"    if (N == 0 or X.shape[1] != {sizes[0]} or Y.shape[0] != N or Y.shape[1] != {n_L}",
-        f"            or theta.shape[0] != {P} or grad.shape[0] != {P}",
-        "            or scratch.shape[0] < losses_at + N):",
-        "        if scratch.shape[0] > 0:",
-        "            scratch[0] = 2",
-        "        return theta.dtype.type(0)",
-        f"    if not inputs_clean(theta, X, Y, {loss_code}, tol):",
-        "        scratch[0] = 2",
-        "        return theta.dtype.type(0)",
-        "    # no weights (an empty view); deltas: not written without dJ/dX.  False as",
-        "    # a value, not a literal, which would make numba compile _grad a second time",
-        "    no = N < 0",
-        "    if N == 1:",
-        "        return _grad1(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
-        "                      scratch[losses_at:losses_at + N], grad, scratch)",
-        "    return _grad(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
-        "                 scratch[losses_at:losses_at + N], grad, scratch)",
-    ]
+    for one in (False, True):
+        grad += _entries(sizes[0], n_L, len(params), S, loss_code, one)
 
     # ------------------------------------------------------------ forward
     fwd = ["", "", "@njit(**OPTIONS)",
@@ -413,6 +374,53 @@ def source(sizes, codes, bias, out_code, loss_code, cache: bool = True) -> str:
     output_layer(fwd, True, False, True)
     fwd.append("    return _total_loss(theta, layout, losses, scale, l2)")
     return "\n".join(head + grad + fwd) + "\n"
+
+
+def _entries(n_0, n_L, P, S, loss_code, one: bool) -> list:
+    """The lines of ``loss_grad`` and ``quick_loss_grad`` (``one``: of
+    ``loss_grad1`` and ``quick_loss_grad1``, which run ``_grad1`` on a batch of
+    one example, and only that: a network used on one batch size compiles one
+    of the two bodies)."""
+    sfx, body = ("1", "_grad1") if one else ("", "_grad")
+    guard = (["    if X.shape[0] != 1:  # never, from a plan",
+              "        return theta.dtype.type(0) / theta.dtype.type(0)"] if one else [])
+    return [
+        "", "",
+        "@njit(**OPTIONS)",
+        (f"def loss_grad{sfx}(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad, "
+         "acts, deltas, losses, grad, scratch, fns):"),
+        ('    """The gradient driver (``kernels.loss_grad_serial``\'s signature)'
+         + (', for one example."""' if one else '."""')),
+        *guard,
+        (f"    return {body}(theta, layout, X, Y, weights, scale, l2, input_grad, deltas, "
+         "losses, grad, scratch)"),
+        "", "",
+        "@njit(**OPTIONS)",
+        f"def quick_loss_grad{sfx}(theta, layout, X, Y, grad, scratch, scale, l2, tol):",
+        '    """J and dJ/dtheta into ``grad`` for inputs that may not have been checked, with',
+        "    no example weights and no dJ/dX: a call from Python with few arguments.",
+        "    scratch[0] says what happened: 1 done and the gradient finite, 0 done and",
+        "    not finite, 2 not done (a size does not match, or the inputs fail the",
+        "    screen ``inputs_clean``): the caller then takes the checked path, which",
+        '    names what is wrong.  The examples\' losses go after the other values."""',
+        "    N = X.shape[0]",
+        f"    losses_at = {SCRATCH0} + {2 * S + 2} * N",
+        (f"    if (N {'!= 1' if one else '== 0'} or X.shape[1] != {n_0} or Y.shape[0] != N"
+         f" or Y.shape[1] != {n_L}"),
+        f"            or theta.shape[0] != {P} or grad.shape[0] != {P}",
+        "            or scratch.shape[0] < losses_at + N):",
+        "        if scratch.shape[0] > 0:",
+        "            scratch[0] = 2",
+        "        return theta.dtype.type(0)",
+        f"    if not inputs_clean(theta, X, Y, {loss_code}, tol):",
+        "        scratch[0] = 2",
+        "        return theta.dtype.type(0)",
+        "    # no weights (an empty view); deltas: not written without dJ/dX.  False as",
+        f"    # a value, not a literal, which would make numba compile {body} a second time",
+        "    no = N < 0",
+        f"    return {body}(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
+        "                 scratch[losses_at:losses_at + N], grad, scratch)",
+    ]
 
 
 def _one_example(lines):
