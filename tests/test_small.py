@@ -312,6 +312,20 @@ def test_quick_calls_check_what_they_are_given(always):
     wrong = Network([2, 3, 1], ["sigmoid", "sigmoid"], "bce", bias=False).init(0)
     with pytest.raises(ValueError, match="params"):
         net.loss_and_grad(wrong, X, Y)
+    tampered = params.copy()
+    tampered.flat[3] = np.inf
+    with pytest.raises(ValueError, match="params"):
+        net.loss_and_grad(tampered, X, Y)
     # still on the specialized code after the refusals
     assert same_bits(net.loss_and_grad(params, X, Y)[1].flat, g.flat)
     assert net.plan.last_driver == "small"
+    # cross-entropy targets: rows that are distributions, the screen's own test
+    net = Network([4, 8, 3], ["sigmoid", "softmax"], "cross_entropy")
+    params, X, labels = random_problem(net, 4, N=5)
+    Y = np.eye(3)[labels]  # one-hot rows: the quick path
+    J, g = net.loss_and_grad(params, X, Y)
+    assert net.plan.last_driver == "small"
+    with pytest.raises(ValueError, match="Y"):
+        net.loss_and_grad(params, X, Y * 0.9)  # rows summing to 0.9
+    J4, g4 = net.loss_and_grad(params, X, labels)  # integer labels: the checked path
+    assert J4 == J and same_bits(g4.flat, g.flat)

@@ -198,7 +198,6 @@ def source(sizes, codes, bias, out_code, loss_code, cache: bool = True) -> str:
         "from fastbp._core.functions import add_kept, exp, fma, mul_kept, sub_kept",
         "from fastbp._core.kernels import _finite_flag, _total_loss",
         "from fastbp._core.numba_private import NO_REFCOUNT",
-        "from fastbp._core.screen import inputs_clean",
         ("from fastbp._core.small import (bce_term, cross_entropy_term, output_delta, "
          "poisson_term, relu,"),
         "                                sigmoid, softmax_dot, sse_term, tanh, times_derivative)",
@@ -412,7 +411,8 @@ def _entries(n_0, n_L, P, S, loss_code, one: bool) -> list:
         "        if scratch.shape[0] > 0:",
         "            scratch[0] = 2",
         "        return theta.dtype.type(0)",
-        f"    if not inputs_clean(theta, X, Y, {loss_code}, tol):",
+        *_screen(n_0, n_L, loss_code),
+        "    if not ok:",
         "        scratch[0] = 2",
         "        return theta.dtype.type(0)",
         "    # no weights (an empty view); deltas: not written without dJ/dX.  False as",
@@ -421,6 +421,31 @@ def _entries(n_0, n_L, P, S, loss_code, one: bool) -> list:
         f"    return {body}(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
         "                 scratch[losses_at:losses_at + N], grad, scratch)",
     ]
+
+
+def _screen(n_0, n_L, loss_code) -> list:
+    """Lines setting ``ok``: the test of ``screen.inputs_clean`` for this network's
+    loss, with the rows' widths written out, so that each loop over the examples
+    vectorizes (the generic screen's inner loops of a few values do not): theta,
+    X and Y finite, and Y valid targets (bce: in [0, 1]; poisson: >= 0;
+    cross_entropy: >= 0 with row sums within half the tolerance ``tol`` of 1)."""
+    out = ["    ok = True", "    for k in range(theta.shape[0]):",
+           "        ok &= theta[k] - theta[k] == 0",
+           "    for e in range(N):"]
+    out += [f"        ok &= X[e, {j}] - X[e, {j}] == 0" for j in range(n_0)]
+    out.append("    for e in range(N):")
+    for k in range(n_L):
+        y = f"Y[e, {k}]"
+        out.append(f"        ok &= {y} - {y} == 0")
+        if loss_code == BCE:
+            out.append(f"        ok &= ({y} >= 0) & ({y} <= 1)")
+        elif loss_code in (POISSON, CROSS_ENTROPY):
+            out.append(f"        ok &= {y} >= 0")
+    if loss_code == CROSS_ENTROPY:
+        out.append("        s = 0.0")
+        out += [f"        s += float(Y[e, {k}])" for k in range(n_L)]
+        out.append("        ok &= abs(s - 1.0) <= 0.5 * tol")
+    return out
 
 
 def _one_example(lines):
