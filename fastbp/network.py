@@ -410,10 +410,11 @@ class Network:
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
         dt = self.dtype
-        if (type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray
-                and sample_weight is None and not input_grad and X.dtype is dt
-                and Y.dtype is dt and params.flat.dtype is dt and params.sizes == self.sizes
-                and params.bias == self.bias and X.ndim == 2 and Y.ndim <= 2):
+        if (self._plan.quick and type(params) is Params and type(X) is np.ndarray
+                and type(Y) is np.ndarray and sample_weight is None and not input_grad
+                and X.dtype is dt and Y.dtype is dt and params.flat.dtype is dt
+                and params.sizes == self.sizes and params.bias == self.bias
+                and X.ndim == 2 and Y.ndim <= 2):
             # the specialized code of a small network checks sizes and screens
             # the inputs in its one compiled call; None: the checked path below
             quick = self._plan.quick_loss_and_grad(

@@ -316,7 +316,7 @@ class Plan:
                  "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok",
                  "_spent", "_timings", "_workspaces", "dtype", "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
-                 "sizes")
+                 "quick", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
@@ -350,6 +350,9 @@ class Plan:
         self._cost = None  # ``_tier_cost``, found on first use
         self._rest = None
         self._quick = {}  # quick_loss_and_grad's scratch, one per batch size
+        # whether quick_loss_and_grad may apply (the specialized code is made): the
+        # front end's one test before it tries, so other networks pay nothing
+        self.quick = False
 
     @property
     def fns(self) -> np.ndarray:
@@ -402,6 +405,7 @@ class Plan:
                                             and self._spent >= self._tier_cost()):
                 try:
                     mod = self._small = small.module_for(*self._small_key())
+                    self.quick = True
                 except Exception as e:  # e.g. no usable folder or source: generic from now on
                     self._small_failed(e)
         return mod
@@ -414,6 +418,7 @@ class Plan:
     def _small_failed(self, exc):
         self._small_ok = False
         self._small = None
+        self.quick = False
         warnings.warn(f"fastbp: the specialized code of this network failed "
                       f"({type(exc).__name__}: {exc}); using the generic kernels",
                       RuntimeWarning, stacklevel=4)
