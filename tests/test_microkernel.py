@@ -116,7 +116,7 @@ def test_micro_kernel(dtype, k, accumulate):
 
 def test_micro_kernel_holds_its_block_in_registers():
     """The k loop of the native block, as numba compiles it inside a caller: MR / W
-    loads of A, NR broadcasts of B and MR * NR / W fused multiply-adds per k, and
+    loads of A, NR broadcasts of B per MR * NR / W fused multiply-adds (per k), and
     no other memory access (no accumulator spilled to the stack).  Compiled here
     without the cache: numba cannot show the assembly of cached code."""
     kernel = njit(fastmath=FASTMATH, error_model=ERROR_MODEL)(_kernel.py_func)
@@ -129,9 +129,11 @@ def test_micro_kernel_holds_its_block_in_registers():
         kernel(4, a, b, c, MR, False, MR, NR)
         sig = next(s for s in kernel.signatures if str(s[1].dtype) == np.dtype(dtype).name)
         counts = mk.inner_loop(kernel.inspect_asm(sig))
-        assert counts["fma"] == MR * NR // W, counts
-        assert counts["broadcast"] == NR, counts
-        assert counts["memory operands"] == MR // W + NR, counts
+        # LLVM may unroll the loop (it does by two for znver3): whole steps only
+        steps, rest = divmod(counts["fma"], MR * NR // W)
+        assert steps >= 1 and rest == 0, counts
+        assert counts["broadcast"] == steps * NR, counts
+        assert counts["memory operands"] == steps * (MR // W + NR), counts
         assert counts["stack"] == 0, counts
 
 
