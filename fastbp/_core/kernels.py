@@ -82,7 +82,8 @@ from .functions import (
     sub_kept,
     times_derivative,
 )
-from .microkernel import CACHE, _even_step, block_sizes, micro_kernel, pack_a, pack_b
+from .microkernel import (CACHE, _even_step, _panel_row, block_sizes, micro_kernel, pack_a,
+                          pack_b)
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
@@ -370,32 +371,25 @@ def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
         for q0 in range(e0 // k_step * k_step, e1, k_step):
             kc = min(k_step, N - q0)
             ea, eb = max(e0, q0), min(e1, q0 + kc)
-            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * q0, q0, kc, MR)
-            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, NR)
+            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * q0, q0, kc, 0)
+            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, 1)
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, R):
+@njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
+def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, side):
     """buf[e, c + u] into scratch[panels + (u // R) * R * kc + (e - q0) * R + u % R]
-    for examples ea..eb-1 and u < n, 0 past n up to a multiple of R: the
-    examples' R-long runs of the micro-panels of one block of kc examples from
-    q0.  Compiled once, not inlined: its two calls (R = MR, NR) would double
-    its code in ``_to_panels``, for the same speed."""
-    zero = scratch.dtype.type(0)
-    full = n // R * R
-    for u0 in range(0, full, R):
+    for examples ea..eb-1 and u < n, 0 past n up to a multiple of R (R = MR for
+    ``side`` 0, NR for 1): the examples' R-long runs of the micro-panels of one
+    block of kc examples from q0, each run one vector load and store
+    (``_panel_row``: a loop over the run's R values costs a run-time alias
+    test and a scalar copy per run, ~30 ns, most of the panels' time)."""
+    R = block_sizes(scratch)[side]
+    S = buf.shape[1]
+    for u0 in range(0, n, R):
+        rows = min(R, n - u0)
         for e in range(ea, eb):
-            d0 = panels + u0 * kc + (e - q0) * R
-            d = scratch[d0:d0 + R]
-            s = buf[e, c + u0:c + u0 + R]
-            for r in range(R):
-                d[r] = s[r]
-    if full < n:
-        for e in range(ea, eb):
-            d0 = panels + full * kc + (e - q0) * R
-            d = scratch[d0:d0 + R]
-            for r in range(R):
-                d[r] = buf[e, c + full + r] if full + r < n else zero
+            _panel_row(buf, e * S + c + u0, 1, rows, scratch, panels + u0 * kc + (e - q0) * R,
+                       side)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
