@@ -525,7 +525,10 @@ class Plan:
         training loop written in Python, at a few arguments' cost."""
         mod = self._small
         N = X.shape[0]
-        if mod is None or N > self._small_rows():
+        # no rows: the checked path names X; a view that is not C-contiguous
+        # would make numba compile the module's code again for its layout
+        if (mod is None or not 0 < N <= self._small_rows() or not X.flags.c_contiguous
+                or not Y.flags.c_contiguous):
             return None
         scratch = self._quick.pop(N, None)
         if scratch is None:

@@ -1,0 +1,106 @@
+"""Fourth round of adversarial cases.
+
+Cases that could end the interpreter or hang before their fix run in a
+subprocess with a timeout.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import Network
+from fastbp._core import plan as core_plan
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _python(script, timeout, **env):
+    """(returncode, stdout, stderr) of ``script`` in a fresh interpreter (with
+    ``env`` added to the environment); a run past ``timeout`` seconds fails
+    the test instead of hanging it."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(textwrap.dedent(script))
+    try:
+        res = subprocess.run([sys.executable, f.name],
+                             env=dict(os.environ, PYTHONPATH=ROOT, **env), cwd=ROOT,
+                             capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the script ran past {timeout} s (hung)")
+    finally:
+        os.unlink(f.name)
+    return res.returncode, res.stdout, res.stderr
+
+
+def same_bits(a, b):
+    return np.asarray(a).tobytes() == np.asarray(b).tobytes()
+
+
+# ---------------------------------------------------------------- the quick path
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """003's network (the one test_small specializes first) on its specialized
+    code from the first call, warnings as errors: a network whose quick path
+    (``Plan.quick_loss_and_grad``) is live."""
+    monkeypatch.setattr(core_plan, "SMALL_POLICY", "always")
+    net = Network([3, 2, 1], ["sigmoid", "sigmoid"], "sse", bias=False)
+    rng = np.random.default_rng(0)
+    p, X, Y = net.init(0), rng.normal(size=(6, 3)), rng.uniform(size=(6, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        J, g = net.loss_and_grad(p, X, Y)
+        assert net.plan.last_driver == "small" and net.plan.quick
+        yield net, p, X, Y, J, g
+
+
+def test_the_quick_path_takes_a_read_only_x(quick):
+    """Its compiled call handed X as the (never written) dJ/dX matrix: numba
+    refused to type a read-only X there, and the plan took that for a broken
+    module: a page-long warning and the generic drivers for good."""
+    net, p, X, Y, J, g = quick
+    ro = X.copy()
+    ro.setflags(write=False)
+    J1, g1 = net.loss_and_grad(p, ro, Y)
+    assert net.plan.last_driver == "small" and net.plan.quick
+    assert J1 == J and same_bits(g1.flat, g.flat)
+
+
+@pytest.mark.parametrize("Y, exc, match", [
+    (np.array(0.5), ValueError, r"Y: expected shape \(6, 1\), got \(\)"),
+    (np.zeros((1, 6, 1)), ValueError, r"Y: expected shape \(6, 1\), got \(1, 6, 1\)"),
+])
+def test_the_quick_path_leaves_targets_of_another_rank_to_the_checks(quick, Y, exc, match):
+    """A 0-d Y reached the compiled call, whose typing failed: the specialized
+    code was dropped for good with a page-long warning."""
+    net, p, X, _, J, g = quick
+    with pytest.raises(exc, match=match):
+        net.loss_and_grad(p, X, Y)
+    assert net.plan.quick and same_bits(net.loss_and_grad(p, X, quick[3])[1].flat, g.flat)
+
+
+def test_the_quick_path_names_an_x_without_rows(quick):
+    """Its scale 1 / N raised a bare ZeroDivisionError."""
+    net, p, X, Y, *_ = quick
+    with pytest.raises(ValueError, match=r"X: no examples \(N = 0\)"):
+        net.loss_and_grad(p, X[:0], Y[:0])
+
+
+def test_the_quick_path_sends_strided_views_through_the_checks(quick):
+    """A view that is not C-contiguous (a column of Y, a Fortran X) compiled
+    the module's code again for its layout, seconds per layout; the checked
+    path copies it instead.  Same bits either way."""
+    net, p, X, Y, J, g = quick
+    wide = np.repeat(Y, 2, axis=1)
+    for args in ((np.asfortranarray(X), Y), (X, wide[:, 0]), (X[::-1][::-1], Y)):
+        compiled = len(net.plan.specialized().quick_loss_grad.signatures)
+        J1, g1 = net.loss_and_grad(p, *args)
+        assert J1 == J and same_bits(g1.flat, g.flat)
+        assert len(net.plan.specialized().quick_loss_grad.signatures) == compiled
