@@ -104,3 +104,24 @@ def test_the_quick_path_sends_strided_views_through_the_checks(quick):
         J1, g1 = net.loss_and_grad(p, *args)
         assert J1 == J and same_bits(g1.flat, g.flat)
         assert len(net.plan.specialized().quick_loss_grad.signatures) == compiled
+
+
+# ---------------------------------------------------------------- workspaces
+
+
+def test_the_drivers_scratch_grows_with_the_network_not_with_the_block_size(monkeypatch):
+    """Each example of a block had KC values of packing buffer (256 in
+    float64 on AVX2) whatever the network's widths: 4.8 KB per example for a
+    4-5-3 network of 32-byte rows, so a forward pass over 10**6 such rows
+    asked for 4.5 GiB (10**7 rows: 48 GiB) and was refused."""
+    from fastbp._core import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)
+    net = Network([4, 5, 3], ["tanh", "softmax"], "cross_entropy")
+    p = net.init(0)
+    X = np.random.default_rng(0).normal(size=(1000, 4))
+    big = np.tile(X, (1000, 1))  # 10**6 rows, 32 MB
+    out = net.forward(p, big)
+    assert same_bits(out[:1000], net.forward(p, X))
+    J, g = net.loss_and_grad(p, big[:200_000], np.zeros(200_000, dtype=np.int64))
+    assert np.isfinite(J) and np.isfinite(g.flat).all()

@@ -862,7 +862,12 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
-    table[:, kernels.WORK] = KC  # kernels._work
+    # kernels._work: a block's packing buffer holds, per example, the values of one
+    # block of a product's sum index: at most KC, and at most the widest layer (a
+    # product's sum runs over a layer's inputs forward, its outputs backward).
+    # KC alone gave a network of a few units ~4.8 KB of scratch per example, 150
+    # times its inputs: a batch of 10**7 rows of 4 inputs asked for 48 GiB
+    table[:, kernels.WORK] = min(KC, max(sizes))
     table.setflags(write=False)
     return table
 
