@@ -125,3 +125,49 @@ def test_the_drivers_scratch_grows_with_the_network_not_with_the_block_size(monk
     assert same_bits(out[:1000], net.forward(p, X))
     J, g = net.loss_and_grad(p, big[:200_000], np.zeros(200_000, dtype=np.int64))
     assert np.isfinite(J) and np.isfinite(g.flat).all()
+
+
+# ---------------------------------------------------------------- training options
+
+
+@pytest.fixture(scope="module")
+def f32():
+    net = Network([4, 5, 3], ["tanh", "softmax"], "cross_entropy", dtype="float32")
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30, 4))
+    X[:, 0] = 0.0  # the weights of input 0 get a gradient of exactly 0
+    return net, net.init(0), X, rng.integers(0, 3, 30)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"optimizer": "adam", "eps": 1e-50}, r"eps: 1e-50 is 0\.0 in float32, the network's dtype"),
+    ({"optimizer": "adam", "eps": 1e39}, r"eps: 1e\+39 is inf in float32"),
+    ({"optimizer": "adam", "betas": (0.9, 1 - 1e-9)}, r"betas\[1\]: 0\.999999999 is 1 in float32"),
+    ({"optimizer": "adam", "betas": (1 - 1e-9, 0.9)}, r"betas\[0\]: 0\.999999999 is 1 in float32"),
+    ({"optimizer": "momentum", "momentum": 1 - 1e-9}, r"momentum: 0\.999999999 is 1 in float32"),
+])
+def test_optimizer_constants_the_dtype_cannot_hold_are_refused(f32, kwargs, match):
+    """Checked as Python floats, they were rounded to 0, inf or 1 in the
+    compiled update: Adam's 0 / 0 (eps 0 where a gradient entry stays 0) or its
+    bias correction 1 - beta^t = 0 gave NaN at once, reported as divergence
+    with the advice to lower lr; an eps of inf silently froze the run."""
+    net, p, X, Y = f32
+    with pytest.raises(ValueError, match=match):
+        fastbp.train(net, p, X, Y, epochs=1, **kwargs)
+
+
+def test_a_state_with_negative_second_moments_is_refused(f32):
+    """sqrt(v) of a tampered v < 0 is NaN: reported as divergence, 'try a
+    smaller lr'."""
+    import dataclasses
+
+    net, p, X, Y = f32
+    state = fastbp.train(net, p, X, Y, optimizer="adam", epochs=1, seed=0).optimizer_state
+    bad = dataclasses.replace(state, v=-np.ones_like(state.v))
+    with pytest.raises(ValueError, match=r"state\.v: Adam's second moments are squares "
+                                         r"\(>= 0\); got -1\.0 at \[0\]"):
+        fastbp.train(net, p, X, Y, optimizer="adam", epochs=1, state=bad)
+    # the velocity of momentum may be negative
+    state = fastbp.train(net, p, X, Y, optimizer="momentum", epochs=1).optimizer_state
+    fastbp.train(net, p, X, Y, optimizer="momentum", epochs=1,
+                 state=dataclasses.replace(state, v=-np.ones_like(state.v)))
