@@ -171,3 +171,23 @@ def test_a_state_with_negative_second_moments_is_refused(f32):
     state = fastbp.train(net, p, X, Y, optimizer="momentum", epochs=1).optimizer_state
     fastbp.train(net, p, X, Y, optimizer="momentum", epochs=1,
                  state=dataclasses.replace(state, v=-np.ones_like(state.v)))
+
+
+# ---------------------------------------------------------------- scikit-learn estimators
+
+
+def test_an_estimator_checks_the_memory_of_its_network_before_drawing_it(monkeypatch):
+    """The initial weights were drawn (in float64) before any check:
+    hidden_layer_sizes=(10**9,) on 4 features ended in NumPy's "Unable to
+    allocate 29.8 GiB", and one that fitted in memory but not twice over was
+    only refused later by the training run."""
+    pytest.importorskip("sklearn")
+    from fastbp._core import memory
+    from fastbp.sklearn import MLPClassifier
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)
+    X, y = np.zeros((6, 4)), np.arange(6) % 3
+    with pytest.raises(MemoryError, match=r"hidden_layer_sizes: a network of layer sizes "
+                                          r"\[4, 20000000, 3\] \(1\.6e\+08 parameters\): "
+                                          r"needs 4\.2 GiB, more than the 1\.0 GiB"):
+        MLPClassifier(hidden_layer_sizes=(2 * 10**7,), max_iter=1).fit(X, y)
