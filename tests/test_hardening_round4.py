@@ -191,3 +191,39 @@ def test_an_estimator_checks_the_memory_of_its_network_before_drawing_it(monkeyp
                                           r"\[4, 20000000, 3\] \(1\.6e\+08 parameters\): "
                                           r"needs 4\.2 GiB, more than the 1\.0 GiB"):
         MLPClassifier(hidden_layer_sizes=(2 * 10**7,), max_iter=1).fit(X, y)
+
+
+# ---------------------------------------------------------------- model files
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    net = Network([3, 2], "identity", "sse")
+    return net, net.init(0)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_a_destination_where_no_file_can_be_created_is_named_before_any_work(tiny):
+    """/proc/version is a regular file in a folder that takes no new files:
+    check_destination accepted it, so ``fastbp train --save`` trained first and
+    then failed naming the temporary file '/proc/.version.XXXXXXXX.tmp'."""
+    with pytest.raises(OSError, match=r"--save '/proc/version': cannot create a file in "
+                                      r"'/proc'"):
+        fastbp.io.check_destination("/proc/version", "--save")
+    with pytest.raises(OSError, match=r"path '/proc/version': cannot create"):
+        fastbp.save("/proc/version", *tiny)
+
+
+def test_long_file_names_are_saved_or_refused_at_once(tiny, tmp_path):
+    """The temporary file was named '.NAME.XXXXXXXX.tmp': a name of 245 to 255
+    bytes, which the file system takes, could not be saved at all; one of more
+    than 255 failed at the final rename, naming the temporary file."""
+    net, p = tiny
+    ok = tmp_path / ("m" * 247 + ".npz")  # 251 bytes
+    fastbp.save(ok, net, p)
+    assert same_bits(fastbp.load(ok)[1].flat, p.flat)
+    assert os.listdir(tmp_path) == [ok.name]
+    longest = os.pathconf(tmp_path, "PC_NAME_MAX")
+    with pytest.raises(ValueError, match=rf"a file name of {longest + 1} bytes, more than the "
+                                         rf"{longest} its file system takes"):
+        fastbp.save(tmp_path / ("m" * (longest - 3) + ".npz"), net, p)
