@@ -80,7 +80,7 @@ def test_the_quick_path_takes_a_read_only_x(quick):
 def test_the_quick_path_leaves_targets_of_another_rank_to_the_checks(quick, Y, exc, match):
     """A 0-d Y reached the compiled call, whose typing failed: the specialized
     code was dropped for good with a page-long warning."""
-    net, p, X, _, J, g = quick
+    net, p, X, _, _, g = quick
     with pytest.raises(exc, match=match):
         net.loss_and_grad(p, X, Y)
     assert net.plan.quick and same_bits(net.loss_and_grad(p, X, quick[3])[1].flat, g.flat)
@@ -227,3 +227,56 @@ def test_long_file_names_are_saved_or_refused_at_once(tiny, tmp_path):
     with pytest.raises(ValueError, match=rf"a file name of {longest + 1} bytes, more than the "
                                          rf"{longest} its file system takes"):
         fastbp.save(tmp_path / ("m" * (longest - 3) + ".npz"), net, p)
+
+
+# ---------------------------------------------------------------- environment variables
+
+
+def test_a_threading_layer_that_cannot_start_leaves_the_serial_kernels():
+    """numba.get_num_threads() starts the layer the user named: an unknown
+    name (or 'tbb' without TBB) raised there, in every call, the serial ones
+    of a tiny network too.  Now: one warning, then the serial twins."""
+    code, out, err = _python("""
+        import warnings
+        import numpy as np, fastbp
+        small = fastbp.Network([3, 2], "identity", "sse")
+        big = fastbp.Network([40, 64, 8], ["relu", "softmax"], "cross_entropy")
+        X, Y = np.ones((3000, 40)), np.zeros(3000, dtype=int)
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            small.loss_and_grad(small.init(0), X[:4, :3], np.zeros((4, 2)))
+            J, g = big.loss_and_grad(big.init(0), X, Y)
+            h = fastbp.train(big, big.init(0), X, Y, epochs=1, batch_size=1000)
+        print(big.plan.last_driver, h.stop_reason, len(w))
+        print(w[0].message)
+    """, 120, NUMBA_THREADING_LAYER="bogus")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "serial completed 1"
+    assert lines[1].startswith("fastbp: numba's threading layer 'bogus' could not be started")
+
+
+def test_unknown_settings_are_named_and_case_is_ignored():
+    """FASTBP_SMALL=ALWAYS (or any typo) was taken silently as 'never'."""
+    code, out, err = _python("""
+        import warnings
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            from fastbp._core import plan
+        print(plan.SMALL_POLICY, plan.POLICY)
+        print(*(str(x.message) for x in w), sep="\\n")
+    """, 60, FASTBP_SMALL="ALWAYS", FASTBP_LAUNCH="fast")
+    assert code == 0, err
+    assert out.splitlines() == [
+        "always threshold",
+        "FASTBP_LAUNCH='fast' is not one of threshold, adaptive; using 'threshold'"]
+
+
+def test_numba_disable_jit_is_named_at_import():
+    """The import ended in "AttributeError: 'function' object has no
+    attribute 'py_func'"."""
+    code, _, err = _python("import fastbp", 60, NUMBA_DISABLE_JIT="1")
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
+        "ImportError: fastbp: NUMBA_DISABLE_JIT=1 is set, but fastbp's core runs only as "
+        "compiled code (unset NUMBA_DISABLE_JIT to use it)")
