@@ -280,3 +280,20 @@ def test_numba_disable_jit_is_named_at_import():
     assert err.strip().splitlines()[-1] == (
         "ImportError: fastbp: NUMBA_DISABLE_JIT=1 is set, but fastbp's core runs only as "
         "compiled code (unset NUMBA_DISABLE_JIT to use it)")
+
+
+# ---------------------------------------------------------------- sparse inputs
+
+
+def test_the_csr_form_of_a_sparse_x_is_checked_before_scipy_makes_it(monkeypatch):
+    """A COO X of 10**12 rows (one nonzero) ended in NumPy's "Unable to
+    allocate 7.28 TiB" from inside scipy's conversion."""
+    sp = pytest.importorskip("scipy.sparse")
+    from fastbp._core import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 1 << 30)
+    net = Network([5, 4, 2], "tanh", "sse")
+    X = sp.coo_matrix((np.ones(1), (np.array([10**12 - 1]), np.array([0]))), shape=(10**12, 5))
+    with pytest.raises(MemoryError, match=r"X: the CSR form of a sparse matrix of shape "
+                                          r"\(1000000000000, 5\): needs 14\.6 TiB"):
+        net.forward(net.init(0), X)
