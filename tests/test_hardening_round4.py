@@ -1,4 +1,26 @@
-"""Fourth round of adversarial cases.
+"""Fourth round of adversarial cases, over the whole public surface.
+
+What failed, and is tested here: the quick path of the specialized code (a
+read-only X, a 0-d Y, an X without rows, strided views), the drivers' scratch
+per example (sized by the micro-kernel's KC, not the network), optimizer
+constants that the float32 dtype rounds to 0, inf or 1 and negative Adam
+moments in a state, an estimator's network drawn before its memory was
+checked, model-file destinations where no file can be created or whose name
+is too long, the CSR form of a huge sparse X, a threading layer that numba
+cannot start, unknown FASTBP_* settings and NUMBA_DISABLE_JIT.
+
+What held: inputs as memmaps, np.matrix, big-endian, float16 and longdouble
+arrays, negative and column strides, broadcast views, object, complex,
+structured and datetime dtypes; targets and sample weights of every odd dtype
+and shape; every option of ``train`` at and beyond its range (counts near and
+beyond int64, NaN and inf reals, tampered states, stopping rules, callbacks
+that raise or return arrays); thread-count changes between calls and from a
+callback, threads with different thread counts, concurrent and re-entrant
+training (bit-identical results); two SIGINTs during an in-place run;
+multiprocessing pools with fork, forkserver and spawn after parallel calls;
+the scikit-learn estimators' parameters, labels, warm starts and tampered
+fitted attributes; the command line's arguments; sparse index dtypes and
+formats; gradcheck's arguments.
 
 Cases that could end the interpreter or hang before their fix run in a
 subprocess with a timeout.
