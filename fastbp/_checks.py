@@ -284,7 +284,17 @@ def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     its structure checked before any conversion (``check_sparse_structure``)."""
     from ._core import SparseInput  # the core imports nothing of the front end's
 
+    from ._core import check_memory
+
     check_sparse_structure(name, A)
+    # scipy's CSR form (an indptr of a value per row, int64 indices and float64
+    # values per nonzero) and the int64 copies made below, checked before scipy
+    # allocates them: a COO matrix of 10**12 rows ended in NumPy's "Unable to
+    # allocate 7.28 TiB" from inside scipy (and a smaller excess, allocated
+    # lazily, could be killed by the system as it filled)
+    if len(A.shape) == 2:
+        check_memory(f"{name}: the CSR form of a sparse matrix of shape {A.shape}",
+                     2 * (8 * (int(A.shape[0]) + 1) + 16 * int(A.nnz)))
     csr = A.tocsr()
     if csr is not A:  # what the conversion made is checked too: the loops index with it
         check_sparse_structure(name, csr)

@@ -107,9 +107,13 @@ def check_destination(path, name: str = "path") -> str:
         or names something other than a regular file (a device, a FIFO, a
         socket), which the atomic write would replace by a file; or ``path`` is
         a symbolic link that cannot be resolved to a file to write (a loop, or a
-        dangling link whose target's directory does not exist).
+        dangling link whose target's directory does not exist); or its file name
+        is longer than the file system takes.
     FileNotFoundError
         The directory that would hold the file does not exist.
+    OSError
+        No file can be created in that directory (read-only, full, /proc): the
+        atomic write's temporary file is made and removed here to find out.
     """
     try:
         path = os.fspath(path)
@@ -131,10 +135,37 @@ def check_destination(path, name: str = "path") -> str:
                          "replace it by a model file (name a file, such as 'model.npz')")
     if os.path.islink(path):
         _link_target(path, name)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.abspath(_link_target(path, name)))
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{name} {path!r}: no such directory {folder!r}")
+    base = len(os.fsencode(os.path.basename(_link_target(path, name))))
+    try:
+        longest = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        longest = None
+    if longest and base > longest:
+        raise ValueError(f"{name} {path!r}: a file name of {base} bytes, more than the "
+                         f"{longest} its file system takes")
+    # the atomic write's temporary file, made and removed here: a folder where no
+    # file can be created (read-only, /proc) failed only once the model was
+    # computed, naming the temporary file
+    try:
+        fd, tmp = _temporary(path)
+    except OSError as e:
+        raise type(e)(f"{name} {path!r}: cannot create a file in {folder!r} "
+                      f"({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(tmp)
     return path
+
+
+def _temporary(path: str):
+    """(fd, name) of a new temporary file beside ``path`` (``tempfile.mkstemp``),
+    named after it: a hidden ``.NAME.XXXXXXXX.tmp``, NAME cut to 64 characters so
+    that the longest name a file system takes still leaves room for the rest."""
+    directory = os.path.dirname(os.path.abspath(path))
+    return tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path)[:64] + ".",
+                            suffix=".tmp")
 
 
 def _link_target(path: str, name: str = "path") -> str:
@@ -225,8 +256,7 @@ def save(path, net: Network, params: Params, *, metadata: dict | None = None) ->
     # a symlink's target is replaced, not the link (checked again: it may have changed)
     path = _link_target(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".",
-                               suffix=".tmp")
+    fd, tmp = _temporary(path)
     try:
         # mkstemp creates the file 0600: give it the old file's mode, else rw-r--r--
         mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644

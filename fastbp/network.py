@@ -414,7 +414,7 @@ class Network:
                 and type(Y) is np.ndarray and sample_weight is None and not input_grad
                 and X.dtype is dt and Y.dtype is dt and params.flat.dtype is dt
                 and params.sizes == self.sizes and params.bias == self.bias
-                and X.ndim == 2 and Y.ndim <= 2):
+                and X.ndim == 2 and 1 <= Y.ndim <= 2):
             # the specialized code of a small network checks sizes and screens
             # the inputs in its one compiled call; None: the checked path below
             quick = self._plan.quick_loss_and_grad(

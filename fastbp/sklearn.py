@@ -128,6 +128,7 @@ from ._checks import (
     is_bool,
     widths,
 )
+from ._core import check_memory
 from .network import Network
 from .params import Params
 from .targets import HEADS, head
@@ -280,6 +281,13 @@ class _BaseMLP(BaseEstimator):
         if hasattr(self, "_optimizer"):
             del self._optimizer  # a new network: a new optimizer
         factor = 2.0 if self.activation == "logistic" else 6.0
+        # checked before the draws: the weights, their best copies and the
+        # network's parameter vector in dtype, each layer drawn in float64 first
+        pairs = list(pairwise(layer_units))
+        n = sum(a * b + b for a, b in pairs)
+        check_memory(f"hidden_layer_sizes: a network of layer sizes {list(layer_units)} "
+                     f"({n:.4g} parameters)",
+                     3 * n * np.dtype(dtype).itemsize + 8 * max(a * b for a, b in pairs))
         self.coefs_, self.intercepts_ = [], []
         for fan_in, fan_out in pairwise(layer_units):
             r = np.sqrt(factor / (fan_in + fan_out))

@@ -529,6 +529,21 @@ def _options(net, params, *, betas, **values) -> dict:
     if not 0 < rate < np.inf:  # the compiled loop's rate is of the network's dtype
         raise ValueError(f"lr: {opts['lr']!r} is {rate} in {net.dtype.name}, the network's "
                          "dtype; expected a rate it holds")
+    # the compiled update runs in the network's dtype too: an eps that is 0 there
+    # divides 0 by 0 where a gradient entry stays 0, a beta that is 1 there makes
+    # Adam's bias correction 1 - beta^t zero (both NaN, reported as divergence)
+    eps = _in_dtype(opts["eps"], net.dtype)
+    if opts["optimizer"] == "adam" and not 0 < eps < np.inf:
+        raise ValueError(f"eps: {opts['eps']!r} is {eps} in {net.dtype.name}, the network's "
+                         f"dtype; expected a finite value > 0 there (at least "
+                         f"{float(np.finfo(net.dtype).smallest_subnormal):.3g})")
+    for name in ("betas[0]", "betas[1]", "momentum"):
+        used = opts["optimizer"] == "adam" if name.startswith("betas") else (
+            opts["optimizer"] in ("momentum", "nesterov"))
+        if used and _in_dtype(opts[name], net.dtype) >= 1:
+            raise ValueError(f"{name}: {opts[name]!r} is 1 in {net.dtype.name}, the network's "
+                             f"dtype; expected a value below 1 there (at most "
+                             f"{float(np.nextafter(net.dtype.type(1), net.dtype.type(0))):.9g})")
     if opts["inplace"]:
         if params.flat.dtype != net.dtype:
             raise ValueError(f"inplace: params are {params.flat.dtype} but the network is "
@@ -842,6 +857,10 @@ def _check_state(net, state, opts) -> OptimizerState | None:
         if a.dtype.kind != "f":
             raise TypeError(f"state.{name}: expected floating values, got dtype {a.dtype}")
         moments[name] = convert(f"state.{name}", a, net.dtype)
+    if state.optimizer == "adam" and moments["v"].size and moments["v"].min() < 0:
+        k = int(np.argmin(moments["v"]))
+        raise ValueError(f"state.v: Adam's second moments are squares (>= 0); got "
+                         f"{float(moments['v'][k])!r} at [{k}]")
     lr = state.lr
     if not (isinstance(lr, numbers.Real) and not is_bool(lr) and lr > 0 and math.isfinite(lr)
             and 0 < _in_dtype(lr, net.dtype) < np.inf):

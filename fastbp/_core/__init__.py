@@ -22,6 +22,14 @@ names below and nothing else.  Inside it:
 - ``plan``: ``Plan``, the one object through which the front end calls any of it.
 """
 
+import numba as _numba
+
+if _numba.config.DISABLE_JIT:
+    # the core is made of what only compiled code has (LLVM intrinsics, the
+    # addresses of compiled functions): its import ended in an AttributeError
+    raise ImportError("fastbp: NUMBA_DISABLE_JIT=1 is set, but fastbp's core runs only as "
+                      "compiled code (unset NUMBA_DISABLE_JIT to use it)")
+
 from .functions import ACTIVATIONS, LAST_LAYER_ONLY, LOSSES, OUTPUT_ACTIVATIONS, REDUCTIONS
 from .memory import check_memory
 from .plan import (

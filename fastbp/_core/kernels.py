@@ -90,8 +90,8 @@ from .numba_private import NO_REFCOUNT, compiled_address, function_at
 # G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
 # packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
 # a^(l-1) and delta^(l); P0, P_ROWS, WORK (equal in every row): where the
-# panels start, the panel rows in all, and KC (the packing buffers hold KC
-# values per example, ``_work``).
+# panels start, the panel rows in all, and the values per example of the blocks'
+# packing buffers (``_work``: KC, or the widest layer when narrower).
 (N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
  P0, P_ROWS, WORK) = range(15)
 LAYOUT_COLUMNS = 15
@@ -107,7 +107,7 @@ def scratch_size(layout, N: int, grad: bool = True) -> int:
     """Values of the drivers' ``scratch`` for batches of up to N examples: the
     flag and the packed weights (``P0`` values), N values per panel row (the
     gradient drivers only, ``grad``), then the blocks' packing buffers
-    (``_work``: KC values per example of a block, for blocks of at least
+    (``_work``: WORK values per example of a block, for blocks of at least
     BLOCK_MIN examples rounded up to NR <= 16: 2 N + 16 (ceil(N / BLOCK_MIN) + 3)
     examples cover every N, thread count and NR; +2 instead of +3 fell 6 short
     of one block of 56 = 48 rounded up to NR = 14, the AVX-512 float64 kernel's,

@@ -60,7 +60,24 @@ SERIAL, PARALLEL, SMALL = "serial", "parallel", "small"
 # parallel driver loses some of its trials to a steady serial one), while with
 # another process holding a core it took a 600 x 40-64-8 gradient from 12-15 ms
 # to 0.8 ms.
-POLICY = os.environ.get("FASTBP_LAUNCH", "threshold")
+
+
+def _setting(name, choices):
+    """The environment variable ``name``, one of ``choices`` (the first is the
+    default, taken when it is unset or empty); any other value (a typo,
+    "ALWAYS") had been taken silently as none of them: it is named in a
+    warning and the default used."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return choices[0]
+    if value.lower() in choices:
+        return value.lower()
+    warnings.warn(f"{name}={value!r} is not one of {', '.join(choices)}; using "
+                  f"{choices[0]!r}", RuntimeWarning, stacklevel=2)
+    return choices[0]
+
+
+POLICY = _setting("FASTBP_LAUNCH", ("threshold", "adaptive"))
 # Every REPROBE-th call of an entry point and batch size runs the driver that
 # is losing, so its time stays current.
 REPROBE = 16
@@ -78,7 +95,7 @@ REPROBE = 16
 # counts the time it will take (its steps times a timed step) at its start.
 # The results are the generic drivers' bits, so when the specialized code
 # starts changes nothing but the time.
-SMALL_POLICY = os.environ.get("FASTBP_SMALL", "auto")
+SMALL_POLICY = _setting("FASTBP_SMALL", ("auto", "always", "never"))
 SMALL_ROWS = None  # None: below the rows at which the generic drivers go parallel
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
@@ -118,6 +135,26 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 hold_across_fork()
 
 
+def threads() -> int:
+    """numba's thread count for the calling thread; 1 when parallel drivers may
+    not run here.  Asking numba starts its threading layer: a layer the user
+    named that cannot be loaded (``NUMBA_THREADING_LAYER=tbb`` without TBB, or
+    an unknown name) raises there, and made every call fail, the serial ones
+    too: the process then runs the serial twins, with one warning."""
+    global _parallel_ok, _probed
+    if not _parallel_ok:
+        return 1
+    try:
+        return numba.get_num_threads()
+    except ValueError as e:  # "No threading layer could be loaded", "... unknown to Numba"
+        _parallel_ok, _probed = False, True
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        warnings.warn(f"fastbp: numba's threading layer {numba.config.THREADING_LAYER!r} "
+                      f"could not be started ({first}); running the serial kernels",
+                      RuntimeWarning, stacklevel=2)
+        return 1
+
+
 def parallel_available() -> bool:
     """Whether parallel drivers may run in this process now (before or after
     the first launch)."""
@@ -136,7 +173,9 @@ def launch(parallel_fn, serial_fn, work, args):
     # the driver's fns: the thread count it cuts its blocks for (numba's count
     # is per calling thread; a race between two callers changes only the cut,
     # never the bits)
-    args[-1][kernels.THREADS] = numba.get_num_threads()
+    args[-1][kernels.THREADS] = threads()
+    if not _parallel_ok:  # the layer could not be started (``threads``)
+        return serial_fn(*args), SERIAL
     if not _probed:
         with _probe_lock:  # the first launch loads the layer: done once, alone
             if not _probed:
@@ -368,10 +407,10 @@ class Plan:
         """A new ``fns`` for the threads of the calling thread (a training run
         takes its own)."""
         try:
-            return kernels.worker_table(self.dtype, numba.get_num_threads())
+            return kernels.worker_table(self.dtype, threads())
         except Exception as e:  # a worker's cache file could not be read
             _heal(e)
-            return kernels.worker_table(self.dtype, numba.get_num_threads())
+            return kernels.worker_table(self.dtype, threads())
 
     def _small_rows(self) -> int:
         """The largest batch the specialized code runs (``SMALL_ROWS``)."""
@@ -525,7 +564,10 @@ class Plan:
         training loop written in Python, at a few arguments' cost."""
         mod = self._small
         N = X.shape[0]
-        if mod is None or N > self._small_rows():
+        # no rows: the checked path names X; a view that is not C-contiguous
+        # would make numba compile the module's code again for its layout
+        if (mod is None or not 0 < N <= self._small_rows() or not X.flags.c_contiguous
+                or not Y.flags.c_contiguous):
             return None
         scratch = self._quick.pop(N, None)
         if scratch is None:
@@ -859,7 +901,12 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
-    table[:, kernels.WORK] = KC  # kernels._work
+    # kernels._work: a block's packing buffer holds, per example, the values of one
+    # block of a product's sum index: at most KC, and at most the widest layer (a
+    # product's sum runs over a layer's inputs forward, its outputs backward).
+    # KC alone gave a network of a few units ~4.8 KB of scratch per example, 150
+    # times its inputs: a batch of 10**7 rows of 4 inputs asked for 48 GiB
+    table[:, kernels.WORK] = min(KC, max(sizes))
     table.setflags(write=False)
     return table
 

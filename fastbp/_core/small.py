@@ -415,11 +415,13 @@ def _entries(n_0, n_L, P, S, loss_code, one: bool) -> list:
         "    if not ok:",
         "        scratch[0] = 2",
         "        return theta.dtype.type(0)",
-        "    # no weights (an empty view); deltas: not written without dJ/dX.  False as",
-        f"    # a value, not a literal, which would make numba compile {body} a second time",
+        "    # no weights (an empty view); deltas: not written without dJ/dX, an empty",
+        "    # writable matrix of the drivers' type (X may be read-only).  False as a",
+        f"    # value, not a literal, which would make numba compile {body} a second time",
         "    no = N < 0",
-        f"    return {body}(theta, layout, X, Y, grad[:0], scale, l2, no, X,",
-        "                 scratch[losses_at:losses_at + N], grad, scratch)",
+        f"    return {body}(theta, layout, X, Y, grad[:0], scale, l2, no,",
+        "                 grad[:0].reshape((0, 1)), scratch[losses_at:losses_at + N], grad,",
+        "                 scratch)",
     ]
 
 
