@@ -161,7 +161,7 @@ def check_destination(path, name: str = "path") -> str:
 
 def _temporary(path: str):
     """(fd, name) of a new temporary file beside ``path`` (``tempfile.mkstemp``),
-    named after it: a hidden ``.NAME.XXXXXXXX.tmp``, NAME cut to 64 characters so
+    named after it: a hidden ``.NAME.<random>.tmp``, NAME cut to 64 characters so
     that the longest name a file system takes still leaves room for the rest."""
     directory = os.path.dirname(os.path.abspath(path))
     return tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path)[:64] + ".",

@@ -13,7 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 import warnings
 
@@ -25,24 +24,9 @@ from fastbp import Network
 
 sp = pytest.importorskip("scipy.sparse")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from interpreter import ROOT, run_script
 
-
-def _python(script, timeout, **env):
-    """(returncode, stdout, stderr) of ``script`` in a fresh interpreter (with
-    ``env`` added to the environment); a run past ``timeout`` seconds fails
-    the test instead of hanging it."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
-        f.write(textwrap.dedent(script))
-    try:
-        res = subprocess.run([sys.executable, f.name],
-                             env=dict(os.environ, PYTHONPATH=ROOT, **env), cwd=ROOT,
-                             capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the script ran past {timeout} s (hung)")
-    finally:
-        os.unlink(f.name)
-    return res.returncode, res.stdout, res.stderr
+_python = run_script
 
 
 @pytest.fixture(scope="module")
