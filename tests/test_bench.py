@@ -49,6 +49,24 @@ def test_settle_waits_for_the_specialized_code(monkeypatch):
     assert prep.result()[0] == bench.make_data(w)[0].loss(params, X, Y)
 
 
+def test_settle_does_not_wait_for_code_the_policy_will_never_make(monkeypatch):
+    """A plan made while the policy allowed specialized code (plans are shared by
+    architecture) and then run under "never" has nothing to wait for: each
+    benchmark that met one spent its 30 s limit calling the generic drivers."""
+    from fastbp._core import plan
+
+    from fastbp import Network
+
+    monkeypatch.setattr(plan, "SMALL_POLICY", "auto")
+    net = Network([3, 7, 2], ["tanh", "sigmoid"], "bce")  # an architecture no other test makes
+    assert not net.plan.settled
+    monkeypatch.setattr(plan, "SMALL_POLICY", "never")
+    assert net.plan.settled
+    calls = []
+    _peers._settle(net, lambda: calls.append(1))
+    assert calls == []
+
+
 # ------------------------------------------------------------------ the table
 
 

@@ -449,6 +449,13 @@ class Plan:
                     self._small_failed(e)
         return mod
 
+    @property
+    def settled(self) -> bool:
+        """Whether the driver of this plan's small calls is final: its specialized
+        code is made, or it never will be (not eligible, failed, or
+        ``SMALL_POLICY`` "never").  A benchmark's steady state starts there."""
+        return self._small is not None or not self._small_ok or SMALL_POLICY == "never"
+
     def _counting(self, N) -> bool:
         """Whether a generic call on N rows counts towards the specialized code's
         cost (``specialized``): it has not been made, and would run them."""

@@ -67,12 +67,12 @@ def _settle(net, run):
     first calls of a program run the generic drivers; steady state is what
     comes after (at most 30 s of calls)."""
     plan = getattr(net, "plan", None)
-    if plan is None or not getattr(plan, "_small_ok", False):
+    if plan is None or getattr(plan, "settled", not getattr(plan, "_small_ok", False)):
         return
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < 30:
         run()
-        if plan.last_driver == "small":
+        if plan.last_driver == "small" or getattr(plan, "settled", False):
             return
 
 
