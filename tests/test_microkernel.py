@@ -45,6 +45,11 @@ def _kernel(k, a, b, c, ldc, accumulate, mr, nr):
     mk.micro_kernel(k, a, 0, b, 0, c, 0, ldc, accumulate, mr, nr)
 
 
+@njit(cache=mk.CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _kernel_rows(k, a, b, b_off, ldb, c, ldc, accumulate, mr, nr):
+    mk.micro_kernel_rows(k, a, 0, b, b_off, ldb, c, 0, ldc, accumulate, mr, nr)
+
+
 @intrinsic
 def _fma(typingctx, x, y, z):
     """x * y + z with one rounding (llvm.fma): the reference chain's step."""
@@ -107,6 +112,39 @@ def test_micro_kernel(dtype, k, accumulate):
         C0[:, mr:] = np.nan
         c = C0.reshape(-1).copy()
         _kernel(k, a, b, c, ldc, accumulate, mr, nr)
+        got = c.reshape(NR, ldc)
+        np.testing.assert_array_equal(got[nr:], C0[nr:])
+        np.testing.assert_array_equal(got[:, mr:], C0[:, mr:])
+        before = C0[:nr, :mr].T if accumulate else 0.0
+        assert_product(got[:nr, :mr].T, A[:mr], B[:, :nr], dtype, f"mr={mr} nr={nr}", before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [0, 1, 5, 300])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_micro_kernel_on_rows_of_b_has_the_packed_kernels_bits(dtype, k, accumulate):
+    """``micro_kernel_rows``: B[p, j] read from row j of a matrix (``b[b_off + j *
+    ldb + p]``, the examples' rows of a forward or backward product) gives the
+    packed kernel's C, bit for bit, for the whole block and for corners, and
+    writes nothing outside them.  B's rows lie at the end of their array, so
+    that a read of a row past nr would be a read past it."""
+    MR, NR = mk.blocks(dtype)[:2]
+    rng = np.random.default_rng(k + 7)
+    A = rng.normal(size=(MR, k)).astype(dtype)
+    a = np.ascontiguousarray(A.T).reshape(-1)
+    ldb, col = k + 5, 2  # B[p, j] = rows[j, col + p]
+    ldc = MR + 3
+    for mr, nr in [(MR, NR), (1, 1), (MR - 1, NR), (MR, 1), (3, NR - 1)]:
+        rows = rng.normal(size=(nr, ldb)).astype(dtype)
+        B = np.zeros((k, NR), dtype)
+        B[:, :nr] = rows[:, col:col + k].T
+        C0 = rng.normal(size=(NR, ldc)).astype(dtype)
+        C0[nr:] = np.nan
+        C0[:, mr:] = np.nan
+        packed, c = C0.reshape(-1).copy(), C0.reshape(-1).copy()
+        _kernel(k, a, B.reshape(-1).copy(), packed, ldc, accumulate, mr, nr)
+        _kernel_rows(k, a, rows.reshape(-1), col, ldb, c, ldc, accumulate, mr, nr)
+        assert c.tobytes() == packed.tobytes(), (mr, nr)
         got = c.reshape(NR, ldc)
         np.testing.assert_array_equal(got[nr:], C0[nr:])
         np.testing.assert_array_equal(got[:, mr:], C0[:, mr:])

@@ -12,16 +12,17 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
 - ``scratch`` (``scratch_size(layout, N)`` values): a flag, the packed weights,
-  (gradient drivers) the packed panels of a^(l-1) and delta^(l) that the
-  weight gradients read, and one packing buffer per block of examples.
+  and (gradient drivers) the packed panels of a^(l-1) and delta^(l) that the
+  weight gradients read.
 
 Every multiply-add of the three equations (z = W a, sum_i W[i, j] delta_i,
 dW = sum_e delta a^T) runs in the register-blocked micro-kernel of
 ``microkernel``: an MR x NR block of outputs held in vector registers for the
 whole sum, over operands packed into micro-panels.  W^(l) and W^(l)T are
-packed once per call (``_pack_weights``), a block of examples' activations or
-deltas once per product (``_block_product``), and the weight gradients'
-operands by the block of examples that produced them (``_to_panels``).  Each
+packed once per call (``_pack_weights``); the examples' activations and deltas
+are read where they lie, from their rows (``_block_product``); the weight
+gradients' operands are packed by the block of examples that produced them
+(``_to_panels``).  Each
 output is one chain of fused multiply-adds over its sum index in order, so its
 bits depend on the layer's shape and N alone: results are bit-identical for
 any thread count and any cut of the batch or of the units into tasks.  Three
@@ -30,8 +31,7 @@ phases, each race-free:
 0. serial: the packed weights (O(weights)).
 1. per block of examples (``_block_rows``; parallel over blocks): forward, loss and
    output delta, backward, and the block's part of the panels; a block writes
-   only its own rows of the buffers, its own part of the panels and its own
-   packing buffer.
+   only its own rows of the buffers and its own part of the panels.
 2. per (layer, block of inputs j, block of outputs i) task (parallel over
    tasks): dJ/dW[i, j] = sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a
    task writes only its own entries of the gradient.
@@ -82,38 +82,31 @@ from .functions import (
     sub_kept,
     times_derivative,
 )
-from .microkernel import (CACHE, _even_step, _panel_row, block_sizes, micro_kernel, pack_a,
-                          pack_b)
+from .microkernel import (CACHE, _even_step, _panel_row, block_sizes, micro_kernel,
+                          micro_kernel_rows, pack_a)
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
 # G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
 # packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
-# a^(l-1) and delta^(l); P0, P_ROWS, WORK (equal in every row): where the
-# panels start, the panel rows in all, and the values per example of the blocks'
-# packing buffers (``_work``: KC, or the widest layer when narrower).
+# a^(l-1) and delta^(l); P0, P_ROWS (equal in every row): where the panels
+# start, and the panel rows in all.
 (N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
- P0, P_ROWS, WORK) = range(15)
-LAYOUT_COLUMNS = 15
+ P0, P_ROWS) = range(14)
+LAYOUT_COLUMNS = 14
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 
-# examples per phase-1 block (``_block_rows``): at least BLOCK_MIN (a multiple of
-# NR on 256-bit vectors), at most about BLOCK_MAX
+# examples per phase-1 block (``_block_rows``): at least BLOCK_MIN, at most about
+# BLOCK_MAX
 BLOCK_MIN, BLOCK_MAX = 48, 512
 GCOLS = 8  # at most this many micro-panels (NR units i each) per weight-gradient task
 
 
 def scratch_size(layout, N: int, grad: bool = True) -> int:
     """Values of the drivers' ``scratch`` for batches of up to N examples: the
-    flag and the packed weights (``P0`` values), N values per panel row (the
-    gradient drivers only, ``grad``), then the blocks' packing buffers
-    (``_work``: WORK values per example of a block, for blocks of at least
-    BLOCK_MIN examples rounded up to NR <= 16: 2 N + 16 (ceil(N / BLOCK_MIN) + 3)
-    examples cover every N, thread count and NR; +2 instead of +3 fell 6 short
-    of one block of 56 = 48 rounded up to NR = 14, the AVX-512 float64 kernel's,
-    at N = 1, which tests/test_wide.py checks for every NR)."""
-    return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0)
-               + layout[0, WORK] * (2 * N + 16 * (-(-N // BLOCK_MIN) + 3)))
+    flag and the packed weights (``P0`` values), then (the gradient drivers,
+    ``grad``) N values per panel row."""
+    return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0))
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
@@ -134,15 +127,6 @@ def _block_rows(scratch, N, threads):
     count = max((N + BLOCK_MAX - 1) // BLOCK_MAX, 2 * threads if threads > 1 else 1)
     rows = max((N + count - 1) // count, BLOCK_MIN)
     return _up(rows, NR)
-
-
-@njit(inline="always", error_model=ERROR_MODEL)
-def _work(layout, N, grad, b, rows):
-    """Where the packing buffer of example block b (of ``rows`` examples) starts in
-    the scratch (``scratch_size``).  One per block, not per thread: numba's
-    thread index is a symbol that only exists once its threads are started,
-    which a serial driver loaded from the cache never does."""
-    return layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0) + b * rows * layout[0, WORK]
 
 
 # ---------------------------------------------------------------- phase 1 workers
@@ -293,7 +277,7 @@ def _pack_weights(theta, layout, scratch, backward, input_grad, t):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
+def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1):
     """dst[e, d_col + i] = sum_p A[i, p] src[e, s_col + p] for examples e0..e1-1,
     i < m, p < k, with A packed at ``a_off`` of ``scratch`` (``_pack_weights``):
     z^(l) = W^(l) a^(l-1) for the forward pass, sum_i W[i, j] delta_i for the
@@ -301,12 +285,17 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
 
     On the micro-kernel (``microkernel``: each entry one chain of fused
     multiply-adds over p in order, so the bits depend on k alone): per block of
-    KC values of p, the examples' values are packed into micro-panels of NR
-    examples at ``work`` of ``scratch`` (the block's buffer: KC times its
-    examples rounded up to NR values), then for each block of MC rows of A
-    (kept in L2) and each micro-panel of examples (kept in L1), the
-    micro-kernel runs over the block's micro-panels of A; blocks after the
-    first continue each entry's chain from ``dst``."""
+    KC values of p, for each block of MC rows of A (kept in L2) and each NR
+    examples (their rows' KC values kept in L1), the micro-kernel runs over the
+    block's micro-panels of A, reading the examples' values from their rows
+    (``micro_kernel_rows``); blocks after the first continue each entry's
+    chain from ``dst``.  Reading B in place instead of packing it into
+    micro-panels first (a gather of NR strided values per p) was measured on
+    one thread (AVX2, 4096 examples in blocks of 516, same bits): 0.40-0.46 of
+    the packed time for products of 5 or 10 outputs (the output layers), 0.65-0.86
+    for 8-64 units, 0.93-0.97 for 150 x 100, 784 x 256 and 1024 x 1024, 1.02
+    for 256 x 256, and 1.07-1.09 for sums over 5 or 10 units (backward from an
+    output layer), a few microseconds a block."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
     S = src.shape[1]
     nb = e1 - e0
@@ -315,15 +304,15 @@ def _block_product(scratch, a_off, m, k, work, src, s_col, dst, d_col, e0, e1):
     m_step = _even_step(m, MC, MR)
     for p0 in range(0, k, k_step):
         kc = min(k_step, k - p0)
-        # B[p, e] = src[e0 + e, s_col + p0 + p]
-        pack_b(src, e0 * S + s_col + p0, 1, S, kc, nb, scratch, work)  # src indexed flat
         for ic in range(0, m, m_step):
             mc = min(m_step, m - ic)
             for j in range(0, nb, NR):
+                # B[p, e] = src[e0 + j + e, s_col + p0 + p]: NR examples' rows, read in place
                 for i in range(ic, ic + mc, MR):
-                    micro_kernel(kc, scratch, a_off + pad * p0 + i * kc, scratch, work + j * kc,
-                                 dst, (e0 + j) * S + d_col + i, S, p0 > 0,
-                                 min(MR, ic + mc - i), min(NR, nb - j))
+                    micro_kernel_rows(kc, scratch, a_off + pad * p0 + i * kc,
+                                      src, (e0 + j) * S + s_col + p0, S,
+                                      dst, (e0 + j) * S + d_col + i, S, p0 > 0,
+                                      min(MR, ic + mc - i), min(NR, nb - j))
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -394,12 +383,11 @@ def _panel_runs(buf, ea, eb, c, n, scratch, panels, q0, kc, side):
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, want_grad,
-                   input_grad, acts, deltas, losses, scratch, work, e0, e1):
+                   input_grad, acts, deltas, losses, scratch, e0, e1):
     """Phase 1 for examples e0..e1-1: a^(0) = x, forward through every layer, the
     output activation, the loss (``want_loss``) and delta^(L) (``want_grad``), then
     the deltas from the last layer down (002 Table 1), on the packed W and W^T
-    in ``scratch``, packing the examples' values into ``scratch`` from ``work``
-    on (``_work``).  With ``want_grad``, every a^(l) (l < L) and delta^(l)
+    in ``scratch``.  With ``want_grad``, every a^(l) (l < L) and delta^(l)
     (l >= 1) also goes to the panels in ``scratch`` for phase 2."""
     n_0 = X.shape[1]
     for e in range(e0, e1):
@@ -411,7 +399,7 @@ def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, wa
         # z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i (000 eq. before (1); 004 section 5),
         # then a^(l) = f_l(z^(l)) for a hidden layer (004 section 2); the last layer
         # keeps z: _output_delta needs it for a stable loss
-        _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], work, acts, lay[C_IN],
+        _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], acts, lay[C_IN],
                        acts, lay[C_OUT], e0, e1)
         _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1, lay[C_OUT],
                             lay[N_OUT])
@@ -423,7 +411,7 @@ def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, wa
             # delta^(l-1)_j = f'_{l-1}(z^(l-1)_j) * sum_i W^(l)[i, j] delta^(l)_i (004 eq. (4);
             # 002 eq. (25) with (24); 000 eq. (12a)-(14)); for l = 1 the input gradient
             # dJ/dx_j = sum_i W^(1)[i, j] delta^(1)_i (004 eq. (7), 002 eq. (25))
-            _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], work, deltas,
+            _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], deltas,
                            lay[C_OUT], deltas, lay[C_IN], e0, e1)
             act_prev = layout[l - 1, ACT] if l > 0 else INPUT
             if act_prev > IDENTITY:  # identity (f' = 1) and the input skip it
@@ -561,7 +549,7 @@ def _worker_types(dtype):
     lay = types.Array(types.int64, 2, "C", readonly=True)
     i64, b = types.int64, types.boolean
     return (types.none(rvec, lay, rmat, rmat, rvec, i64, f, b, b, b, mat, mat, vec, vec, i64,
-                       i64, i64),
+                       i64),
             types.none(rvec, lay, vec, mat, i64, vec, f, i64),
             types.none(rvec, lay, vec, b, b, i64))
 
@@ -650,7 +638,7 @@ def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
         block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              deltas, losses, scratch, b * rows,
               min(N, b * rows + rows))
     for t in prange(_weight_grad_tasks(layout, scratch)):
         task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
@@ -676,7 +664,7 @@ def loss_grad_serial(theta, layout, X, Y, weights, loss_code, scale, l2, input_g
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
         block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, _work(layout, N, want, b, rows), b * rows,
+              deltas, losses, scratch, b * rows,
               min(N, b * rows + rows))
     task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
     for t in range(_weight_grad_tasks(layout, scratch)):
@@ -700,7 +688,7 @@ def forward_parallel(theta, layout, X, Y, weights, loss_code, want_loss, scale, 
         b = np.int64(b)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
         block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts, acts,
-              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
+              losses, scratch, b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)
@@ -717,7 +705,7 @@ def forward_serial(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
         block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts, acts,
-              losses, scratch, _work(layout, N, no, b, rows), b * rows, min(N, b * rows + rows))
+              losses, scratch, b * rows, min(N, b * rows + rows))
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)

@@ -130,15 +130,19 @@ def _vector_name(vec):
     return f"v{vec.count}f{64 if isinstance(vec.element, ir.DoubleType) else 32}"
 
 
-def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr, nr):
+def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr, nr,
+                       ldb=None):
     """Emit the MR x NR micro-kernel inline, leaving the builder after it.
 
-    pa, pb, pc: element pointers to the A and B micro-panels and to C[0, 0] of
-    the block; k, ldc, mr, nr: i64; accumulate: i1.  The accumulators are the
-    loops' phi nodes, one vector each: LLVM keeps them in registers when they
-    fit, which is what the block sizes are chosen for.  C is read (when
-    accumulating) and written in rows i < mr and columns j < nr only, with
-    masked vector loads and stores when mr < MR or nr < NR."""
+    pa, pb, pc: element pointers to the A micro-panel, to B (its micro-panel,
+    or with ``ldb`` B[0, 0] of B's rows: B[p, j] at ``pb[j * ldb + p]``) and to
+    C[0, 0] of the block; k, ldc, mr, nr (and ldb): i64; accumulate: i1.  The
+    accumulators are the loops' phi nodes, one vector each: LLVM keeps them in
+    registers when they fit, which is what the block sizes are chosen for.  C
+    is read (when accumulating) and written in rows i < mr and columns j < nr
+    only, with masked vector loads and stores when mr < MR or nr < NR; B's
+    rows past nr are not read (column j >= nr reads row nr - 1, and its
+    results are not stored)."""
     i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(T, W)
     vptr = vec.as_pointer()
@@ -188,15 +192,26 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
                 b_edge = builder.block
         return phis([(x_full, b_full), (x_edge, b_edge)]) if x_full else None
 
+    if ldb is not None:
+        # B's rows, one pointer per column j, each row read along p
+        last = builder.sub(nr, const(1))
+        b_rows = [builder.gep(pb, [builder.mul(ldb, builder.select(
+            builder.icmp_signed("<", const(j), nr), const(j), last))]) for j in range(NR)]
+
+    def b_at(p, j):
+        """B[p, j]: in the micro-panel, or in B's row j."""
+        if ldb is None:
+            return builder.gep(pb, [builder.add(builder.mul(p, const(NR)), const(j))])
+        return builder.gep(b_rows[j], [p])
+
     def step(p, acc):
         """C[i, j] = fma(A[i, p], B[p, j], C[i, j]) for the whole block."""
         a_p = builder.gep(pa, [builder.mul(p, const(MR))])
-        b_p = builder.gep(pb, [builder.mul(p, const(NR))])
         a = [builder.load(builder.bitcast(builder.gep(a_p, [const(v * W)]), vptr), align=align)
              for v in range(nv)]
         new = []
         for j in range(NR):
-            b = builder.load(builder.gep(b_p, [const(j)]), align=align)
+            b = builder.load(b_at(p, j), align=align)
             bv = builder.shuffle_vector(builder.insert_element(undef, b, const(0)), undef, splat)
             new.extend(builder.call(fma, [a[v], bv, acc[j * nv + v]]) for v in range(nv))
         return new
@@ -322,23 +337,59 @@ def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr
     return types.none(k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr, nr), codegen
 
 
-def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None) -> str:
+@intrinsic
+def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr):
+    """``micro_kernel`` with B read from its rows where they lie instead of from a
+    packed micro-panel: B[p, j] is ``b[b_off + j * ldb + p]``, so
+
+        C[i, j] (+)= sum_p A[i, p] * b[b_off + j * ldb + p]
+
+    (the same chain of fused multiply-adds per entry, so the same bits as on a
+    packed B).  For the forward and backward products, whose B is a block of
+    examples' rows of a^(l-1) or delta^(l) (contiguous along the sum index p):
+    each of the NR broadcasts per step is a load from one of NR rows, which
+    stay in L1 across the micro-kernels of one block of A, so the pass that
+    packed them (a gather of NR strided values per p) is not made.  Rows j >=
+    nr are not read."""
+    if not (all(_is_array(x) for x in (a, b, c)) and isinstance(a.dtype, types.Float)
+            and b.dtype == a.dtype == c.dtype):
+        return None
+    bits = a.dtype.bitwidth
+    MR, NR = BLOCKS[(bits, VECTOR_BITS)][:2]
+    W = VECTOR_BITS // bits
+
+    def codegen(context, builder, sig, args):
+        kk, ao, bo, lb, co, ld, m, n = (context.cast(builder, args[i], sig.args[i], types.intp)
+                                        for i in (0, 2, 4, 5, 7, 8, 10, 11))
+        pa, pb, pc = (builder.gep(context.make_array(sig.args[i])(context, builder,
+                                                                  args[i]).data, [off])
+                      for i, off in ((1, ao), (3, bo), (6, co)))
+        acc = context.cast(builder, args[9], sig.args[9], types.boolean)
+        T = context.get_value_type(a.dtype)
+        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc, m, n, ldb=lb)
+        return context.get_dummy_value()
+
+    return types.none(k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr), codegen
+
+
+def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None,
+               rows: bool = False) -> str:
     """The assembly of the micro-kernel alone, as a function
-    ``kernel(k, a, b, c, ldc, accumulate, mr, nr)``, at width ``bits`` for the LLVM
-    CPU ``cpu`` (default: this host), to read its inner loop on CPUs this host
-    is not (``asv_bench/microkernel_sweep.py --asm``)."""
+    ``kernel(k, a, b, c, ldc, accumulate, mr, nr)`` (with ``rows``:
+    ``micro_kernel_rows``'s, ``kernel(k, a, b, c, ldc, accumulate, mr, nr, ldb)``),
+    at width ``bits`` for the LLVM CPU ``cpu`` (default: this host), to read its
+    inner loop on CPUs this host is not (``asv_bench/microkernel_sweep.py --asm``)."""
     T = ir.DoubleType() if np.dtype(dtype).itemsize == 8 else ir.FloatType()
     dtype_bits = np.dtype(dtype).itemsize * 8
     MR, NR = BLOCKS[(dtype_bits, bits)][:2]
     i64, ptr = ir.IntType(64), T.as_pointer()
     module = ir.Module("micro_kernel")
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64,
-                                                             ir.IntType(1), i64, i64]),
-                     "kernel")
+    params = [i64, ptr, ptr, ptr, i64, ir.IntType(1), i64, i64] + ([i64] if rows else [])
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), params), "kernel")
     builder = ir.IRBuilder(fn.append_basic_block())
-    k, pa, pb, pc, ldc, accumulate, mr, nr = fn.args
+    k, pa, pb, pc, ldc, accumulate, mr, nr = fn.args[:8]
     _emit_micro_kernel(builder, T, bits // dtype_bits, MR, NR, k, pa, pb, pc, ldc, accumulate,
-                       mr, nr)
+                       mr, nr, ldb=fn.args[8] if rows else None)
     builder.ret_void()
     parsed = llvm.parse_assembly(str(module))
     parsed.verify()

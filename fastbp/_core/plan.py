@@ -284,7 +284,7 @@ class Workspaces:
         self._S = int(layout[-1, kernels.C_OUT] + layout[-1, kernels.N_OUT])
         self._layout = layout
         # bytes of a set per example (about): acts, deltas and the drivers' scratch
-        per_example = int(layout[0, kernels.P_ROWS]) + 2 * int(layout[0, kernels.WORK])
+        per_example = int(layout[0, kernels.P_ROWS])
         self._row_bytes = self._dtype.itemsize * (2 * self._S + per_example)
         self._free = {}
 
@@ -881,7 +881,7 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
     the batch buffers, the layer's first weight-gradient task (counted from
     layer 1), and where its packed weights and panels lie in the drivers' scratch (in blocks of
     the micro-kernel's sizes for ``dtype`` on this host)."""
-    MR, NR, KC, MC, NC = microkernel.blocks(dtype)
+    MR, NR, _, MC, _ = microkernel.blocks(dtype)
     even_step = microkernel._even_step.py_func
     L = len(sizes) - 1
     table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
@@ -898,7 +898,7 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pack_t = pack_w + up(up(n_out, MR) * n_in, 16)
         pack = pack_t + up(up(n_in, MR) * n_out, 16)
         table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in,
-                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0, 0)
+                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0)
         col += n_in
         # the kernels' weight-gradient tasks (kernels._grad_blocks)
         rows = even_step(n_in, MC, MR)
@@ -908,12 +908,6 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
-    # kernels._work: a block's packing buffer holds, per example, the values of one
-    # block of a product's sum index: at most KC, and at most the widest layer (a
-    # product's sum runs over a layer's inputs forward, its outputs backward).
-    # KC alone gave a network of a few units ~4.8 KB of scratch per example, 150
-    # times its inputs: a batch of 10**7 rows of 4 inputs asked for 48 GiB
-    table[:, kernels.WORK] = min(KC, max(sizes))
     table.setflags(write=False)
     return table
 
