@@ -25,6 +25,7 @@ from numba.extending import intrinsic
 import fastbp
 from fastbp._core import microkernel as mk
 from fastbp._core.config import ERROR_MODEL, FASTMATH
+from fastbp._core.functions import ACTIVATIONS, times_derivative
 
 DTYPES = (np.float64, np.float32)
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -46,8 +47,17 @@ def _kernel(k, a, b, c, ldc, accumulate, mr, nr):
 
 
 @njit(cache=mk.CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _kernel_rows(k, a, b, b_off, ldb, c, ldc, accumulate, mr, nr):
-    mk.micro_kernel_rows(k, a, 0, b, b_off, ldb, c, 0, ldc, accumulate, mr, nr)
+def _kernel_rows(k, a, b, b_off, ldb, c, ldc, accumulate, mr, nr, code, act):
+    mk.micro_kernel_rows(k, a, 0, b, b_off, ldb, c, 0, ldc, accumulate, mr, nr, code, act)
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _times_derivative(code, d, a):
+    """d[k] f'(z) from a[k] = f(z), one value at a time (``times_derivative``)."""
+    out = d.copy()
+    for k in range(d.shape[0]):
+        out[k] = times_derivative(code, d[k], a[k])
+    return out
 
 
 @intrinsic
@@ -143,7 +153,7 @@ def test_micro_kernel_on_rows_of_b_has_the_packed_kernels_bits(dtype, k, accumul
         C0[:, mr:] = np.nan
         packed, c = C0.reshape(-1).copy(), C0.reshape(-1).copy()
         _kernel(k, a, B.reshape(-1).copy(), packed, ldc, accumulate, mr, nr)
-        _kernel_rows(k, a, rows.reshape(-1), col, ldb, c, ldc, accumulate, mr, nr)
+        _kernel_rows(k, a, rows.reshape(-1), col, ldb, c, ldc, accumulate, mr, nr, 0, c)
         assert c.tobytes() == packed.tobytes(), (mr, nr)
         got = c.reshape(NR, ldc)
         np.testing.assert_array_equal(got[nr:], C0[nr:])
@@ -327,3 +337,44 @@ def test_other_widths_give_the_same_bits(tmp_path):
         got = np.load(tmp_path / f"out{bits}.npz")
         for name, value in expected.items():
             np.testing.assert_array_equal(got[name], value, err_msg=f"{bits} bits, {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "identity"])
+def test_micro_kernel_store_times_the_derivative_has_the_scalar_bits(dtype, name):
+    """With the relu code, ``micro_kernel_rows`` stores C[i, j] f'(z), f'
+    written from a = f(z) at C's place in ``act`` (the backward pass's fused
+    factor, 004 eq. (4)): the bits of the plain store followed by
+    ``times_derivative`` one value at a time, for the whole block, corners
+    (nothing outside them written) and a continued chain; a = 0 gives 0
+    (f'(0) = 0), a NaN delta stays NaN.  Other codes store C as it is (their
+    factor is a pass of its own, ``kernels._derivative_rows``)."""
+    MR, NR, KC = mk.blocks(dtype)[:3]
+    code = ACTIVATIONS[name]
+    rng = np.random.default_rng(code)
+    k = KC + 3
+    A = rng.normal(size=(MR, k)).astype(dtype)
+    a = np.ascontiguousarray(A.T).reshape(-1)
+    ldb, ldc = k + 1, MR + 2
+    for mr, nr, accumulate in [(MR, NR, False), (MR - 1, NR, True), (2, 1, False), (MR, NR, True)]:
+        rows = rng.normal(size=(nr, ldb)).astype(dtype)
+        C0 = rng.normal(size=(NR, ldc)).astype(dtype)
+        C0[nr:] = np.nan
+        C0[:, mr:] = np.nan
+        act = rng.uniform(-1, 1, size=(NR, ldc)).astype(dtype)  # values of sigmoid, tanh, relu
+        act[0, 0] = 0.0
+        if name == "relu":
+            act = np.maximum(act, 0)
+            rows[0, 0] = np.nan  # column 0 of C becomes NaN: times 0 or 1, it stays NaN
+        plain, c = C0.reshape(-1).copy(), C0.reshape(-1).copy()
+        _kernel_rows(k, a, rows.reshape(-1), 0, ldb, plain, ldc, accumulate, mr, nr, 0, plain)
+        _kernel_rows(k, a, rows.reshape(-1), 0, ldb, c, ldc, accumulate, mr, nr, code,
+                     act.reshape(-1))
+        want = plain.reshape(NR, ldc).copy()
+        if name == "relu":
+            want[:nr, :mr] = _times_derivative(code, want[:nr, :mr].reshape(-1).copy(),
+                                               act[:nr, :mr].reshape(-1).copy()).reshape(nr, mr)
+        assert c.tobytes() == want.reshape(-1).tobytes(), (name, mr, nr, accumulate)
+        if name == "relu":
+            assert np.isnan(c.reshape(NR, ldc)[0, :mr]).all()
+            assert not np.array_equal(c, plain)  # the factor was applied

@@ -101,6 +101,9 @@ class _Emit:
         self.b, self.ty = builder, ty
 
     def c(self, value):
+        """``value`` in this type (every lane of a vector type)."""
+        if isinstance(self.ty, ir.VectorType):
+            return ir.Constant(self.ty, [value] * self.ty.count)
         return ir.Constant(self.ty, value)
 
     def add(self, x, y):
@@ -371,16 +374,40 @@ def fixed_sum(x, lo, hi, square):
     return add_kept(add_kept(s0, s1), add_kept(s2, s3))
 
 
+def emit_times_derivative(e, code, d, a):
+    """d f'(z) written from a = f(z), for the unit-wise activation ``code`` (a
+    Python int), in the type of ``e`` (an ``_Emit``: a scalar, or a vector of
+    which each lane is computed as the scalar is): sigmoid d (a (1 - a)), tanh
+    d (1 - a a), relu a > 0 ? d : d 0 (NaN stays NaN), else d; in the order
+    written.  The one definition of these formulas: ``times_derivative`` (one
+    value) and the backward micro-kernel's store (``microkernel``, a register
+    block) both emit them here, so the two give the same bits."""
+    if code == SIGMOID:
+        return e.mul(d, e.mul(a, e.sub(e.c(1), a)))
+    if code == TANH:
+        return e.mul(d, e.sub(e.c(1), e.mul(a, a)))
+    if code == RELU:
+        b = e.b
+        return b.select(b.fcmp_ordered(">", a, e.c(0), flags=_KEEP), d, e.mul(d, e.c(0)))
+    return d
+
+
 @_binary_intrinsic
 def _times_sigmoid_prime(e, d, a):
     """d (a (1 - a)), in this order."""
-    return e.mul(d, e.mul(a, e.sub(e.c(1), a)))
+    return emit_times_derivative(e, SIGMOID, d, a)
 
 
 @_binary_intrinsic
 def _times_tanh_prime(e, d, a):
     """d (1 - a a), in this order."""
-    return e.mul(d, e.sub(e.c(1), e.mul(a, a)))
+    return emit_times_derivative(e, TANH, d, a)
+
+
+@_binary_intrinsic
+def _times_relu_prime(e, d, a):
+    """d if a > 0 else d 0."""
+    return emit_times_derivative(e, RELU, d, a)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -395,7 +422,7 @@ def times_derivative(code, d, a):
     if code == TANH:
         return _times_tanh_prime(d, a)
     if code == RELU:
-        return where_gt(a, d, d * type(d)(0))  # d times f' = 1 or 0; NaN stays NaN
+        return _times_relu_prime(d, a)  # d times f' = 1 or 0; NaN stays NaN
     return d
 
 

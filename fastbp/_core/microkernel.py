@@ -55,6 +55,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .config import ERROR_MODEL, FASTMATH
+from .functions import RELU, _Emit, emit_times_derivative
 
 
 def host_vector_bits() -> int:
@@ -131,7 +132,7 @@ def _vector_name(vec):
 
 
 def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr, nr,
-                       ldb=None):
+                       ldb=None, deriv=None):
     """Emit the MR x NR micro-kernel inline, leaving the builder after it.
 
     pa, pb, pc: element pointers to the A micro-panel, to B (its micro-panel,
@@ -142,7 +143,12 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
     is read (when accumulating) and written in rows i < mr and columns j < nr
     only, with masked vector loads and stores when mr < MR or nr < NR; B's
     rows past nr are not read (column j >= nr reads row nr - 1, and its
-    results are not stored)."""
+    results are not stored).  With ``deriv`` = (code, pact): before the
+    store, for the relu ``code`` (i64; any other code leaves C as it is),
+    each C[i, j] becomes C[i, j] f'(z) written from a = f(z) at
+    ``pact[j * ldc + i]`` (``functions.emit_times_derivative``): the backward
+    pass's delta^(l-1) = f'(z^(l-1)) * (W^T delta^(l)) stored once, from
+    registers (``kernels._block_product`` says why relu alone)."""
     i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(T, W)
     vptr = vec.as_pointer()
@@ -275,13 +281,43 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
     builder.position_at_end(done)
     out = phis([(acc, start), (acc_rem, rem_end)])
 
+    def times_derivative(values, m):
+        """values[idx] f'(z), f' from a = f(z) at C's place in ``pact`` (read whole,
+        or with the masks ``m`` of the edge), by ``deriv``'s code."""
+        if deriv is None:
+            return values
+        code, pact = deriv
+        before = builder.block
+        after = builder.append_basic_block("mk.deriv.done")
+        switch = builder.switch(code, after)
+        incoming = [(values, before)]
+        for act in (RELU,):
+            block = builder.append_basic_block(f"mk.deriv.{act}")
+            switch.add_case(ir.Constant(code.type, act), block)
+            builder.position_at_end(block)
+            e = _Emit(builder, vec)
+            done = []
+            for idx, d in enumerate(values):
+                j, v = divmod(idx, nv)
+                a_ptr = builder.bitcast(builder.gep(pact, [builder.add(builder.mul(ldc, const(j)),
+                                                                       const(v * W))]), vptr)
+                if m is None:
+                    a = builder.load(a_ptr, align=align)
+                else:
+                    a = builder.call(mload, [a_ptr, ir.Constant(i32, align), m[idx], zero])
+                done.append(emit_times_derivative(e, act, d, a))
+            incoming.append((done, builder.block))
+            builder.branch(after)
+        builder.position_at_end(after)
+        return phis(incoming)
+
     def store_full():
-        for idx, x in enumerate(out):
+        for idx, x in enumerate(times_derivative(out, None)):
             builder.store(x, c_ptr(*divmod(idx, nv)), align=align)
         return []
 
     def store_edge(m):
-        for idx, x in enumerate(out):
+        for idx, x in enumerate(times_derivative(out, m)):
             builder.call(mstore, [x, c_ptr(*divmod(idx, nv)), ir.Constant(i32, align), m[idx]])
         return []
 
@@ -338,7 +374,8 @@ def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr
 
 
 @intrinsic
-def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr):
+def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr,
+                      code, act):
     """``micro_kernel`` with B read from its rows where they lie instead of from a
     packed micro-panel: B[p, j] is ``b[b_off + j * ldb + p]``, so
 
@@ -350,26 +387,37 @@ def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accu
     each of the NR broadcasts per step is a load from one of NR rows, which
     stay in L1 across the micro-kernels of one block of A, so the pass that
     packed them (a gather of NR strided values per p) is not made.  Rows j >=
-    nr are not read."""
-    if not (all(_is_array(x) for x in (a, b, c)) and isinstance(a.dtype, types.Float)
-            and b.dtype == a.dtype == c.dtype):
+    nr are not read.
+
+    ``code`` and ``act`` (an array of C's shape, C's dtype): for the relu code,
+    each stored entry is C[i, j] f'(z) with f'(z) written from a = f(z) at
+    ``act[c_off + j * ldc + i]`` (the backward pass's delta^(l-1) =
+    f'(z^(l-1)) * sum_i W[i, j] delta^(l)_i, 004 eq. (4), 002 eq. (2)),
+    computed as ``functions.times_derivative`` computes it; any other code
+    stores C."""
+    if not (all(_is_array(x) for x in (a, b, c, act)) and isinstance(a.dtype, types.Float)
+            and b.dtype == a.dtype == c.dtype == act.dtype
+            and isinstance(code, types.Integer)):
         return None
     bits = a.dtype.bitwidth
     MR, NR = BLOCKS[(bits, VECTOR_BITS)][:2]
     W = VECTOR_BITS // bits
 
     def codegen(context, builder, sig, args):
-        kk, ao, bo, lb, co, ld, m, n = (context.cast(builder, args[i], sig.args[i], types.intp)
-                                        for i in (0, 2, 4, 5, 7, 8, 10, 11))
-        pa, pb, pc = (builder.gep(context.make_array(sig.args[i])(context, builder,
-                                                                  args[i]).data, [off])
-                      for i, off in ((1, ao), (3, bo), (6, co)))
+        kk, ao, bo, lb, co, ld, m, n, cd = (
+            context.cast(builder, args[i], sig.args[i], types.intp)
+            for i in (0, 2, 4, 5, 7, 8, 10, 11, 12))
+        pa, pb, pc, pact = (builder.gep(context.make_array(sig.args[i])(context, builder,
+                                                                        args[i]).data, [off])
+                            for i, off in ((1, ao), (3, bo), (6, co), (13, co)))
         acc = context.cast(builder, args[9], sig.args[9], types.boolean)
         T = context.get_value_type(a.dtype)
-        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc, m, n, ldb=lb)
+        _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc, m, n, ldb=lb,
+                           deriv=(cd, pact))
         return context.get_dummy_value()
 
-    return types.none(k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr), codegen
+    return (types.none(k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr, code, act),
+            codegen)
 
 
 def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None,
