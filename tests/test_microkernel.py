@@ -26,6 +26,7 @@ import fastbp
 from fastbp._core import microkernel as mk
 from fastbp._core.config import ERROR_MODEL, FASTMATH
 from fastbp._core.functions import ACTIVATIONS, times_derivative
+from fastbp._core.functions import relu as relu_fn
 
 DTYPES = (np.float64, np.float32)
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
@@ -47,8 +48,11 @@ def _kernel(k, a, b, c, ldc, accumulate, mr, nr):
 
 
 @njit(cache=mk.CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _kernel_rows(k, a, b, b_off, ldb, c, ldc, accumulate, mr, nr, code, act):
-    mk.micro_kernel_rows(k, a, 0, b, b_off, ldb, c, 0, ldc, accumulate, mr, nr, code, act)
+def _kernel_rows(k, a, b, b_off, ldb, c, ldc, accumulate, mr, nr, code, act, bias=None,
+                 bias_off=-1, relu=False):
+    bias = act[:0] if bias is None else bias
+    mk.micro_kernel_rows(k, a, 0, b, b_off, ldb, c, 0, ldc, accumulate, mr, nr, code, act,
+                         bias, bias_off, relu)
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -378,3 +382,48 @@ def test_micro_kernel_store_times_the_derivative_has_the_scalar_bits(dtype, name
         if name == "relu":
             assert np.isnan(c.reshape(NR, ldc)[0, :mr]).all()
             assert not np.array_equal(c, plain)  # the factor was applied
+
+
+@njit(cache=True, fastmath=FASTMATH, error_model=ERROR_MODEL)
+def _bias_relu(z, b, relu):
+    """z[k] + b[k], then relu of it, one value at a time (the forward pass's
+    z = W a + b and ``functions.relu``)."""
+    out = z.copy()
+    for k in range(z.shape[0]):
+        out[k] = z[k] + b[k]
+        if relu:
+            out[k] = relu_fn(out[k])
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_micro_kernel_store_adds_the_bias_and_applies_relu_with_the_scalar_bits(dtype, relu):
+    """With a bias offset, ``micro_kernel_rows`` stores C[i, j] + b[i] (z = W a
+    + b), and with ``relu`` relu of it: the bits of the plain store followed
+    by the scalar formulas, for the whole block, corners and a continued
+    chain; nothing outside the corner is written."""
+    MR, NR, KC = mk.blocks(dtype)[:3]
+    rng = np.random.default_rng(3 + relu)
+    k = KC + 3
+    A = rng.normal(size=(MR, k)).astype(dtype)
+    a = np.ascontiguousarray(A.T).reshape(-1)
+    ldb, ldc = k + 1, MR + 2
+    signs = set()
+    for mr, nr, accumulate in [(MR, NR, False), (MR - 1, NR, True), (2, 1, False), (MR, NR, True)]:
+        rows = rng.normal(size=(nr, ldb)).astype(dtype)
+        C0 = rng.normal(size=(NR, ldc)).astype(dtype)
+        C0[nr:] = np.nan
+        C0[:, mr:] = np.nan
+        theta = rng.normal(size=MR + 9).astype(dtype)  # the biases at theta[5:5 + mr]
+        plain, c = C0.reshape(-1).copy(), C0.reshape(-1).copy()
+        _kernel_rows(k, a, rows.reshape(-1), 0, ldb, plain, ldc, accumulate, mr, nr, 0, plain)
+        _kernel_rows(k, a, rows.reshape(-1), 0, ldb, c, ldc, accumulate, mr, nr, 0, c, theta, 5,
+                     relu)
+        want = plain.reshape(NR, ldc).copy()
+        for j in range(nr):
+            want[j, :mr] = _bias_relu(want[j, :mr].copy(), theta[5:5 + mr].copy(), relu)
+        assert c.tobytes() == want.reshape(-1).tobytes(), (mr, nr, accumulate)
+        got = c.reshape(NR, ldc)[:nr, :mr]
+        signs.update(np.sign(got).ravel().tolist())
+    assert signs == ({0.0, 1.0} if relu else {-1.0, 1.0})  # relu applied (or not), both sides seen

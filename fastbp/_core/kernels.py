@@ -278,7 +278,8 @@ def _pack_weights(theta, layout, scratch, backward, input_grad, t):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
-def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, acts):
+def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, acts, theta,
+                   b_off, relu):
     """dst[e, d_col + i] = sum_p A[i, p] src[e, s_col + p] for examples e0..e1-1,
     i < m, p < k, with A packed at ``a_off`` of ``scratch`` (``_pack_weights``):
     z^(l) = W^(l) a^(l-1) for the forward pass, sum_i W[i, j] delta_i for the
@@ -286,6 +287,9 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
     (any other: none), each entry is stored times f'(z) written from a = f(z)
     at its place in ``acts`` (``functions.times_derivative``'s formula,
     applied in the micro-kernel's registers as the last block of p is stored).
+    The forward pass's epilogue likewise: with ``b_off`` >= 0, each entry is
+    stored plus theta[b_off + i] (z = W a + b), then with ``relu`` as relu of
+    that (a = f(z)): the bits of ``z += b`` and of ``functions.relu``.
     Measured on one thread against the plain store followed by a pass over
     the block (``_derivative_rows``; same bits), relu: 0.31-0.36 of the time
     for 256 <- 10 units, 0.40 for 100 <- 5, 0.83-0.86 for 100 <- 150 and
@@ -326,26 +330,22 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
                                       src, (e0 + j) * S + s_col + p0, S,
                                       dst, (e0 + j) * S + d_col + i, S, p0 > 0,
                                       min(MR, ic + mc - i), min(NR, nb - j),
-                                      code if p0 + kc == k else IDENTITY, acts)
+                                      code if p0 + kc == k else IDENTITY, acts,
+                                      theta, b_off + i if b_off >= 0 and p0 + kc == k else -1,
+                                      relu and p0 + kc == k)
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
-def _bias_activate_rows(code, hidden, theta, b_off, acts, e0, e1, c, n):
-    """z += b (when the layer has biases), then for a ``hidden`` layer a = f(z) in
-    place, over columns c..c+n-1 of rows e0..e1-1: the epilogue of a layer's
-    forward product (000 eq. before (1); 004 sections 2 and 5).  Two loops per
-    row, each one formula: ``code`` does not change in the second, so LLVM
-    moves the branch in ``activate`` out of it and each version of the loop
-    body is one formula (vectorizable when the formula is)."""
+def _activate_rows(code, acts, e0, e1, c, n):
+    """a = f(z) in place over columns c..c+n-1 of rows e0..e1-1, for the
+    activations the forward micro-kernel's store does not apply (004 section
+    2): ``code`` does not change in the loop, so LLVM moves the branch in
+    ``activate`` out of it and each version of the loop body is one formula
+    (vectorizable when the formula is)."""
     for e in range(e0, e1):
         z = acts[e, c:c + n]
-        if b_off >= 0:
-            b = theta[b_off:b_off + n]
-            for k in range(n):
-                z[k] += b[k]
-        if hidden:
-            for k in range(n):
-                z[k] = activate(code, z[k])
+        for k in range(n):
+            z[k] = activate(code, z[k])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
@@ -412,11 +412,14 @@ def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, wa
         lay = layout[l]
         # z^(l)_i = sum_j W^(l)[i, j] a^(l-1)_j + b^(l)_i (000 eq. before (1); 004 section 5),
         # then a^(l) = f_l(z^(l)) for a hidden layer (004 section 2); the last layer
-        # keeps z: _output_delta needs it for a stable loss
+        # keeps z: _output_delta needs it for a stable loss.  + b and relu in the
+        # micro-kernel's store, the other activations in a pass after it
+        hidden = l < L - 1
+        relu = hidden and lay[ACT] == RELU
         _block_product(scratch, lay[PACK_W], lay[N_OUT], lay[N_IN], acts, lay[C_IN],
-                       acts, lay[C_OUT], e0, e1, IDENTITY, acts)
-        _bias_activate_rows(lay[ACT], l < L - 1, theta, lay[B_OFF], acts, e0, e1, lay[C_OUT],
-                            lay[N_OUT])
+                       acts, lay[C_OUT], e0, e1, IDENTITY, acts, theta, lay[B_OFF], relu)
+        if hidden and lay[ACT] != RELU and lay[ACT] != IDENTITY:
+            _activate_rows(lay[ACT], acts, e0, e1, lay[C_OUT], lay[N_OUT])
     _output_delta(layout[L - 1], acts, deltas, Y, weights, losses, loss_code, scale,
                   want_loss, want_grad, e0, e1)
     if want_grad:
@@ -429,7 +432,8 @@ def _example_block(theta, layout, X, Y, weights, loss_code, scale, want_loss, wa
             # (identity and the input: none)
             act_prev = layout[l - 1, ACT] if l > 0 else INPUT
             _block_product(scratch, lay[PACK_T], lay[N_IN], lay[N_OUT], deltas,
-                           lay[C_OUT], deltas, lay[C_IN], e0, e1, act_prev, acts)
+                           lay[C_OUT], deltas, lay[C_IN], e0, e1, act_prev, acts, theta, -1,
+                           False)
             if act_prev > IDENTITY and act_prev != RELU:
                 _derivative_rows(act_prev, acts, deltas, e0, e1, lay[C_IN], lay[N_IN])
         _to_panels(layout, acts, deltas, scratch, X.shape[0], e0, e1)

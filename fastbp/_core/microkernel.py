@@ -55,7 +55,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .config import ERROR_MODEL, FASTMATH
-from .functions import RELU, _Emit, emit_times_derivative
+from .functions import _KEEP, RELU, _Emit, emit_times_derivative
 
 
 def host_vector_bits() -> int:
@@ -132,7 +132,7 @@ def _vector_name(vec):
 
 
 def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr, nr,
-                       ldb=None, deriv=None):
+                       ldb=None, deriv=None, bias=None, relu=None):
     """Emit the MR x NR micro-kernel inline, leaving the builder after it.
 
     pa, pb, pc: element pointers to the A micro-panel, to B (its micro-panel,
@@ -143,12 +143,15 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
     is read (when accumulating) and written in rows i < mr and columns j < nr
     only, with masked vector loads and stores when mr < MR or nr < NR; B's
     rows past nr are not read (column j >= nr reads row nr - 1, and its
-    results are not stored).  With ``deriv`` = (code, pact): before the
-    store, for the relu ``code`` (i64; any other code leaves C as it is),
-    each C[i, j] becomes C[i, j] f'(z) written from a = f(z) at
-    ``pact[j * ldc + i]`` (``functions.emit_times_derivative``): the backward
-    pass's delta^(l-1) = f'(z^(l-1)) * (W^T delta^(l)) stored once, from
-    registers (``kernels._block_product`` says why relu alone)."""
+    results are not stored).  Before the store, in this order: with ``bias``
+    = (pbias, use) and the i1 ``use`` set, C[i, j] += pbias[i] (the forward
+    pass's z = W a + b); with the i1 ``relu`` set, C = relu(C) (a = f(z));
+    with ``deriv`` = (code, pact) and the relu ``code`` (i64; any other code
+    leaves C as it is), C[i, j] *= f'(z) written from a = f(z) at
+    ``pact[j * ldc + i]`` (``functions.emit_times_derivative``: the backward
+    pass's delta^(l-1) = f'(z^(l-1)) * (W^T delta^(l))): the epilogues of the
+    products, applied to the register block once, as it is stored
+    (``kernels._block_product`` says why relu alone)."""
     i1, i32, i64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
     vec = ir.VectorType(T, W)
     vptr = vec.as_pointer()
@@ -281,43 +284,64 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
     builder.position_at_end(done)
     out = phis([(acc, start), (acc_rem, rem_end)])
 
-    def times_derivative(values, m):
-        """values[idx] f'(z), f' from a = f(z) at C's place in ``pact`` (read whole,
-        or with the masks ``m`` of the edge), by ``deriv``'s code."""
-        if deriv is None:
-            return values
-        code, pact = deriv
+    def when(flag, make, values):
+        """make(values) where the i1 ``flag`` holds, else values (phis after)."""
         before = builder.block
-        after = builder.append_basic_block("mk.deriv.done")
-        switch = builder.switch(code, after)
-        incoming = [(values, before)]
-        for act in (RELU,):
-            block = builder.append_basic_block(f"mk.deriv.{act}")
-            switch.add_case(ir.Constant(code.type, act), block)
-            builder.position_at_end(block)
-            e = _Emit(builder, vec)
-            done = []
-            for idx, d in enumerate(values):
-                j, v = divmod(idx, nv)
-                a_ptr = builder.bitcast(builder.gep(pact, [builder.add(builder.mul(ldc, const(j)),
-                                                                       const(v * W))]), vptr)
-                if m is None:
-                    a = builder.load(a_ptr, align=align)
-                else:
-                    a = builder.call(mload, [a_ptr, ir.Constant(i32, align), m[idx], zero])
-                done.append(emit_times_derivative(e, act, d, a))
-            incoming.append((done, builder.block))
-            builder.branch(after)
-        builder.position_at_end(after)
-        return phis(incoming)
+        with builder.if_then(flag):
+            done = make(values)
+            block = builder.block
+        return phis([(values, before), (done, block)])
+
+    def load(ptr, m):
+        """A vector at ``ptr``: whole, or with the mask m (None: whole)."""
+        ptr = builder.bitcast(ptr, vptr)
+        if m is None:
+            return builder.load(ptr, align=align)
+        return builder.call(mload, [ptr, ir.Constant(i32, align), m, zero])
+
+    def epilogue(values, m):
+        """The store's work on the register block (docstring: bias, relu,
+        deriv), lanes read whole or with the masks ``m`` of the edge."""
+        e = _Emit(builder, vec)
+        if bias is not None:
+            # z_i = sum_p ... + b_i: one vector of b per MR / W rows, for every column
+            pbias, use_bias = bias
+
+            def add_bias(vals):
+                b = [load(builder.gep(pbias, [const(v * W)]), None if m is None else m[v])
+                     for v in range(nv)]
+                return [e.add(x, b[idx % nv]) for idx, x in enumerate(vals)]
+
+            values = when(use_bias, add_bias, values)
+        if relu is not None:
+            # a = relu(z) = z if z > 0 else z 0 (``functions.relu``)
+            values = when(relu, lambda vals: [
+                builder.select(builder.fcmp_ordered(">", x, e.c(0), flags=_KEEP), x,
+                               e.mul(x, e.c(0))) for x in vals], values)
+        if deriv is not None:
+            code, pact = deriv
+
+            def times_relu_prime(vals):
+                out = []
+                for idx, d in enumerate(vals):
+                    j, v = divmod(idx, nv)
+                    a = load(builder.gep(pact, [builder.add(builder.mul(ldc, const(j)),
+                                                            const(v * W))]),
+                             None if m is None else m[idx])
+                    out.append(emit_times_derivative(e, RELU, d, a))
+                return out
+
+            values = when(builder.icmp_signed("==", code, ir.Constant(code.type, RELU)),
+                          times_relu_prime, values)
+        return values
 
     def store_full():
-        for idx, x in enumerate(times_derivative(out, None)):
+        for idx, x in enumerate(epilogue(out, None)):
             builder.store(x, c_ptr(*divmod(idx, nv)), align=align)
         return []
 
     def store_edge(m):
-        for idx, x in enumerate(times_derivative(out, m)):
+        for idx, x in enumerate(epilogue(out, m)):
             builder.call(mstore, [x, c_ptr(*divmod(idx, nv)), ir.Constant(i32, align), m[idx]])
         return []
 
@@ -375,7 +399,7 @@ def micro_kernel(typingctx, k, a, a_off, b, b_off, c, c_off, ldc, accumulate, mr
 
 @intrinsic
 def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr,
-                      code, act):
+                      code, act, bias, bias_off, relu):
     """``micro_kernel`` with B read from its rows where they lie instead of from a
     packed micro-panel: B[p, j] is ``b[b_off + j * ldb + p]``, so
 
@@ -394,30 +418,38 @@ def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accu
     ``act[c_off + j * ldc + i]`` (the backward pass's delta^(l-1) =
     f'(z^(l-1)) * sum_i W[i, j] delta^(l)_i, 004 eq. (4), 002 eq. (2)),
     computed as ``functions.times_derivative`` computes it; any other code
-    stores C."""
-    if not (all(_is_array(x) for x in (a, b, c, act)) and isinstance(a.dtype, types.Float)
-            and b.dtype == a.dtype == c.dtype == act.dtype
-            and isinstance(code, types.Integer)):
+    stores C.  ``bias`` (C's dtype) and ``bias_off`` >= 0: each stored entry is
+    C[i, j] + bias[bias_off + i] (z = W a + b, 000 eq. before (1)), and then
+    with ``relu`` relu of it (a = f(z), 002 eq. (2)); the forward pass's
+    epilogue, as ``z += b`` and ``functions.relu`` compute it."""
+    if not (all(_is_array(x) for x in (a, b, c, act, bias)) and isinstance(a.dtype, types.Float)
+            and b.dtype == a.dtype == c.dtype == act.dtype == bias.dtype
+            and isinstance(code, types.Integer) and isinstance(bias_off, types.Integer)
+            and isinstance(relu, types.Boolean)):
         return None
     bits = a.dtype.bitwidth
     MR, NR = BLOCKS[(bits, VECTOR_BITS)][:2]
     W = VECTOR_BITS // bits
 
     def codegen(context, builder, sig, args):
-        kk, ao, bo, lb, co, ld, m, n, cd = (
+        kk, ao, bo, lb, co, ld, m, n, cd, qo = (
             context.cast(builder, args[i], sig.args[i], types.intp)
-            for i in (0, 2, 4, 5, 7, 8, 10, 11, 12))
-        pa, pb, pc, pact = (builder.gep(context.make_array(sig.args[i])(context, builder,
-                                                                        args[i]).data, [off])
-                            for i, off in ((1, ao), (3, bo), (6, co), (13, co)))
+            for i in (0, 2, 4, 5, 7, 8, 10, 11, 12, 15))
+        use_bias = builder.icmp_signed(">=", qo, ir.Constant(qo.type, 0))
+        # an unused bias offset points at bias[0]
+        qo = builder.select(use_bias, qo, ir.Constant(qo.type, 0))
+        pa, pb, pc, pact, pbias = (
+            builder.gep(context.make_array(sig.args[i])(context, builder, args[i]).data, [off])
+            for i, off in ((1, ao), (3, bo), (6, co), (13, co), (14, qo)))
         acc = context.cast(builder, args[9], sig.args[9], types.boolean)
+        relu_on = context.cast(builder, args[16], sig.args[16], types.boolean)
         T = context.get_value_type(a.dtype)
         _emit_micro_kernel(builder, T, W, MR, NR, kk, pa, pb, pc, ld, acc, m, n, ldb=lb,
-                           deriv=(cd, pact))
+                           deriv=(cd, pact), bias=(pbias, use_bias), relu=relu_on)
         return context.get_dummy_value()
 
-    return (types.none(k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr, code, act),
-            codegen)
+    return (types.none(k, a, a_off, b, b_off, ldb, c, c_off, ldc, accumulate, mr, nr, code, act,
+                       bias, bias_off, relu), codegen)
 
 
 def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None,
