@@ -55,11 +55,10 @@ class Phases:
         rows = 512
 
         def phase1(want_grad):
-            for b, e0 in enumerate(range(0, N, rows)):
+            for e0 in range(0, N, rows):
                 kernels._example_block(theta, layout, X, Y, plan.no_weights, plan.loss_code,
                                        scale, True, want_grad, False, acts, deltas, losses,
-                                       scratch, kernels._work(layout, N, True, b, rows), e0,
-                                       min(N, e0 + rows))
+                                       scratch, e0, min(N, e0 + rows))
 
         n_tasks = int(kernels._weight_grad_tasks(layout, scratch))
 
