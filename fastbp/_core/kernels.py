@@ -83,8 +83,15 @@ from .functions import (
     sub_kept,
     times_derivative,
 )
-from .microkernel import (CACHE, _even_step, _panel_row, block_sizes, micro_kernel,
-                          micro_kernel_rows, pack_a)
+from .microkernel import (
+    CACHE,
+    _even_step,
+    _panel_row,
+    block_sizes,
+    micro_kernel,
+    micro_kernel_rows,
+    pack_a,
+)
 from .numba_private import NO_REFCOUNT, compiled_address, function_at
 
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
