@@ -309,7 +309,7 @@ class Network:
         theta = as_flat("params.flat", params.flat, self.n_params)
         return convert("params", theta, self.dtype)
 
-    def _ready(self, params, X, Y):
+    def _ready(self, params, X, Y, targets=True):
         """Y as the kernels take it (2-D) when ``params``, X and Y need no
         conversion and pass the compiled screen, else None.
 
@@ -318,12 +318,18 @@ class Network:
         screened by one compiled pass (``inputs_clean``: finite, valid targets)
         instead of a NumPy pass per check.  None sends the caller through the
         full checks and conversions (``_inputs``), which raise the error naming
-        the argument.  ``Y`` is the plan's ``no_targets`` for calls without targets.
+        the argument.  Without ``targets`` (a call that takes none) ``Y`` is the
+        plan's ``no_targets``, and only then may it have no rows: the targets of
+        a call are held to X's rows (the plan's ``no_targets`` passed as them had
+        its N rows read beyond its end).
         """
         dt = self.dtype
         if type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray:
             plan = self._plan
             theta = params.flat
+            # ``Params.wrap`` and a replaced ``_flat`` bypass the setter's checks
+            if type(theta) is not np.ndarray or theta.ndim != 1:
+                return None
             sizes = self.sizes
             shape = X.shape
             if Y.ndim == 1 and sizes[-1] == 1:
@@ -331,7 +337,7 @@ class Network:
             if (X.dtype is dt and Y.dtype is dt and theta.dtype is dt
                     and len(shape) == 2 and shape[0] > 0 and shape[1] == sizes[0]
                     and Y.ndim == 2 and Y.shape[1] == sizes[-1]
-                    and (Y.shape[0] == shape[0] or Y is plan.no_targets)
+                    and (Y.shape[0] == shape[0] if targets else Y is plan.no_targets)
                     and theta.shape[0] == plan.n_params
                     and params.sizes == sizes and params.bias == self.bias
                     and theta.flags.c_contiguous and X.flags.c_contiguous
@@ -347,7 +353,8 @@ class Network:
         required."""
         Yr = None
         if Y is not None or not targets:
-            Yr = self._ready(params, X, self._plan.no_targets if Y is None else Y)
+            Yr = (self._ready(params, X, Y) if Y is not None
+                  else self._ready(params, X, self._plan.no_targets, targets=False))
         if Yr is not None:
             return params.flat, X, (None if Y is None else Yr)
         theta = self.check_params(params)
@@ -412,7 +419,8 @@ class Network:
         dt = self.dtype
         if (self._plan.quick and type(params) is Params and type(X) is np.ndarray
                 and type(Y) is np.ndarray and sample_weight is None and not input_grad
-                and X.dtype is dt and Y.dtype is dt and params.flat.dtype is dt
+                and X.dtype is dt and Y.dtype is dt
+                and getattr(params.flat, "dtype", None) is dt and params.flat.ndim == 1
                 and params.sizes == self.sizes and params.bias == self.bias
                 and X.ndim == 2 and 1 <= Y.ndim <= 2):
             # the specialized code of a small network checks sizes and screens
