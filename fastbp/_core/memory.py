@@ -9,10 +9,20 @@ from __future__ import annotations
 _CHECKED_BYTES = 1 << 26
 
 
+# The limit and the usage of this process's memory cgroup, as (limit file,
+# usage file): cgroup v2's, then v1's (whose "no limit" is a huge number rather
+# than "max").  Under v1, MemAvailable is the whole machine's, so a container
+# limited to a few GiB on a large host was allowed allocations that the
+# system's OOM killer then ended.
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate without swapping, as far as the
-    system says (MemAvailable, and the cgroup's limit when it sets one); None
-    where neither can be read."""
+    system says (MemAvailable, and the room below its memory cgroup's limit,
+    cgroup v2 or v1, when one is set); None where none of them can be read."""
     avail = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -22,16 +32,17 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
-            used = int(f.read())
-        if limit != "max":
-            room = max(int(limit) - used, 0)
-            avail = room if avail is None else min(avail, room)
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                used = int(f.read())
+            if limit != "max":
+                room = max(int(limit) - used, 0)
+                avail = room if avail is None else min(avail, room)
+        except (OSError, ValueError):
+            pass
     return avail
 
 
