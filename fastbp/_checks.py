@@ -277,26 +277,65 @@ def check_sparse_structure(name: str, A) -> None:
                             f"there are {size} {axis}")
 
 
-def dense_copy(name: str, A):
-    """A scipy.sparse ``A`` as a dense array (the same values), after checking
-    its structure (``check_sparse_structure``) and that it fits in memory."""
+def checked_copy(name: str, A):
+    """A scipy.sparse ``A`` (CSR, CSC, BSR or COO) as a new matrix of its format
+    made of copies of its arrays, checked once copied (``check_sparse_structure``):
+    scipy's conversions and fastbp's loops then read only arrays that were
+    checked.  Checking A's own arrays and then converting A was not enough: a
+    subclass whose attributes answer differently at each read (or another
+    thread changing them) handed scipy's conversion or the loops indices
+    outside the matrix (segfault).  Other formats (dia, lil, dok) are checked
+    and returned as they are."""
+    import scipy.sparse as sp  # A is a scipy matrix: scipy is installed
+
     from ._core import check_memory
 
-    check_sparse_structure(name, A)
-    check_memory(f"the dense copy of the sparse {name}",
-                 A.shape[0] * A.shape[1] * A.dtype.itemsize)
-    return A.toarray()
+    fmt = getattr(A, "format", None)
+    shape = tuple(int(n) for n in A.shape)
+    if fmt not in ("csr", "csc", "bsr", "coo") or len(shape) != 2:
+        check_sparse_structure(name, A)
+        return A
+    if fmt == "coo":
+        coords = A.coords if hasattr(A, "coords") else (A.row, A.col)
+        arrays = (*coords, A.data)
+    else:
+        arrays = (A.indptr, A.indices, A.data)
+    check_memory(f"{name}: a copy of a sparse matrix's arrays",
+                 sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+    copies = [np.array(a) for a in arrays]  # each read once
+    if fmt == "coo":
+        parts = SimpleNamespace(shape=shape, format=fmt, coords=tuple(copies[:-1]),
+                                data=copies[-1])
+    else:
+        parts = SimpleNamespace(shape=shape, format=fmt, indptr=copies[0], indices=copies[1],
+                                data=copies[2],
+                                blocksize=tuple(A.blocksize) if fmt == "bsr" else None)
+    check_sparse_structure(name, parts)
+    if fmt == "coo":
+        return sp.coo_matrix((parts.data, parts.coords), shape=shape)
+    make = {"csr": sp.csr_matrix, "csc": sp.csc_matrix, "bsr": sp.bsr_matrix}[fmt]
+    return make((parts.data, parts.indices, parts.indptr), shape=shape)
+
+
+def dense_copy(name: str, A):
+    """A scipy.sparse ``A`` as a dense array (the same values), after checking
+    that it fits in memory and its structure (``checked_copy``)."""
+    from ._core import check_memory
+
+    if len(A.shape) == 2:
+        check_memory(f"the dense copy of the sparse {name}",
+                     int(A.shape[0]) * int(A.shape[1]) * A.dtype.itemsize)
+    return checked_copy(name, A).toarray()
 
 
 def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
     and finite values of ``dtype``, in new arrays (the caller's are not touched),
-    its structure checked before any conversion (``check_sparse_structure``)."""
+    its structure checked before any conversion (``checked_copy``)."""
     from ._core import SparseInput  # the core imports nothing of the front end's
 
     from ._core import check_memory
 
-    check_sparse_structure(name, A)
     # scipy's CSR form (an indptr of a value per row, int64 indices and float64
     # values per nonzero) and the int64 copies made below, checked before scipy
     # allocates them: a COO matrix of 10**12 rows ended in NumPy's "Unable to
@@ -305,7 +344,7 @@ def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     if len(A.shape) == 2:
         check_memory(f"{name}: the CSR form of a sparse matrix of shape {A.shape}",
                      2 * (8 * (int(A.shape[0]) + 1) + 16 * int(A.nnz)))
-    csr = A.tocsr()
+    csr = checked_copy(name, A).tocsr()
     shape = tuple(int(n) for n in csr.shape)
     if len(shape) != 2 or shape[1] != n_cols:
         raise ValueError(f"{name}: expected {n_cols} columns, got shape {shape}")
