@@ -21,8 +21,9 @@ CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
 
 def available_memory() -> int | None:
     """Bytes this process can still allocate without swapping, as far as the
-    system says (MemAvailable, and the room below its memory cgroup's limit,
-    cgroup v2 or v1, when one is set); None where none of them can be read."""
+    system says (MemAvailable, the room below its memory cgroup's limit,
+    cgroup v2 or v1, and below its address-space and data limits, when they
+    are set); None where none of them can be read."""
     avail = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -43,7 +44,32 @@ def available_memory() -> int | None:
                 avail = room if avail is None else min(avail, room)
         except (OSError, ValueError):
             pass
+    room = _rlimit_room()
+    if room is not None:
+        avail = room if avail is None else min(avail, room)
     return avail
+
+
+def _rlimit_room() -> int | None:
+    """Bytes left below the process's address-space and data limits
+    (``ulimit -v``, ``ulimit -d``) when one is set: beyond them an allocation
+    fails with NumPy's "Unable to allocate", which names no argument."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on every platform
+        return None
+    limits = [(resource.getrlimit(r)[0], field) for r, field in
+              ((resource.RLIMIT_AS, "VmSize:"), (resource.RLIMIT_DATA, "VmData:"))]
+    limits = [(soft, field) for soft, field in limits if soft != resource.RLIM_INFINITY]
+    if not limits:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            status = f.read()
+        return min(max(soft - int(status.split(field)[1].split()[0]) * 1024, 0)
+                   for soft, field in limits)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _size(nbytes: float) -> str:
