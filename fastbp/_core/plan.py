@@ -353,12 +353,15 @@ class Plan:
 
     __slots__ = ("__weakref__", "_cost", "_fns", "_l2_arg", "_one", "_quick", "_rest",
                  "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok",
-                 "_spent", "_timings", "_workspaces", "dtype", "l2", "last_driver",
+                 "_spent", "_timings", "_workspaces", "activation_codes", "bias", "dtype",
+                 "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
                  "quick", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
+        self.activation_codes = tuple(int(c) for c in activation_codes)
+        self.bias = tuple(bool(b) for b in bias)
         self.dtype = np.dtype(dtype)
         self.layout = layout_table(self.sizes, activation_codes, bias, self.dtype)
         self.n_params = n_params(self.sizes, bias)
