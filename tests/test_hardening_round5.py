@@ -1,5 +1,5 @@
 """Fifth round of adversarial cases, in the three sections of memory safety,
-threads and processes, and resource limits: 138 cases (80, 20 and 38).
+threads and processes, and resource limits: 146 cases (88, 20 and 38).
 
 What failed, and is tested here.  Memory safety: the plan's empty
 ``no_targets`` passed as the targets of N rows (the kernels read N rows
@@ -25,7 +25,8 @@ into memory without bound by the command line.
 
 What held: ndarray subclasses (one lying about its shape), objects with
 ``__array__`` or ``__array_interface__``, torch and jax arrays, memmaps,
-views of one array as X and Y or of the parameters as X, every odd dtype of
+views of one array as X and Y or of the parameters as X, COO, BSR, DIA, LIL
+and DOK inputs with indices outside their shape, every odd dtype of
 X, targets and weights tried; outputs, gradients, dX and states never
 aliasing each other or the inputs; tampered optimizer states (every field);
 inputs, labels, parameters and sparse indices changed by another thread
