@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -152,11 +153,20 @@ def refuse_sparse(name: str, A) -> None:
                         f"{name}.toarray()")
 
 
+def as_array(name: str, A) -> np.ndarray:
+    """``np.asarray(A)``, its error named: nested sequences of unequal lengths
+    ended in NumPy's "setting an array element with a sequence"."""
+    try:
+        return np.asarray(A)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name}: not an array of numbers ({e})") from None
+
+
 def as_float_matrix(name: str, A, n_cols: int, dtype: np.dtype) -> np.ndarray:
     """A 2-D C-contiguous array of ``dtype`` with ``n_cols`` columns, all finite."""
     refuse_masked(name, A)
     refuse_sparse(name, A)
-    A = np.asarray(A)
+    A = as_array(name, A)
     if A.dtype.kind != "f":
         raise TypeError(
             f"{name}: dtype must be a floating type, got {A.dtype}"
@@ -267,26 +277,65 @@ def check_sparse_structure(name: str, A) -> None:
                             f"there are {size} {axis}")
 
 
-def dense_copy(name: str, A):
-    """A scipy.sparse ``A`` as a dense array (the same values), after checking
-    its structure (``check_sparse_structure``) and that it fits in memory."""
+def checked_copy(name: str, A):
+    """A scipy.sparse ``A`` (CSR, CSC, BSR or COO) as a new matrix of its format
+    made of copies of its arrays, checked once copied (``check_sparse_structure``):
+    scipy's conversions and fastbp's loops then read only arrays that were
+    checked.  Checking A's own arrays and then converting A was not enough: a
+    subclass whose attributes answer differently at each read (or another
+    thread changing them) handed scipy's conversion or the loops indices
+    outside the matrix (segfault).  Other formats (dia, lil, dok) are checked
+    and returned as they are."""
+    import scipy.sparse as sp  # A is a scipy matrix: scipy is installed
+
     from ._core import check_memory
 
-    check_sparse_structure(name, A)
-    check_memory(f"the dense copy of the sparse {name}",
-                 A.shape[0] * A.shape[1] * A.dtype.itemsize)
-    return A.toarray()
+    fmt = getattr(A, "format", None)
+    shape = tuple(int(n) for n in A.shape)
+    if fmt not in ("csr", "csc", "bsr", "coo") or len(shape) != 2:
+        check_sparse_structure(name, A)
+        return A
+    if fmt == "coo":
+        coords = A.coords if hasattr(A, "coords") else (A.row, A.col)
+        arrays = (*coords, A.data)
+    else:
+        arrays = (A.indptr, A.indices, A.data)
+    check_memory(f"{name}: a copy of a sparse matrix's arrays",
+                 sum(a.nbytes for a in arrays if isinstance(a, np.ndarray)))
+    copies = [np.array(a) for a in arrays]  # each read once
+    if fmt == "coo":
+        parts = SimpleNamespace(shape=shape, format=fmt, coords=tuple(copies[:-1]),
+                                data=copies[-1])
+    else:
+        parts = SimpleNamespace(shape=shape, format=fmt, indptr=copies[0], indices=copies[1],
+                                data=copies[2],
+                                blocksize=tuple(A.blocksize) if fmt == "bsr" else None)
+    check_sparse_structure(name, parts)
+    if fmt == "coo":
+        return sp.coo_matrix((parts.data, parts.coords), shape=shape)
+    make = {"csr": sp.csr_matrix, "csc": sp.csc_matrix, "bsr": sp.bsr_matrix}[fmt]
+    return make((parts.data, parts.indices, parts.indptr), shape=shape)
+
+
+def dense_copy(name: str, A):
+    """A scipy.sparse ``A`` as a dense array (the same values), after checking
+    that it fits in memory and its structure (``checked_copy``)."""
+    from ._core import check_memory
+
+    if len(A.shape) == 2:
+        check_memory(f"the dense copy of the sparse {name}",
+                     int(A.shape[0]) * int(A.shape[1]) * A.dtype.itemsize)
+    return checked_copy(name, A).toarray()
 
 
 def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     """A scipy.sparse X as ``_core.sparse.SparseInput``: CSR with int64 indices
     and finite values of ``dtype``, in new arrays (the caller's are not touched),
-    its structure checked before any conversion (``check_sparse_structure``)."""
+    its structure checked before any conversion (``checked_copy``)."""
     from ._core import SparseInput  # the core imports nothing of the front end's
 
     from ._core import check_memory
 
-    check_sparse_structure(name, A)
     # scipy's CSR form (an indptr of a value per row, int64 indices and float64
     # values per nonzero) and the int64 copies made below, checked before scipy
     # allocates them: a COO matrix of 10**12 rows ended in NumPy's "Unable to
@@ -295,21 +344,28 @@ def as_sparse_rows(name: str, A, n_cols: int, dtype: np.dtype):
     if len(A.shape) == 2:
         check_memory(f"{name}: the CSR form of a sparse matrix of shape {A.shape}",
                      2 * (8 * (int(A.shape[0]) + 1) + 16 * int(A.nnz)))
-    csr = A.tocsr()
-    if csr is not A:  # what the conversion made is checked too: the loops index with it
-        check_sparse_structure(name, csr)
-    if csr.ndim != 2 or csr.shape[1] != n_cols:
-        raise ValueError(f"{name}: expected {n_cols} columns, got shape {csr.shape}")
-    if csr.shape[0] == 0:
+    csr = checked_copy(name, A).tocsr()
+    shape = tuple(int(n) for n in csr.shape)
+    if len(shape) != 2 or shape[1] != n_cols:
+        raise ValueError(f"{name}: expected {n_cols} columns, got shape {shape}")
+    if shape[0] == 0:
         raise ValueError(f"{name}: no examples (N = 0)")
     if csr.dtype.kind != "f":
         raise TypeError(f"{name}: dtype must be a floating type, got {csr.dtype} (convert "
                         f"with {name}.astype(float))")
-    data = convert(f"{name}.data", csr.data, dtype)  # finite, also once in dtype
-    if data is csr.data:
+    given = csr.data
+    data = convert(f"{name}.data", given, dtype)  # finite, also once in dtype
+    if data is given:
         data = data.copy()
-    return SparseInput(np.array(csr.indptr, dtype=np.int64), np.array(csr.indices,
-                       dtype=np.int64), data, csr.shape)
+    rows = SimpleNamespace(indptr=np.array(csr.indptr, dtype=np.int64),
+                           indices=np.array(csr.indices, dtype=np.int64), data=data,
+                           shape=shape)
+    # the loops index with these copies, so the copies are what is checked: the
+    # arrays they were read from can have changed since the check above (another
+    # thread, or a subclass whose attributes answer differently at each read: a
+    # segfault in the loops)
+    _check_compressed(name, rows, shape[0], shape[1], f"the column count is {shape[1]}")
+    return SparseInput(rows.indptr, rows.indices, data, shape)
 
 
 def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
@@ -319,6 +375,12 @@ def convert(name: str, A: np.ndarray, dtype) -> np.ndarray:
     if A.dtype == dtype and A.flags.c_contiguous:  # no conversion: nothing out of range
         check_finite(name, A)
         return A
+    from ._core import check_memory
+
+    # the copy is checked before it is made: a broadcast or strided view can
+    # stand for many times the memory it occupies (np.broadcast_to of one row)
+    check_memory(f"{name}: a C-contiguous {np.dtype(dtype)} copy of shape {A.shape}",
+                 A.size * np.dtype(dtype).itemsize)
     with np.errstate(over="ignore", invalid="ignore"):
         B = np.ascontiguousarray(A, dtype=dtype)
         clean = math.isfinite(B.sum())
@@ -356,7 +418,7 @@ def as_targets(Y, N: int, n_out: int, loss: str, dtype: np.dtype) -> np.ndarray:
                         "got None")
     refuse_masked("Y", Y)
     refuse_sparse("Y", Y)
-    Y = np.asarray(Y)
+    Y = as_array("Y", Y)
     if Y.dtype.kind in "iub" and loss == "cross_entropy":
         if Y.ndim != 1:
             raise ValueError(
@@ -404,7 +466,7 @@ def as_sample_weight(sample_weight, N: int, dtype: np.dtype, name: str = "sample
         return None
     refuse_masked(name, sample_weight)
     refuse_sparse(name, sample_weight)
-    w = np.asarray(sample_weight)
+    w = as_array(name, sample_weight)
     if w.ndim == 0:
         w = np.full(N, w)
     if w.dtype.kind not in "fiub":

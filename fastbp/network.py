@@ -45,6 +45,9 @@ LAYOUTS = ("out_in", "in_out", "bias_column")
 _MAX_BYTES = 2**48
 # Values ``init`` draws at a time: its float64 scratch stays small.
 _DRAW = 1 << 16
+# code -> name, for the description's names (the plan holds codes)
+_ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+_LOSS_NAMES = {code: name for name, code in LOSSES.items()}
 
 
 class Network:
@@ -89,16 +92,11 @@ class Network:
     W^(l) has shape (n_l, n_{l-1}) (out x in).  See ``shared/seeds/README.md``.
     """
 
-    __slots__ = (
-        "_plan",
-        "activations",
-        "bias",
-        "dtype",
-        "l2",
-        "loss_name",
-        "reduction",
-        "sizes",
-    )
+    # The description lives in the plan, which the kernels run by: every
+    # attribute below reads it, so no attribute can disagree with what the
+    # kernels were made for (set with object.__setattr__, a width smaller than
+    # the plan's let X rows of that width through, read beyond their end).
+    __slots__ = ("_plan",)
 
     def __init__(self, sizes, activations, loss, *, reduction="mean", l2=0.0, bias=True,
                  dtype="float64"):
@@ -123,22 +121,42 @@ class Network:
                              f"{n * dtype.itemsize:.3g} bytes: more than any array fastbp "
                              f"addresses (2**48 bytes)")
 
-        set_ = object.__setattr__
-        set_(self, "sizes", sizes)
-        set_(self, "activations", activations)
-        set_(self, "loss_name", loss)
-        set_(self, "reduction", reduction)
-        set_(self, "l2", float(l2))
-        set_(self, "bias", bias)
-        set_(self, "dtype", dtype)
-        set_(self, "_plan", _core.plan_for(sizes, [ACTIVATIONS[a] for a in activations], bias,
-                                           LOSSES[loss], reduction == "mean", l2, dtype,
-                                           ROW_SUM_TOL[dtype]))
+        object.__setattr__(self, "_plan", _core.plan_for(
+            sizes, [ACTIVATIONS[a] for a in activations], bias, LOSSES[loss],
+            reduction == "mean", l2, dtype, ROW_SUM_TOL[dtype]))
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Network is immutable; build a new one to change {name!r}")
 
     # ------------------------------------------------------------------ description
+
+    @property
+    def sizes(self) -> tuple:
+        return self._plan.sizes
+
+    @property
+    def activations(self) -> tuple:
+        return tuple(_ACTIVATION_NAMES[c] for c in self._plan.activation_codes)
+
+    @property
+    def loss_name(self) -> str:
+        return _LOSS_NAMES[self._plan.loss_code]
+
+    @property
+    def reduction(self) -> str:
+        return "mean" if self._plan.mean else "sum"
+
+    @property
+    def l2(self) -> float:
+        return self._plan.l2
+
+    @property
+    def bias(self) -> tuple:
+        return self._plan.bias
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._plan.dtype
 
     @property
     def n_layers(self) -> int:
@@ -309,7 +327,7 @@ class Network:
         theta = as_flat("params.flat", params.flat, self.n_params)
         return convert("params", theta, self.dtype)
 
-    def _ready(self, params, X, Y):
+    def _ready(self, params, X, Y, targets=True):
         """Y as the kernels take it (2-D) when ``params``, X and Y need no
         conversion and pass the compiled screen, else None.
 
@@ -318,22 +336,28 @@ class Network:
         screened by one compiled pass (``inputs_clean``: finite, valid targets)
         instead of a NumPy pass per check.  None sends the caller through the
         full checks and conversions (``_inputs``), which raise the error naming
-        the argument.  ``Y`` is the plan's ``no_targets`` for calls without targets.
+        the argument.  Without ``targets`` (a call that takes none) ``Y`` is the
+        plan's ``no_targets``, and only then may it have no rows: the targets of
+        a call are held to X's rows (the plan's ``no_targets`` passed as them had
+        its N rows read beyond its end).
         """
-        dt = self.dtype
+        plan = self._plan
+        dt = plan.dtype
         if type(params) is Params and type(X) is np.ndarray and type(Y) is np.ndarray:
-            plan = self._plan
             theta = params.flat
-            sizes = self.sizes
+            # ``Params.wrap`` and a replaced ``_flat`` bypass the setter's checks
+            if type(theta) is not np.ndarray or theta.ndim != 1:
+                return None
+            sizes = plan.sizes
             shape = X.shape
             if Y.ndim == 1 and sizes[-1] == 1:
                 Y = Y.reshape(-1, 1)
             if (X.dtype is dt and Y.dtype is dt and theta.dtype is dt
                     and len(shape) == 2 and shape[0] > 0 and shape[1] == sizes[0]
                     and Y.ndim == 2 and Y.shape[1] == sizes[-1]
-                    and (Y.shape[0] == shape[0] or Y is plan.no_targets)
+                    and (Y.shape[0] == shape[0] if targets else Y is plan.no_targets)
                     and theta.shape[0] == plan.n_params
-                    and params.sizes == sizes and params.bias == self.bias
+                    and params.sizes == sizes and params.bias == plan.bias
                     and theta.flags.c_contiguous and X.flags.c_contiguous
                     and Y.flags.c_contiguous
                     and plan.screen(theta, X, Y)):
@@ -347,7 +371,8 @@ class Network:
         required."""
         Yr = None
         if Y is not None or not targets:
-            Yr = self._ready(params, X, self._plan.no_targets if Y is None else Y)
+            Yr = (self._ready(params, X, Y) if Y is not None
+                  else self._ready(params, X, self._plan.no_targets, targets=False))
         if Yr is not None:
             return params.flat, X, (None if Y is None else Yr)
         theta = self.check_params(params)
@@ -409,18 +434,20 @@ class Network:
         dJ/dW^(l)[i, j] = sum_e delta^(l)_i(e) a^(l-1)_j(e) (+ l2 W[i, j]) (004 eq. (5), (9));
         dJ/db^(l)_i = sum_e delta^(l)_i(e) (004 eq. (6)); times 1/N for the mean.
         """
-        dt = self.dtype
-        if (self._plan.quick and type(params) is Params and type(X) is np.ndarray
+        plan = self._plan
+        dt = plan.dtype
+        if (plan.quick and type(params) is Params and type(X) is np.ndarray
                 and type(Y) is np.ndarray and sample_weight is None and not input_grad
-                and X.dtype is dt and Y.dtype is dt and params.flat.dtype is dt
-                and params.sizes == self.sizes and params.bias == self.bias
+                and X.dtype is dt and Y.dtype is dt
+                and getattr(params.flat, "dtype", None) is dt and params.flat.ndim == 1
+                and params.sizes == plan.sizes and params.bias == plan.bias
                 and X.ndim == 2 and 1 <= Y.ndim <= 2):
             # the specialized code of a small network checks sizes and screens
             # the inputs in its one compiled call; None: the checked path below
-            quick = self._plan.quick_loss_and_grad(
+            quick = plan.quick_loss_and_grad(
                 params.flat, X, Y.reshape(-1, 1) if Y.ndim == 1 else Y)
             if quick is not None:
-                return quick[0], Params.wrap(self.sizes, self.bias, quick[1])
+                return quick[0], Params.wrap(plan.sizes, plan.bias, quick[1])
         if is_sparse(X):
             sparse = self._sparse(params, X, Y, targets=True)
             if sparse is None:

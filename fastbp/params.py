@@ -116,6 +116,11 @@ class Params:
             raise TypeError("flat: expected a NumPy array, got a masked array (its masked "
                             "entries would be used as they are; pass flat.filled(value))")
         flat = np.asarray(flat)
+        if flat.dtype.kind == "f" and (not flat.dtype.isnative or flat.ndim != 1
+                                       or not flat.flags.c_contiguous):
+            # a copy, checked before it is made: a broadcast view of one value
+            # can stand for any number of parameters
+            check_memory("flat: a C-contiguous copy", flat.size * flat.dtype.itemsize)
         if flat.dtype.kind == "f" and not flat.dtype.isnative:
             flat = flat.astype(flat.dtype.newbyteorder("="))
         if flat.dtype not in (np.float32, np.float64):

@@ -123,7 +123,7 @@ from ._checks import (
     as_float_dtype,
     as_sample_weight,
     check,
-    check_sparse_structure,
+    checked_copy,
     dense_copy,
     is_bool,
     widths,
@@ -574,7 +574,7 @@ class _BaseMLP(BaseEstimator):
     def _forward(self, X) -> np.ndarray:
         """Output activations a^(L), shape (n_samples, n_outputs), in the fitted dtype."""
         check_is_fitted(self)
-        _check_structure(X)
+        X = _check_structure(X)
         X = _validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
                            accept_sparse=["csr", "csc"])
         net = self._network()
@@ -724,7 +724,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return _KIND[self._label_binarizer.y_type_]
 
     def _validate_input(self, X, y, incremental, reset):
-        _check_structure(X)
+        X = _check_structure(X)
         X, y = _validate_data(self, X, y, multi_output=True, dtype=(np.float64, np.float32),
                               reset=reset, accept_sparse=["csr", "csc"])
         X = self._dense_unless_lbfgs(X)
@@ -843,7 +843,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return "counts" if self.loss == "poisson" else "values"
 
     def _validate_input(self, X, y, incremental, reset):
-        _check_structure(X)
+        X = _check_structure(X)
         X, y = _validate_data(self, X, y, multi_output=True, y_numeric=True,
                               dtype=(np.float64, np.float32), reset=reset,
                               accept_sparse=["csr", "csc"])
@@ -900,12 +900,12 @@ _NON_FINITE = ("Solver produced non-finite parameter weights. The input data may
                "learning_rate_init may also be too large).")
 
 
-def _check_structure(X) -> None:
-    """A sparse X's index arrays checked before scikit-learn's validation
-    converts it (its conversion of a matrix whose indices lie outside its
-    shape writes outside the arrays: scikit-learn's own estimators segfault)."""
-    if _sparse.issparse(X):
-        check_sparse_structure("X", X)
+def _check_structure(X):
+    """X, or for a sparse X the copy whose index arrays were checked
+    (``checked_copy``), which scikit-learn's validation then converts (its
+    conversion of a matrix whose indices lie outside its shape writes outside
+    the arrays: scikit-learn's own estimators segfault)."""
+    return checked_copy("X", X) if _sparse.issparse(X) else X
 
 
 def _dense(X):

@@ -54,6 +54,11 @@ def encode_classes(codes: np.ndarray, h: Head, dtype) -> np.ndarray:
     codes = np.asarray(codes)
     N = codes.shape[0]
     if h.activation == "softmax":
+        from ._core import check_memory  # the core imports nothing of the front end's
+
+        # N rows of n_out values from N labels: checked before it is made
+        check_memory(f"Y: the one-hot rows of {N} class labels over {h.n_out} classes",
+                     N * h.n_out * np.dtype(dtype).itemsize)
         Y = np.zeros((N, h.n_out), dtype=dtype)
         Y[np.arange(N), codes.astype(np.intp)] = 1
         return Y

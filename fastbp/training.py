@@ -572,7 +572,10 @@ def _stopping_rule(net, early_stopping, validation) -> EarlyStopping | None:
             raise ValueError("early_stopping: needs a validation set (validation=(Xv, Yv) "
                              "or a fraction such as validation=0.2)")
         early_stopping = EarlyStopping(Integer(1)("early_stopping", early_stopping))
-    rule = early_stopping
+    # checked again (a copy runs __post_init__): a frozen dataclass's fields can
+    # still be set with object.__setattr__, and the compiled rule takes them as
+    # they are (a patience beyond int64 or a text for best: numba's typing errors)
+    rule = dataclasses.replace(early_stopping)
     if rule.monitor.startswith("val_") and validation is None:
         raise ValueError(f"early_stopping: monitor={rule.monitor!r} needs a validation set")
     if rule.monitor == "val_accuracy" and net.loss_name == "sse":

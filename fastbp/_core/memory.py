@@ -9,10 +9,21 @@ from __future__ import annotations
 _CHECKED_BYTES = 1 << 26
 
 
+# The limit and the usage of this process's memory cgroup, as (limit file,
+# usage file): cgroup v2's, then v1's (whose "no limit" is a huge number rather
+# than "max").  Under v1, MemAvailable is the whole machine's, so a container
+# limited to a few GiB on a large host was allowed allocations that the
+# system's OOM killer then ended.
+CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate without swapping, as far as the
-    system says (MemAvailable, and the cgroup's limit when it sets one); None
-    where neither can be read."""
+    system says (MemAvailable, the room below its memory cgroup's limit,
+    cgroup v2 or v1, and below its address-space and data limits, when they
+    are set); None where none of them can be read."""
     avail = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
@@ -22,17 +33,43 @@ def available_memory() -> int | None:
                     break
     except (OSError, ValueError):
         pass
-    try:
-        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as f:
-            limit = f.read().strip()
-        with open("/sys/fs/cgroup/memory.current", encoding="ascii") as f:
-            used = int(f.read())
-        if limit != "max":
-            room = max(int(limit) - used, 0)
-            avail = room if avail is None else min(avail, room)
-    except (OSError, ValueError):
-        pass
+    for limit_file, usage_file in CGROUP_FILES:
+        try:
+            with open(limit_file, encoding="ascii") as f:
+                limit = f.read().strip()
+            with open(usage_file, encoding="ascii") as f:
+                used = int(f.read())
+            if limit != "max":
+                room = max(int(limit) - used, 0)
+                avail = room if avail is None else min(avail, room)
+        except (OSError, ValueError):
+            pass
+    room = _rlimit_room()
+    if room is not None:
+        avail = room if avail is None else min(avail, room)
     return avail
+
+
+def _rlimit_room() -> int | None:
+    """Bytes left below the process's address-space and data limits
+    (``ulimit -v``, ``ulimit -d``) when one is set: beyond them an allocation
+    fails with NumPy's "Unable to allocate", which names no argument."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on every platform
+        return None
+    limits = [(resource.getrlimit(r)[0], field) for r, field in
+              ((resource.RLIMIT_AS, "VmSize:"), (resource.RLIMIT_DATA, "VmData:"))]
+    limits = [(soft, field) for soft, field in limits if soft != resource.RLIM_INFINITY]
+    if not limits:
+        return None
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            status = f.read()
+        return min(max(soft - int(status.split(field)[1].split()[0]) * 1024, 0)
+                   for soft, field in limits)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _size(nbytes: float) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sysconfig
 import threading
 import warnings
 
@@ -73,14 +74,33 @@ def compiled_address(dispatcher, signature) -> int:
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 
+# Where the frame that raised a cache error may lie: numba's code or the
+# standard library's (pickle, importlib), whose folder holds site-packages.
+_NUMBA = os.path.dirname(os.path.dirname(caching.__file__)) + os.sep
+_STDLIB = sysconfig.get_paths()["stdlib"] + os.sep
+_PACKAGES = tuple({sysconfig.get_paths()[k] + os.sep for k in ("purelib", "platlib")})
+
+
+def _numba_or_stdlib(path: str) -> bool:
+    return path.startswith((_NUMBA, "<frozen ")) or (path.startswith(_STDLIB)
+                                                    and not path.startswith(_PACKAGES))
+
+
 def is_cache_error(exc: BaseException) -> bool:
-    """Whether ``exc`` was raised while numba read one of its cache files."""
+    """Whether ``exc`` was raised while numba read one of its cache files:
+    numba's caching code is on its traceback, and the frame that raised it
+    is numba's or the standard library's.  Not one of a signal handler that
+    ran meanwhile: a SIGALRM timeout raising TimeoutError while the first
+    call loaded the core had the whole cache deleted and the call made again
+    (compiling for seconds past the timeout)."""
     tb = exc.__traceback__
+    through = False
+    last = None
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == caching.__file__:
-            return True
+        last = tb.tb_frame.f_code.co_filename
+        through = through or last == caching.__file__
         tb = tb.tb_next
-    return False
+    return through and _numba_or_stdlib(last)
 
 
 _purge_lock = threading.Lock()

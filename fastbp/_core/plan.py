@@ -123,7 +123,7 @@ def _after_fork_in_child():
     global _parallel_ok, _probed, _probe_lock, _plans_lock
     probing = _probe_lock.locked()
     _probe_lock = threading.Lock()
-    _plans_lock = threading.Lock()
+    _plans_lock = threading.RLock()
     if probing:
         _probed, _parallel_ok = True, False
     elif _probed and _parallel_ok and numba.threading_layer() == "omp":
@@ -353,12 +353,15 @@ class Plan:
 
     __slots__ = ("__weakref__", "_cost", "_fns", "_l2_arg", "_one", "_quick", "_rest",
                  "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok",
-                 "_spent", "_timings", "_workspaces", "dtype", "l2", "last_driver",
+                 "_spent", "_timings", "_workspaces", "activation_codes", "bias", "dtype",
+                 "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
                  "quick", "sizes")
 
     def __init__(self, sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol):
         self.sizes = tuple(sizes)
+        self.activation_codes = tuple(int(c) for c in activation_codes)
+        self.bias = tuple(bool(b) for b in bias)
         self.dtype = np.dtype(dtype)
         self.layout = layout_table(self.sizes, activation_codes, bias, self.dtype)
         self.n_params = n_params(self.sizes, bias)
@@ -914,7 +917,10 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
 
 # Plans shared by equal descriptions, kept while a network refers to them.
 _plans = weakref.WeakValueDictionary()
-_plans_lock = threading.Lock()
+# Re-entrant: a signal handler that builds a network runs in the thread it
+# interrupts, which may be inside ``plan_for`` (building a plan takes a while);
+# with a plain lock it waited for itself for ever.
+_plans_lock = threading.RLock()
 
 
 def plan_for(sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol) -> Plan:
@@ -925,6 +931,7 @@ def plan_for(sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_
     with _plans_lock:
         plan = _plans.get(key)
         if plan is None:
-            plan = _plans[key] = Plan(sizes, activation_codes, bias, loss_code, mean, l2,
-                                      dtype, row_sum_tol)
+            plan = Plan(sizes, activation_codes, bias, loss_code, mean, l2, dtype, row_sum_tol)
+            # a signal handler may have made one while this one was being made
+            plan = _plans.setdefault(key, plan)
     return plan

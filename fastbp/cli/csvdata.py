@@ -35,7 +35,7 @@ def read_table(path) -> Table:
         raise DataError(f"{path}: is a directory, not a CSV file")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            lines = [(r, line_no) for line_no, r in _numbered(csv.reader(f))]
+            lines = [(r, line_no) for line_no, r in _numbered(csv.reader(_lines(f, path)))]
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") \
             from None
@@ -62,6 +62,23 @@ def read_table(path) -> Table:
                             f"the header, got {len(r)}")
         rows.append([field.strip() for field in r])
     return Table(path, header, rows, [n for _, n in body])
+
+
+# The longest line read (in characters): a file of one endless line (/dev/zero,
+# a binary file without a newline) was read into memory until the system
+# ended the process.
+LINE_LIMIT = 1 << 24
+
+
+def _lines(f, path):
+    """The lines of ``f``, none read beyond ``LINE_LIMIT`` characters."""
+    n = 0
+    while line := f.readline(LINE_LIMIT + 1):
+        n += 1
+        if len(line) > LINE_LIMIT:
+            raise DataError(f"{path}, line {n}: longer than {LINE_LIMIT} characters (not a "
+                            "CSV file?)")
+        yield line
 
 
 def _numbered(reader):
