@@ -452,24 +452,23 @@ def micro_kernel_rows(typingctx, k, a, a_off, b, b_off, ldb, c, c_off, ldc, accu
                        bias, bias_off, relu), codegen)
 
 
-def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None,
-               rows: bool = False) -> str:
+def kernel_asm(dtype, bits: int = VECTOR_BITS, cpu: str | None = None) -> str:
     """The assembly of the micro-kernel alone, as a function
-    ``kernel(k, a, b, c, ldc, accumulate, mr, nr)`` (with ``rows``:
-    ``micro_kernel_rows``'s, ``kernel(k, a, b, c, ldc, accumulate, mr, nr, ldb)``),
-    at width ``bits`` for the LLVM CPU ``cpu`` (default: this host), to read its
-    inner loop on CPUs this host is not (``asv_bench/microkernel_sweep.py --asm``)."""
+    ``kernel(k, a, b, c, ldc, accumulate, mr, nr)``, at width ``bits`` for the LLVM
+    CPU ``cpu`` (default: this host), to read its inner loop on CPUs this host
+    is not (``asv_bench/microkernel_sweep.py --asm``)."""
     T = ir.DoubleType() if np.dtype(dtype).itemsize == 8 else ir.FloatType()
     dtype_bits = np.dtype(dtype).itemsize * 8
     MR, NR = BLOCKS[(dtype_bits, bits)][:2]
     i64, ptr = ir.IntType(64), T.as_pointer()
     module = ir.Module("micro_kernel")
-    params = [i64, ptr, ptr, ptr, i64, ir.IntType(1), i64, i64] + ([i64] if rows else [])
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), params), "kernel")
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [i64, ptr, ptr, ptr, i64,
+                                                             ir.IntType(1), i64, i64]),
+                     "kernel")
     builder = ir.IRBuilder(fn.append_basic_block())
-    k, pa, pb, pc, ldc, accumulate, mr, nr = fn.args[:8]
+    k, pa, pb, pc, ldc, accumulate, mr, nr = fn.args
     _emit_micro_kernel(builder, T, bits // dtype_bits, MR, NR, k, pa, pb, pc, ldc, accumulate,
-                       mr, nr, ldb=fn.args[8] if rows else None)
+                       mr, nr)
     builder.ret_void()
     parsed = llvm.parse_assembly(str(module))
     parsed.verify()
