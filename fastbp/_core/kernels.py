@@ -300,7 +300,7 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
     Measured on one thread against the plain store followed by a pass over
     the block (``_derivative_rows``; same bits), relu: 0.31-0.36 of the time
     for 256 <- 10 units, 0.40 for 100 <- 5, 0.83-0.86 for 100 <- 150 and
-    256 <- 256, 1.04 (0.96-1.50) for 1024 <- 1024.  Sigmoid and tanh keep the
+    256 <- 256, 0.93-1.04 for 1024 <- 1024.  Sigmoid and tanh keep the
     pass: with their factors in the store too (one switch on the code), every
     product with a factor ran 1.05-1.7 times product + pass, relu's included;
     and tanh's d (1 - a a) alone in the store gave other bits than the pass
@@ -318,7 +318,7 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
     one thread (AVX2, 4096 examples in blocks of 516, same bits): 0.40-0.46 of
     the packed time for products of 5 or 10 outputs (the output layers), 0.65-0.86
     for 8-64 units, 0.93-0.97 for 150 x 100, 784 x 256 and 1024 x 1024, 1.02
-    for 256 x 256, and 1.07-1.09 for sums over 5 or 10 units (backward from an
+    for 256 x 256, and 1.07-1.19 for sums over 5 or 10 units (backward from an
     output layer), a few microseconds a block."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
     S = src.shape[1]

@@ -9,7 +9,10 @@ from packed micro-panels: ``A_panel[k * MR + i] = A[i, k]`` and
 MR * NR accumulators live in vector registers for the whole sum: per k it loads
 MR / W vectors of A (W values of the dtype per vector), broadcasts each of the
 NR values of B, and does MR * NR / W fused multiply-adds.  The block of C is
-stored with i contiguous: ``c[c_off + j * ldc + i]``.
+stored with i contiguous: ``c[c_off + j * ldc + i]``.  ``micro_kernel_rows``
+is the same kernel with B read from its rows where they lie (``B[p, j]`` at
+``b[b_off + j * ldb + p]``), and with the products' epilogues applied to the
+register block as it is stored (+ bias, relu, times relu').
 
 It is emitted as LLVM instructions (a numba intrinsic) because numba's loops do
 not reach it: numba turns LLVM's SLP vectorizer off, and the loop vectorizer
