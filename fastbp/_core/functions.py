@@ -249,10 +249,24 @@ def tanh(z):
     return where_ge(z, t, -t)
 
 
+def emit_relu(e, z):
+    """relu(z) = z if z > 0 else z 0 (NaN stays NaN), in the type of ``e`` (an
+    ``_Emit``, scalar or vector): the one definition, emitted by ``relu`` (one
+    value) and by the forward micro-kernel's store (a register block)."""
+    b = e.b
+    return b.select(b.fcmp_ordered(">", z, e.c(0), flags=_KEEP), z, e.mul(z, e.c(0)))
+
+
+@_unary_intrinsic
+def _relu_kept(e, z, P):
+    """relu(z) (``emit_relu``)."""
+    return emit_relu(e, z)
+
+
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
 def relu(z):
     """z if z > 0 else 0 (z * 0: NaN stays NaN)."""
-    return where_gt(z, z, z * type(z)(0))
+    return _relu_kept(z)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -305,7 +319,6 @@ def _select_intrinsic(predicate):
 
 
 where_ge = _select_intrinsic(">=")
-where_gt = _select_intrinsic(">")
 
 
 @_binary_intrinsic

@@ -328,6 +328,7 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
     m_step = _even_step(m, MC, MR)
     for p0 in range(0, k, k_step):
         kc = min(k_step, k - p0)
+        last = p0 + kc == k  # the epilogues: once, as the last block of p is stored
         for ic in range(0, m, m_step):
             mc = min(m_step, m - ic)
             for j in range(0, nb, NR):
@@ -337,9 +338,9 @@ def _block_product(scratch, a_off, m, k, src, s_col, dst, d_col, e0, e1, code, a
                                       src, (e0 + j) * S + s_col + p0, S,
                                       dst, (e0 + j) * S + d_col + i, S, p0 > 0,
                                       min(MR, ic + mc - i), min(NR, nb - j),
-                                      code if p0 + kc == k else IDENTITY, acts,
-                                      theta, b_off + i if b_off >= 0 and p0 + kc == k else -1,
-                                      relu and p0 + kc == k)
+                                      code if last else IDENTITY, acts,
+                                      theta, b_off + i if b_off >= 0 and last else -1,
+                                      relu and last)
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)

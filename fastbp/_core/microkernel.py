@@ -58,7 +58,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .config import ERROR_MODEL, FASTMATH
-from .functions import _KEEP, RELU, _Emit, emit_times_derivative
+from .functions import RELU, _Emit, emit_relu, emit_times_derivative
 
 
 def host_vector_bits() -> int:
@@ -317,10 +317,8 @@ def _emit_micro_kernel(builder, T, W, MR, NR, k, pa, pb, pc, ldc, accumulate, mr
 
             values = when(use_bias, add_bias, values)
         if relu is not None:
-            # a = relu(z) = z if z > 0 else z 0 (``functions.relu``)
-            values = when(relu, lambda vals: [
-                builder.select(builder.fcmp_ordered(">", x, e.c(0), flags=_KEEP), x,
-                               e.mul(x, e.c(0))) for x in vals], values)
+            # a = relu(z) (``functions.emit_relu``)
+            values = when(relu, lambda vals: [emit_relu(e, x) for x in vals], values)
         if deriv is not None:
             code, pact = deriv
 
