@@ -28,17 +28,21 @@ bits depend on the layer's shape and N alone: results are bit-identical for
 any thread count and any cut of the batch or of the units into tasks.  Three
 phases, each race-free:
 
-0. serial: the packed weights (O(weights)).
-1. per block of examples (``_block_rows``; parallel over blocks): forward, loss and
-   output delta, backward, and the block's part of the panels; a block writes
-   only its own rows of the buffers and its own part of the panels.
-2. per (layer, block of inputs j, block of outputs i) task (parallel over
-   tasks): dJ/dW[i, j] = sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a
-   task writes only its own entries of the gradient.
+0. the packed weights (O(weights); one task, or one per matrix for large
+   networks: ``_pack_tasks``).
+1. per block of examples (``_block_rows``): forward, loss and output delta,
+   backward, and the block's part of the panels; a block writes only its own
+   rows of the buffers and its own part of the panels.
+2. per (layer, block of inputs j, block of outputs i) task: dJ/dW[i, j] =
+   sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a task writes only its own
+   entries of the gradient.
 
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
-slice; two drivers, one ``parallel=True`` with ``prange`` and one serial twin
-for small problems, that only loop over the workers.
+slice; two drivers, one ``parallel=True`` and one serial twin for small
+problems, that only loop over the workers.  The parallel driver is one region
+whose threads take the three phases' tasks, in order, from one queue
+(``sync``): a thread that starts late takes what is left, and whichever thread
+runs a task, it writes the same bits to the same place.
 
 Compile time shapes the structure.  Every compiled function costs a fixed
 share of a cold start, and each function that calls others links their code
@@ -59,6 +63,7 @@ import math
 import numpy as np
 from numba import njit, prange, types
 
+from . import sync
 from .config import ERROR_MODEL, FASTMATH
 from .functions import (
     BCE,
@@ -266,7 +271,10 @@ def _pack_weights(theta, layout, scratch, backward, input_grad, t):
     rounded up to MR), one micro-panel of MR rows per MR rows of A,
     ``A[i, p]`` at ``(i // MR) * MR * kc + (p - p0) * MR + i % MR``."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
-    for l in range(layout.shape[0]):
+    # task t's layer alone (a loop over every layer per task would make the
+    # packing of a deep network quadratic in its depth)
+    first, stop = (0, layout.shape[0]) if t < 0 else (t // 2, t // 2 + 1)
+    for l in range(first, stop):
         n_in, n_out, w_off = layout[l, N_IN], layout[l, N_OUT], layout[l, W_OFF]
         if t < 0 or t == 2 * l:
             # A = W: m = n_out rows, sum over j; A[i, p] = theta[w_off + i * n_in + p]
@@ -619,58 +627,65 @@ def worker_table(dtype, threads: int = 1) -> np.ndarray:
     return np.array(fns[0] + [threads, fns[1]], dtype=np.int64)
 
 
-# Weights above which a parallel driver packs them in a parallel region of its
-# own (one task per matrix): below it the region's launch costs more than the
-# packing (about a nanosecond a weight) it shares out.
+# Weights above which a parallel driver packs them as one task per matrix
+# (W^(l), W^(l)T), so that the threads share the packing out; below it, as one
+# task: the packing (about a nanosecond a weight) is shorter than a thread's
+# wait at the end of the phase would be.
 PACK_PARALLEL = 100_000
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
-def _pack_in_parallel(fns, theta, layout, scratch, backward, input_grad):
-    """``_pack_weights`` for a parallel driver: one task per matrix (W^(l),
-    W^(l)T) in a parallel loop when the network has more than
-    ``PACK_PARALLEL`` weights, else serially."""
+def _pack_tasks(layout):
+    """Tasks of a parallel driver's packing phase: one per matrix (2 L) when the
+    network has more than ``PACK_PARALLEL`` weights, else one (every matrix)."""
     L = layout.shape[0]
     last = layout[L - 1]
     weights = last[W_OFF] + last[N_IN] * last[N_OUT]  # an upper bound (biases included)
-    if weights > PACK_PARALLEL:
-        for t in prange(2 * L):
-            pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
-            pack(theta, layout, scratch, backward, input_grad, np.int64(t))
-    else:
-        _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, backward,
-                                                     input_grad, -1)
+    return 2 * L if weights > PACK_PARALLEL else 1
 
 
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
-    ``deltas[:, :n_0]``; the weights packed (``_pack_in_parallel``), then
-    parallel over example blocks, then over weight-gradient tasks.
+    ``deltas[:, :n_0]``, in one parallel region whose threads take the tasks
+    of three phases from one queue (``sync``): the packing of the weights
+    (``_pack_tasks``), the examples' blocks, the weight-gradient tasks.
     ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the end
     ``scratch[0]`` is 1 when every gradient entry is finite, else 0
     (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``.
     ``weights``: the examples' weights, or no values for none (``_output_delta``;
-    ``scale`` is then 1 / sum_e w_e for the mean)."""
+    ``scale`` is then 1 / sum_e w_e for the mean).
+
+    One region, not one per phase with a fixed share per thread: each region's
+    end waits for its slowest thread, and a thread woken late, or sharing its
+    core, held up each phase (docs/benchmarks.md, "Threads")."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    # The packing of the weights, O(weights), is a parallel region of its own only
-    # for large networks: each region costs a launch, ~12 ms when another
-    # process holds a core (fastbp bench, C3-1000 and C4-256: 24 ms with two
-    # regions, 36 with three).
-    _pack_in_parallel(fns, theta, layout, scratch, want, input_grad)
     rows = _block_rows(scratch, N, fns[THREADS])
-    for b in prange((N + rows - 1) // rows):
-        # prange's index is unsigned; the workers' signatures take int64
-        b = np.int64(b)
+    n_pack = _pack_tasks(layout)
+    blocks_end = n_pack + (N + rows - 1) // rows
+    tasks_end = blocks_end + _weight_grad_tasks(layout, scratch)
+    sync.reset(scratch, sync.TAKEN)
+    sync.reset(scratch, sync.DONE)
+    for _ in prange(fns[THREADS]):
+        pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, b * rows,
-              min(N, b * rows + rows))
-    for t in prange(_weight_grad_tasks(layout, scratch)):
         task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
-        task(theta, layout, scratch, deltas, N, grad, l2, np.int64(t))
+        t = sync.take(scratch, sync.TAKEN)
+        while t < tasks_end:
+            if t < n_pack:
+                pack(theta, layout, scratch, want, input_grad, t if n_pack > 1 else INPUT)
+            elif t < blocks_end:
+                sync.wait_for(scratch, sync.DONE, n_pack)
+                e0 = (t - n_pack) * rows
+                block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad,
+                      acts, deltas, losses, scratch, e0, min(N, e0 + rows))
+            else:
+                sync.wait_for(scratch, sync.DONE, blocks_end)
+                task(theta, layout, scratch, deltas, N, grad, l2, t - blocks_end)
+            sync.take(scratch, sync.DONE)
+            t = sync.take(scratch, sync.TAKEN)
     _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 
@@ -707,16 +722,29 @@ def forward_parallel(theta, layout, X, Y, weights, loss_code, want_loss, scale, 
     """Forward pass into ``acts``; with ``want_loss``, the per-example losses into
     ``losses`` and J returned (as by ``loss_grad_parallel``), else 0.  Without
     targets (``want_loss`` False) Y is not read.  ``scratch``: at least
-    ``scratch_size(layout, N, False)`` values."""
+    ``scratch_size(layout, N, False)`` values.  One region, two phases from
+    one queue (as ``loss_grad_parallel``): the packing, the examples' blocks."""
     N = X.shape[0]
     no = N < 0  # False, typed as a plain bool
-    _pack_in_parallel(fns, theta, layout, scratch, no, no)
     rows = _block_rows(scratch, N, fns[THREADS])
-    for b in prange((N + rows - 1) // rows):
-        b = np.int64(b)
+    n_pack = _pack_tasks(layout)
+    blocks_end = n_pack + (N + rows - 1) // rows
+    sync.reset(scratch, sync.TAKEN)
+    sync.reset(scratch, sync.DONE)
+    for _ in prange(fns[THREADS]):
+        pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-        block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts, acts,
-              losses, scratch, b * rows, min(N, b * rows + rows))
+        t = sync.take(scratch, sync.TAKEN)
+        while t < blocks_end:
+            if t < n_pack:
+                pack(theta, layout, scratch, no, no, t if n_pack > 1 else INPUT)
+            else:
+                sync.wait_for(scratch, sync.DONE, n_pack)
+                e0 = (t - n_pack) * rows
+                block(theta, layout, X, Y, weights, loss_code, scale, want_loss, no, no, acts,
+                      acts, losses, scratch, e0, min(N, e0 + rows))
+            sync.take(scratch, sync.DONE)
+            t = sync.take(scratch, sync.TAKEN)
     if want_loss:
         return _total_loss(theta, layout, losses, scale, l2)
     return theta.dtype.type(0)

@@ -105,6 +105,45 @@ if numba.config.THREADING_LAYER == "default":
     numba.config.THREADING_LAYER = "threadsafe"
 
 _parallel_ok = numba.config.THREADING_LAYER != "workqueue"
+
+
+# GNU OpenMP's waiting threads, by default, spin for a while before they sleep.
+# A spinning worker competes for its core with whatever else runs there, and
+# loses its claim to run at once when woken: right after a NumPy call, whose
+# OpenBLAS threads spin too, a C3-1000 gradient took 13.7 ms against 2.2
+# back to back; with threads that sleep at once ("passive"), 2.6 ms
+# (docs/benchmarks.md, the scenarios).  The policy is read once, from the
+# environment, when the library is loaded: unless the user set one, it is
+# loaded here with "passive", the environment then restored.
+_OPENMP = {"posix": "libgomp.so.1"}.get(os.name)
+
+
+def _passive_openmp():
+    """Load GNU OpenMP (the 'omp' layer's runtime) with OMP_WAIT_POLICY=passive,
+    unless the user set OMP_WAIT_POLICY or GOMP_SPINCOUNT, chose a layer other
+    than 'omp', or the library is absent or already loaded (its policy is then
+    the one it was loaded with).  Returns the loaded library (kept: it stays
+    loaded for numba's layer), or None."""
+    if (_OPENMP is None or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+            or numba.config.THREADING_LAYER not in ("threadsafe", "omp")):
+        return None
+    import ctypes
+
+    try:
+        ctypes.CDLL(_OPENMP, mode=getattr(os, "RTLD_NOLOAD", 4))
+        return None  # already loaded: its policy is set
+    except OSError:
+        pass
+    os.environ["OMP_WAIT_POLICY"] = "passive"
+    try:
+        return ctypes.CDLL(_OPENMP)
+    except OSError:  # not installed: numba falls back to another layer or none
+        return None
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+
+
+_openmp = _passive_openmp()
 _probe_lock = threading.Lock()
 _probed = False
 
