@@ -112,7 +112,11 @@ _parallel_ok = numba.config.THREADING_LAYER != "workqueue"
 # loses its claim to run at once when woken: right after a NumPy call, whose
 # OpenBLAS threads spin too, a C3-1000 gradient took 13.7 ms against 2.2
 # back to back; with threads that sleep at once ("passive"), 2.6 ms
-# (docs/benchmarks.md, the scenarios).  The policy is read once, from the
+# (docs/benchmarks.md, "Threads").  The price: every parallel call wakes a
+# sleeping thread, 0.1-0.2 ms on this virtual machine, which moves the
+# measured serial/parallel crossover of back-to-back calls up (SERIAL_BELOW
+# is still the spinning runtime's).  A short spin (GOMP_SPINCOUNT=3000) was
+# slower than both on back-to-back calls of 16-256 examples.  The policy is read once, from the
 # environment, when the library is loaded: unless the user set one, it is
 # loaded here with "passive", the environment then restored.
 _OPENMP = {"posix": "libgomp.so.1"}.get(os.name)
