@@ -16,8 +16,8 @@ from fastbp._core import kernels, sync
 @njit(parallel=True)
 def _take_all(scratch, order, iterations, per_iteration):
     # every iteration takes per_iteration numbers and marks each number's slot
-    for it in prange(iterations):
-        for _ in range(per_iteration):
+    for _ in prange(iterations):
+        for _k in range(per_iteration):
             t = sync.take(scratch, sync.TAKEN)
             order[t] += 1
             sync.take(scratch, sync.DONE)
@@ -28,7 +28,7 @@ def test_threads_take_every_number_once(dtype):
     """Concurrent takes hand out 0, 1, 2, ... each to exactly one taker, and the
     counters read as integers of the scratch's width (float32: int32)."""
     scratch = np.full(16, np.nan, dtype)
-    sync_reset(scratch)
+    _reset(scratch)
     order = np.zeros(64 * 250, np.int64)
     _take_all(scratch, order, 64, 250)
     assert (order == 1).all()
@@ -39,7 +39,7 @@ def test_threads_take_every_number_once(dtype):
 
 
 @njit
-def sync_reset(scratch):
+def _reset(scratch):
     sync.reset(scratch, sync.TAKEN)
     sync.reset(scratch, sync.DONE)
 
@@ -57,7 +57,7 @@ def _wait(scratch, target):
 
 def test_a_wait_for_a_count_reached_returns():
     scratch = np.zeros(16)
-    sync_reset(scratch)
+    _reset(scratch)
     assert _wait(scratch, 0) == 0
     _take_all(scratch, np.zeros(12, np.int64), 3, 4)
     assert _wait(scratch, 12) == 12

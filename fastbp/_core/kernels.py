@@ -108,6 +108,7 @@ from .numba_private import NO_REFCOUNT, compiled_address, function_at
  P0, P_ROWS) = range(14)
 LAYOUT_COLUMNS = 14
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
+EVERY_MATRIX = np.int64(-1)  # the _pack_weights task that packs them all
 
 # examples per phase-1 block (``_block_rows``): at least BLOCK_MIN, at most about
 # BLOCK_MAX
@@ -675,7 +676,7 @@ def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input
         t = sync.take(scratch, sync.TAKEN)
         while t < tasks_end:
             if t < n_pack:
-                pack(theta, layout, scratch, want, input_grad, t if n_pack > 1 else INPUT)
+                pack(theta, layout, scratch, want, input_grad, t if n_pack > 1 else EVERY_MATRIX)
             elif t < blocks_end:
                 sync.wait_for(scratch, sync.DONE, n_pack)
                 e0 = (t - n_pack) * rows
@@ -702,7 +703,8 @@ def loss_grad_serial(theta, layout, X, Y, weights, loss_code, scale, l2, input_g
     ``parallel``, so two variants of one function would load each other's code."""
     N = X.shape[0]
     want = N >= 0
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad, -1)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad,
+                                              EVERY_MATRIX)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
@@ -737,7 +739,7 @@ def forward_parallel(theta, layout, X, Y, weights, loss_code, want_loss, scale, 
         t = sync.take(scratch, sync.TAKEN)
         while t < blocks_end:
             if t < n_pack:
-                pack(theta, layout, scratch, no, no, t if n_pack > 1 else INPUT)
+                pack(theta, layout, scratch, no, no, t if n_pack > 1 else EVERY_MATRIX)
             else:
                 sync.wait_for(scratch, sync.DONE, n_pack)
                 e0 = (t - n_pack) * rows
@@ -756,7 +758,7 @@ def forward_serial(theta, layout, X, Y, weights, loss_code, want_loss, scale, l2
     """Serial twin of ``forward_parallel``."""
     N = X.shape[0]
     no = N < 0
-    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no, -1)
+    _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, no, no, EVERY_MATRIX)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
     rows = _block_rows(scratch, N, 1)
     for b in range((N + rows - 1) // rows):
