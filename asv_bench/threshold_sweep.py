@@ -2,12 +2,13 @@
 
 Times ``Network.loss_and_grad`` with the plan's launch threshold forced to the
 serial and to the parallel driver, round-robin in one process, over a grid of
-widths and batch sizes, and prints for each point the work (N * (n_params + n_0),
-the quantity ``fastbp._core.config.SERIAL_BELOW`` is compared with), the median and
+widths and batch sizes, and prints for each point the multiply-adds of a forward
+pass (N * (n_params + n_0); the plan adds ``EXAMPLE_WORK`` per example to them
+before it compares them with ``fastbp._core.config.SERIAL_BELOW``), the median and
 the minimum time of each driver, and their ratios.  The median says what a call
 costs on this machine under its current load; the minimum says what the
 hardware does when every thread gets a core at once.  Run it before changing
-``SERIAL_BELOW``, with the thread count you care about:
+``SERIAL_BELOW`` or ``EXAMPLE_WORK``, with the thread count you care about:
 
     NUMBA_NUM_THREADS=2 PYTHONPATH=. python asv_bench/threshold_sweep.py
 """
@@ -71,6 +72,9 @@ def main(batches=BATCHES) -> None:
     print(f"{'network':16s} {'N':>5s} {'work':>9s} {'serial med':>11s} {'par med':>10s} "
           f"{'ratio':>6s} {'serial min':>11s} {'par min':>10s} {'ratio':>6s}")
     for sizes, acts, loss in NETS:
+        # a plan runs batches below the threshold it was made with serially
+        # (``Plan._serial_rows``): made with 0, the threshold set per call decides
+        core_plan.SERIAL_BELOW = 0
         net = Network(sizes, acts, loss)
         theta = net.init(0).flat
         rng = np.random.default_rng(0)

@@ -115,7 +115,7 @@ def test_plan_reports_the_driver_that_ran(monkeypatch):
     net = Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy")
     p = net.init(1)
     rng = np.random.default_rng(0)
-    X, Y = rng.normal(size=(203, 13)), rng.integers(0, 5, 203)
+    X, Y = rng.normal(size=(601, 13)), rng.integers(0, 5, 601)
     bits = {}
     for threshold, driver in ((10**18, "serial"), (0, "parallel")):
         monkeypatch.setattr(core_plan, "SERIAL_BELOW", threshold)

@@ -74,7 +74,7 @@ def test_bit_identical_under_set_num_threads():
     net = Network([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy", l2=1e-3)
     p = net.init(1)
     rng = np.random.default_rng(2)
-    X, y = rng.normal(size=(203, 13)), rng.integers(0, 5, 203)
+    X, y = rng.normal(size=(601, 13)), rng.integers(0, 5, 601)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -91,7 +91,7 @@ def test_serial_twin_gives_the_same_bits(monkeypatch):
 
     monkeypatch.setattr(core_plan, "POLICY", "threshold")
     for sizes, acts, loss, N in [([13, 37, 19, 5], ["tanh", "relu", "softmax"], "cross_entropy",
-                                  203), ([3, 2, 1], "sigmoid", "sse", 1)]:
+                                  601), ([3, 2, 1], "sigmoid", "sse", 1)]:
         for dtype in ("float64", "float32"):
             net = Network(sizes, acts, loss, l2=1e-3, dtype=dtype)
             p = net.init(1)
@@ -126,9 +126,9 @@ def test_concurrent_calls_from_python_threads(monkeypatch):
     jobs = []
     for net in nets:
         p = net.init(0)
-        X = rng.normal(size=(203, net.sizes[0]))
-        Y = rng.integers(0, 5, 203) if net.loss_name == "cross_entropy" else \
-            (rng.random((203, 3)) > 0.5).astype(float)
+        X = rng.normal(size=(601, net.sizes[0]))
+        Y = rng.integers(0, 5, 601) if net.loss_name == "cross_entropy" else \
+            (rng.random((601, 3)) > 0.5).astype(float)
         jobs.append((net, p, X, Y, _digest(net, p, X, Y)))
     assert [net.plan.last_driver for net in nets] == ["parallel", "serial"]
     errors, results = [], []

@@ -162,6 +162,7 @@ def test_policy_auto_specializes_once_the_generic_time_reaches_the_cost(monkeypa
     # a batch the generic drivers run in parallel keeps them (the threshold at 0:
     # every batch is such a batch), and its time does not count
     monkeypatch.setattr(core_plan, "SERIAL_BELOW", 0)
+    monkeypatch.setattr(core_plan, "SMALL_BELOW", 0)
     fresh = core_plan.Plan(net.sizes, [1, 1], net.bias, 0, True, 0.2, net.dtype, 1e-6)
     assert fresh._small_rows() < 1 and not fresh._counting(1)
 

@@ -436,7 +436,7 @@ DETERMINISM_SCRIPT = textwrap.dedent("""
     Y = np.eye(8)[rng.integers(0, 8, 600)]
     net = fastbp.Network([40, 64, 8], ["tanh", "softmax"], "cross_entropy")
     h = fastbp.train(net, net.init(seed=1), X, Y, optimizer="adam", lr=1e-2, epochs=3,
-                     batch_size=100, seed=5, validation=0.2)
+                     batch_size=300, seed=5, validation=0.5)
     import numba
     assert choices == [True], choices  # the parallel drivers may run (when available)
     assert net.plan.last_driver == "parallel", net.plan.last_driver

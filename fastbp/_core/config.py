@@ -8,21 +8,39 @@ isfinite checks and NaN propagation the library relies on.
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
-# Work (multiply-adds of one forward pass over the batch, N * number of weights)
-# below which the serial twin of a kernel is used: a parallel launch costs
-# microseconds that a tiny problem cannot repay.
-# Measured with asv_bench/threshold_sweep.py (2 threads, omp, this 2-core box
-# shared with other CPU-bound jobs; 21 interleaved samples per point; ratios
-# are parallel/serial time).  The cost of a launch depends on the load, not on
-# the work: ~5-25 us while a core was free (load 1.1: work 1.1k 1.56, 4.5k 1.88
-# by median, 0.78 by minimum), 40-300 us with one busy core, ~20 ms while
-# both were busy (load 2.0-2.5, most of the time).  Under that usual load all
-# 8 points below 180k lost by median and by minimum; of the 11 from 180k to
-# 16M the parallel driver won 7 by minimum (184k 0.72, 738k 0.56, 1M 0.81,
-# 4M 0.66, 16M 0.88) and 5 by median.  200k keeps the problems whose parallel
-# gain is at most ~0.1-0.3 ms away from the ~20 ms stalls; training checks the
-# choice with a timed trial (fastbp.training).
-SERIAL_BELOW = 200_000
+# The work of a batch (``Plan._work``) below which the serial twin of a driver
+# runs: a parallel launch costs what a small problem cannot repay.  Work counts
+# the multiply-adds of one forward pass over the batch (N * (n_params + n_0))
+# plus EXAMPLE_WORK per example for what an example costs whatever its
+# layers (activations, the loss, the loops' set-up): a serial gradient measured
+# 182, 428, 560 and 2378 ns per example for n_params + n_0 = 71, 721, 2474
+# and 15755 (networks 4-8-3, 13-37-5, 64-32-10, 150-100-5, 1024 examples):
+# by least squares 242 ns + 0.136 ns per multiply-add, the fixed part worth
+# ~1800 multiply-adds.
+# GNU OpenMP's threads sleep at once (``plan._passive_openmp``), so every
+# parallel call wakes one: 60-100 us on this 2-core virtual machine, and the
+# parallel driver wins once the serial one takes ~150-200 us.  Measured with
+# asv_bench/threshold_sweep.py (2 threads, back to back, medians of 21, quiet
+# machine; parallel/serial time): 4-8-3 x 16, 64, 256, 1024, 4096: 5.61,
+# 6.06, 1.72, 1.03, 0.70; 13-37-5: 5.36, 2.25, 1.09, 0.72, 0.73; 64-32-10:
+# 4.17, 1.72, 1.16, 0.75, 0.67; 150-100-5 x 16-1024: 1.41, 0.97, 0.67, 0.57.
+# With EXAMPLE_WORK 1500 and 1.3M, every point is on its faster side but the
+# two ties (1.03 and 0.97); counting weights alone, no single threshold was
+# (4-8-3 turns at 73k-290k, 150-100-5 at 250k-1M).  After a 50 ms sleep or a
+# 256^2 NumPy matmul the two drivers were within 0.82-1.32 of each other at
+# every size (40-64-8 and the networks above, 64-4096 examples): the woken
+# core, or the core OpenBLAS's spinning thread holds, is what a call waits
+# for, and the task queue lets the calling thread take the work meanwhile;
+# so one threshold serves all three.  Training checks the choice with a timed
+# trial (fastbp.training).
+EXAMPLE_WORK = 1500
+SERIAL_BELOW = 1_300_000
+
+# The specialized code of a small network (``fastbp._core.small``) runs, by
+# default, batches the generic drivers run serially, and at least those below
+# SMALL_BELOW multiply-adds (N * (n_params + n_0)): its per-example loops beat
+# the generic parallel driver there (4-8-3 x 1024: 122 us against 191).
+SMALL_BELOW = 200_000
 
 # Compiled code uses numpy's error model: a float division by zero gives inf or
 # NaN as IEEE arithmetic says instead of raising.  Under the default ('python')

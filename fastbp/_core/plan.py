@@ -42,7 +42,7 @@ import numpy as np
 
 from . import kernels, microkernel, small, sparse
 from . import train_kernels as tk
-from .config import SERIAL_BELOW
+from .config import EXAMPLE_WORK, SERIAL_BELOW, SMALL_BELOW
 from .functions import activate
 from .memory import check_memory
 from .numba_private import hold_across_fork, is_cache_error, purge_cache
@@ -87,7 +87,8 @@ REPROBE = 16
 # specialized code would run, as much time as making it costs (``Plan._tier_cost``:
 # loading what an earlier process compiled, else compiling it), and uses it
 # for batches of at most SMALL_ROWS examples (None: the batches the generic
-# drivers would run serially, ``Plan._small_rows``); "always" makes it at the
+# drivers would run serially, and at least those of fewer than SMALL_BELOW
+# multiply-adds, ``Plan._small_rows``); "always" makes it at the
 # first call; "never" keeps to the generic drivers.  FASTBP_SMALL sets it.
 # The rule of renting skis until the rent paid equals the price: a network
 # that never gets hot never pays for a compile, one that does spends at most
@@ -96,7 +97,7 @@ REPROBE = 16
 # The results are the generic drivers' bits, so when the specialized code
 # starts changes nothing but the time.
 SMALL_POLICY = _setting("FASTBP_SMALL", ("auto", "always", "never"))
-SMALL_ROWS = None  # None: below the rows at which the generic drivers go parallel
+SMALL_ROWS = None  # None: ``Plan._small_limit``
 
 # Concurrent calls from several Python threads are safe with the 'omp' and 'tbb'
 # layers; 'workqueue' aborts the process.  Unless the user chose a layer, ask
@@ -115,7 +116,7 @@ _parallel_ok = numba.config.THREADING_LAYER != "workqueue"
 # (docs/benchmarks.md, "Threads").  The price: every parallel call wakes a
 # sleeping thread, 0.1-0.2 ms on this virtual machine, which moves the
 # measured serial/parallel crossover of back-to-back calls up (SERIAL_BELOW
-# is still the spinning runtime's).  A short spin (GOMP_SPINCOUNT=3000) was
+# is set from it).  A short spin (GOMP_SPINCOUNT=3000) was
 # slower than both on back-to-back calls of 16-256 examples.  The policy is read once, from the
 # environment, when the library is loaded: unless the user set one, it is
 # loaded here with "passive", the environment then restored.
@@ -395,7 +396,7 @@ class Plan:
     """
 
     __slots__ = ("__weakref__", "_cost", "_fns", "_l2_arg", "_one", "_quick", "_rest",
-                 "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok",
+                 "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok", "_small_limit",
                  "_spent", "_timings", "_workspaces", "activation_codes", "bias", "dtype",
                  "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
@@ -417,12 +418,15 @@ class Plan:
         self._l2_arg = self._scalar(l2)
         self._one = self._scalar(1.0)
         # batches of fewer examples than this are below SERIAL_BELOW (``_work``)
-        self._serial_rows = -(-SERIAL_BELOW // (self.n_params + self.sizes[0]))
+        self._serial_rows = -(-SERIAL_BELOW // (self.n_params + self.sizes[0] + EXAMPLE_WORK))
+        # the specialized code's largest batch by default (``SMALL_BELOW``)
+        self._small_limit = max(self._serial_rows,
+                                -(-SMALL_BELOW // (self.n_params + self.sizes[0]))) - 1
         self._row_sum_tol = float(row_sum_tol) * self.sizes[-1]
         self._small_ok = SMALL_POLICY != "never" and small.eligible(self.sizes, bias)
         self._workspaces = Workspaces(self.layout, self.dtype,
                                       self.sizes if self._small_ok else None,
-                                      self._serial_rows - 1)
+                                      self._small_limit)
         # Y of a call without targets (no rows, so nothing can write into it)
         self.no_targets = np.empty((0, self.sizes[-1]), dtype=self.dtype)
         # the weights of a call without them (the kernels: every example counts once)
@@ -460,7 +464,7 @@ class Plan:
 
     def _small_rows(self) -> int:
         """The largest batch the specialized code runs (``SMALL_ROWS``)."""
-        return self._serial_rows - 1 if SMALL_ROWS is None else SMALL_ROWS
+        return self._small_limit if SMALL_ROWS is None else SMALL_ROWS
 
     def _small_key(self) -> tuple:
         """The specialized module's key (``small.module_for``'s arguments)."""
@@ -549,7 +553,9 @@ class Plan:
             return inputs_clean(theta, X, Y, self.loss_code, self._row_sum_tol)
 
     def _work(self, N) -> int:
-        return N * (self.n_params + self.sizes[0])
+        """The work of a batch of N examples as ``SERIAL_BELOW`` counts it:
+        multiply-adds of a forward pass plus ``EXAMPLE_WORK`` per example."""
+        return N * (self.n_params + self.sizes[0] + EXAMPLE_WORK)
 
     def _launch(self, entry, N, parallel_fn, serial_fn, args):
         """One driver call by the launch policy (``POLICY``); sets ``last_driver``."""
@@ -741,7 +747,7 @@ class Plan:
         """A new scratch buffer of the drivers (the forward ones: not ``grad``) for
         batches of up to N examples."""
         n = scratch_values(self.layout, N, grad, self.sizes if self._small_ok else None,
-                           self._serial_rows - 1)
+                           self._small_limit)
         check_memory(f"the gradient scratch of a batch of {N} examples", n * self.dtype.itemsize)
         return np.empty(n, self.dtype)
 
