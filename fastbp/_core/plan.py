@@ -396,7 +396,7 @@ class Plan:
     """
 
     __slots__ = ("__weakref__", "_cost", "_fns", "_l2_arg", "_one", "_quick", "_rest",
-                 "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_ok", "_small_limit",
+                 "_row_sum_tol", "_scalar", "_serial_rows", "_small", "_small_limit", "_small_ok",
                  "_spent", "_timings", "_workspaces", "activation_codes", "bias", "dtype",
                  "l2", "last_driver",
                  "layout", "loss_code", "mean", "n_params", "no_targets", "no_weights",
