@@ -100,10 +100,67 @@ def test_block_rows():
     # the drivers' scratch does not depend on the cut (the blocks read their
     # examples in place: no packing buffer per block)
     layout = Network([300, 161, 7], ["tanh", "softmax"], "cross_entropy").plan.layout
-    p0, p_rows = (int(layout[0, c]) for c in (kernels.P0, kernels.P_ROWS))
+    p0, p_rows, ch = (int(layout[0, c]) for c in (kernels.P0, kernels.P_ROWS, kernels.CHUNK))
     for N in (1, 47, 48, 301, 1024, 10_001):
-        assert kernels.scratch_size(layout, N) == p0 + N * p_rows
         assert kernels.scratch_size(layout, N, grad=False) == p0
+    # one chunk's panels for a batch of one chunk, two buffers beyond it: the
+    # scratch stops growing with N but for a counter pair per chunk
+    assert kernels.scratch_size(layout, ch) == p0 + 16 + ch * p_rows
+    assert kernels.scratch_size(layout, 2 * ch) == p0 + 16 + 2 * ch * p_rows
+    assert kernels.scratch_size(layout, 40 * ch) == p0 + 80 + 2 * ch * p_rows
+
+
+def _fresh_network(monkeypatch, chunk_bytes, *args, **kwargs):
+    """A Network whose plan is made with ``kernels.CHUNK_BYTES = chunk_bytes``."""
+    from fastbp._core import plan as core_plan
+
+    monkeypatch.setattr(kernels, "CHUNK_BYTES", chunk_bytes)
+    with core_plan._plans_lock:
+        core_plan._plans.clear()
+    return Network(*args, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_bits_do_not_depend_on_the_chunks(dtype, monkeypatch):
+    """The weight gradients' chunks of examples (one KC block each, or the
+    whole batch in one), both drivers, 1 and 2 threads: the same bits, and
+    no driver writes past ``scratch_size``."""
+    from fastbp._core import plan as core_plan
+
+    args = ([300, 161, 53, 7], ["tanh", "relu", "softmax"], "cross_entropy")
+    N = 1100  # over four chunks of 256 examples, the last one short
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(N, 300))
+    Y = rng.integers(0, 7, N)
+    monkeypatch.setattr(core_plan, "POLICY", "threshold")
+    digests, chunks = set(), set()
+    before = numba.get_num_threads()
+    try:
+        for chunk_bytes in (1, 10**12):
+            net = _fresh_network(monkeypatch, chunk_bytes, *args, l2=1e-3, dtype=dtype)
+            p = net.init(3)
+            layout = net.plan.layout
+            chunks.add(int(layout[0, kernels.CHUNK]))
+            for serial_below, threads in ((10**18, 1), (0, 1), (0, 2)):
+                monkeypatch.setattr(core_plan, "SERIAL_BELOW", serial_below)
+                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+                digests.add(_digest(net, p, X, Y))
+            # the drivers on a scratch longer than scratch_size: its tail untouched
+            plan = net.plan
+            a = list(plan._batch_args(p.flat, X.astype(dtype), np.eye(7, dtype=dtype)[Y], N))
+            n = kernels.scratch_size(layout, N)
+            for driver, threads in ((kernels.loss_grad_serial, 1),
+                                    (kernels.loss_grad_parallel, 2)):
+                long = np.full(n + 64, 7.0, dtype)
+                a[-2], a[-1] = long, kernels.worker_table(dtype, threads)
+                driver(*a)
+                assert np.all(long[n:] == 7.0)
+    finally:
+        numba.set_num_threads(before)
+        with core_plan._plans_lock:
+            core_plan._plans.clear()
+    assert len(chunks) == 2 and min(chunks) == mk.blocks(dtype)[2]
+    assert len(digests) == 1
 
 
 _OTHER_WIDTH = textwrap.dedent("""

@@ -23,8 +23,9 @@ def _median(f, repeat=5):
 
 
 class Phases:
-    """One thread, the workers called one phase at a time on weights packed
-    beforehand: ``forward`` (phase 1 without the gradient: z = W a, the
+    """One thread, the workers called chunk by chunk of examples as the drivers
+    call them (``kernels._chunking``), each phase's time summed over the
+    chunks, on weights packed beforehand: ``forward`` (phase 1 without the gradient: z = W a, the
     activations, the loss), ``backward`` (phase 1 with the gradient, less the
     forward: the deltas and the panels), ``weight_gradient`` (phase 2: dJ/dW and
     dJ/db).  Minimum of 7 runs each (the backward is a difference of two, which
@@ -52,30 +53,39 @@ class Phases:
         scale = plan.dtype.type(1.0 / N)
         zero = scale * 0
         kernels._pack_weights(theta, layout, scratch, True, False, -1)
-        rows = 512
-
-        def phase1(want_grad):
-            for e0 in range(0, N, rows):
-                kernels._example_block(theta, layout, X, Y, plan.no_weights, plan.loss_code,
-                                       scale, True, want_grad, False, acts, deltas, losses,
-                                       scratch, e0, min(N, e0 + rows))
-
+        chunk = int(layout[0, kernels.CHUNK])
+        rows = min(512, chunk)
         n_tasks = int(kernels._weight_grad_tasks(layout, scratch))
 
-        def phase2():
-            for t in range(n_tasks):
-                kernels._weight_grad_task(theta, layout, scratch, deltas, N, grad, zero, t)
+        def phases(want_grad):
+            # chunk by chunk, as the drivers run them (a chunk's weight-gradient
+            # tasks read the panels its blocks wrote): (phase 1, phase 2) seconds
+            seconds = [0.0, 0.0]
+            for c0 in range(0, N, chunk):
+                c1 = min(N, c0 + chunk)
+                t0 = common.timer()
+                for e0 in range(c0, c1, rows):
+                    kernels._example_block(theta, layout, X, Y, plan.no_weights,
+                                           plan.loss_code, scale, True, want_grad, False, acts,
+                                           deltas, losses, scratch, e0, min(c1, e0 + rows))
+                t1 = common.timer()
+                if want_grad:
+                    for t in range(n_tasks):
+                        kernels._weight_grad_task(theta, layout, scratch, deltas, N, grad, zero,
+                                                  c0 // chunk * n_tasks + t)
+                seconds[0] += t1 - t0
+                seconds[1] += common.timer() - t1
+            return seconds
 
-        self.runs = {"forward": lambda: phase1(False), "phase1": lambda: phase1(True),
-                     "weight_gradient": phase2}
-        phase1(True)
-        phase2()
+        self.runs = {"forward": lambda: phases(False)[0], "phase1": lambda: phases(True)[0],
+                     "weight_gradient": lambda: phases(True)[1]}
+        phases(True)
         weights = [a * b for a, b in zip(net.sizes[:-1], net.sizes[1:])]
         self.flops = {"forward": 2 * N * sum(weights), "backward": 2 * N * sum(weights[1:]),
                       "weight_gradient": 2 * N * sum(weights)}
 
     def _min(self, name):
-        return min(_once(self.runs[name]) for _ in range(7))
+        return min(self.runs[name]() for _ in range(7))
 
     def track_gflops(self, workload, phase):
         if phase == "backward":

@@ -12,8 +12,8 @@ Buffers for a batch of N examples (allocated by the caller, reused freely):
   layer l in columns [C_OUT of layer l, + n_l); S = n_0 + n_1 + ... + n_L.
 - ``deltas`` (N, S): delta^(l)(e) in the same columns (layer 0: dJ/dx).
 - ``scratch`` (``scratch_size(layout, N)`` values): a flag, the packed weights,
-  and (gradient drivers) the packed panels of a^(l-1) and delta^(l) that the
-  weight gradients read.
+  and (gradient drivers) two buffers of the packed panels of a^(l-1) and
+  delta^(l) that the weight gradients read, one chunk of examples each.
 
 Every multiply-add of the three equations (z = W a, sum_i W[i, j] delta_i,
 dW = sum_e delta a^T) runs in the register-blocked micro-kernel of
@@ -36,6 +36,15 @@ phases, each race-free:
 2. per (layer, block of inputs j, block of outputs i) task: dJ/dW[i, j] =
    sum_e delta_i(e) a_j(e), dJ/db_i, from the panels; a task writes only its own
    entries of the gradient.
+
+Phases 1 and 2 run chunk by chunk of examples (``_chunking``: one KC block of
+examples for most networks), each chunk's tasks continuing the sums where the
+chunk before left them, so that the panels are read back from cache instead
+of memory: on one thread, C3's gradient (150-100-5, 10,000 examples) took
+0.82 of the time of one chunk for the whole batch (float64; 0.86 in
+float32), C3 with 2,000 examples 0.91, C4-4096 and C5 about the same
+(0.95-1.03); on two threads 0.84 (C3 float64), 0.88 (float32)
+(docs/benchmarks.md).
 
 Structure (as in stumpy): serial ``@njit`` workers that write only their own
 slice; two drivers, one ``parallel=True`` and one serial twin for small
@@ -102,11 +111,12 @@ from .numba_private import NO_REFCOUNT, compiled_address, function_at
 # Columns of the layout table (one row per layer l = 1..L, stored at row l - 1):
 # G_TASK0: the layer's first _weight_grad_task; PACK_W, PACK_T: where its
 # packed W and W^T start in the scratch; PA_ROW, PD_ROW: its panel rows of
-# a^(l-1) and delta^(l); P0, P_ROWS (equal in every row): where the panels
-# start, and the panel rows in all.
+# a^(l-1) and delta^(l); P0, P_ROWS, CHUNK (equal in every row): where the
+# packed weights end, the panel rows in all, and the examples per chunk of
+# the weight gradients (``_chunking``).
 (N_IN, N_OUT, W_OFF, B_OFF, ACT, C_IN, C_OUT, G_TASK0, PACK_W, PACK_T, PA_ROW, PD_ROW,
- P0, P_ROWS) = range(14)
-LAYOUT_COLUMNS = 14
+ P0, P_ROWS, CHUNK) = range(15)
+LAYOUT_COLUMNS = 15
 INPUT = np.int64(-1)  # act_prev of the input layer (it has no activation)
 EVERY_MATRIX = np.int64(-1)  # the _pack_weights task that packs them all
 
@@ -114,19 +124,65 @@ EVERY_MATRIX = np.int64(-1)  # the _pack_weights task that packs them all
 # BLOCK_MAX
 BLOCK_MIN, BLOCK_MAX = 48, 512
 GCOLS = 8  # at most this many micro-panels (NR units i each) per weight-gradient task
+# bytes of panels per chunk of examples, about (``plan.layout_table`` turns it
+# into whole KC blocks of examples, at least one: the layout's ``CHUNK``).
+# Measured (2-core AVX2, one and two threads, 256K-4M): the smallest chunk,
+# one KC block of examples, was the fastest or tied on C3, C4 and C5; a chunk
+# of many KC blocks only for networks whose panels are a few values per example.
+CHUNK_BYTES = 1 << 19
 
 
 def scratch_size(layout, N: int, grad: bool = True) -> int:
     """Values of the drivers' ``scratch`` for batches of up to N examples: the
-    flag and the packed weights (``P0`` values), then (the gradient drivers,
-    ``grad``) N values per panel row."""
-    return int(layout[0, P0] + (N * layout[0, P_ROWS] if grad else 0))
+    flag, the counters and the packed weights (``P0`` values), then (the
+    gradient drivers, ``grad``) a counter pair per chunk of examples and the
+    panel buffers (``_chunking``)."""
+    p0, p_rows, ch = (int(layout[0, c]) for c in (P0, P_ROWS, CHUNK))
+    if not grad:
+        return p0
+    # as _chunking and _panel_base compute them, in Python (no compile)
+    cap, count = min(N, ch), max(1, -(-N // ch))
+    return p0 + -(-2 * count // 16) * 16 + min(2, count) * cap * p_rows
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
 def _up(x, unit):
     """x rounded up to a multiple of ``unit``: a padded panel's rows or columns."""
     return (x + unit - 1) // unit * unit
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _chunking(layout, N):
+    """(cap, count): the weight gradients run over the batch in ``count`` chunks
+    of ``CHUNK`` examples in order (the last one shorter), each chunk's panels
+    written by its examples' blocks and read by its weight-gradient tasks
+    while they are still in cache; ``cap`` = min(N, CHUNK) examples per panel
+    buffer.  The chunks change the order of nothing: each gradient entry is
+    one chain of fused multiply-adds over e = 0..N-1, continued from chunk to
+    chunk, so the bits do not depend on ``CHUNK``."""
+    ch = layout[0, CHUNK]
+    return min(N, ch), max(1, (N + ch - 1) // ch)
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _panel_base(layout, N):
+    """Where the panel buffers start in the scratch: after the packed weights and
+    a pair of counters per chunk (``_chunk_counter``), on a 64-byte line."""
+    return layout[0, P0] + _up(2 * _chunking(layout, N)[1], 16)
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _panel_buffer(layout, N, c):
+    """Where chunk c's panels start: two buffers, used by the chunks in turn (a
+    parallel driver writes chunk c + 1's while it reads chunk c's)."""
+    return _panel_base(layout, N) + (c % 2) * _chunking(layout, N)[0] * layout[0, P_ROWS]
+
+
+@njit(inline="always", error_model=ERROR_MODEL)
+def _chunk_counter(layout, c, tasks):
+    """The scratch index of chunk c's count of blocks done (``tasks`` False) or of
+    weight-gradient tasks done (True), for the parallel driver's waits."""
+    return layout[0, P0] + 2 * c + (1 if tasks else 0)
 
 
 @njit(inline="always", error_model=ERROR_MODEL)
@@ -367,32 +423,37 @@ def _activate_rows(code, acts, e0, e1, c, n):
 
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def _to_panels(layout, acts, deltas, scratch, N, e0, e1):
-    """a^(l-1)(e) and delta^(l)(e) of examples e0..e1-1, for every layer l, into
-    the panels the weight gradients read (``_weight_grad_task``): the A and B
-    operands of dW^(l) = sum_e delta^(l)(e) a^(l-1)(e)^T, packed as the
-    micro-kernel reads them, in blocks of KC examples (``_even_step`` of N):
-    in the block at q0 (kc examples), a_j(e) at ``(j // MR) * MR * kc +
-    (e - q0) * MR + j % MR`` from the layer's A panels + pad_a * q0, delta_i(e)
-    likewise with NR.  Written at the end of phase 1 by the block that owns
-    those examples, while its rows are still in cache; lanes past n_in
-    (n_out) hold 0 (``_panel_runs``)."""
+    """a^(l-1)(e) and delta^(l)(e) of examples e0..e1-1 (inside one chunk,
+    ``_chunking``), for every layer l, into the chunk's panels that the weight
+    gradients read (``_weight_grad_task``): the A and B operands of dW^(l) =
+    sum_e delta^(l)(e) a^(l-1)(e)^T, packed as the micro-kernel reads them, in
+    blocks of KC examples (``_even_step`` of the chunk): in the block at q0
+    (kc examples), a_j(e) at ``(j // MR) * MR * kc + (e - q0) * MR + j % MR``
+    from the layer's A panels + pad_a * (q0 - c0) (c0: the chunk's first
+    example), delta_i(e) likewise with NR.  Written at the end of phase 1 by
+    the block that owns those examples, while its rows are still in cache;
+    lanes past n_in (n_out) hold 0 (``_panel_runs``)."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
-    k_step = _even_step(N, KC, 1)
-    base = layout[0, P0]
+    cap = _chunking(layout, N)[0]
+    c = e0 // layout[0, CHUNK]
+    c0 = c * layout[0, CHUNK]
+    k_step = _even_step(min(N, c0 + cap) - c0, KC, 1)
+    buf = _panel_buffer(layout, N, c)
     for l in range(layout.shape[0]):
         n_in, n_out = layout[l, N_IN], layout[l, N_OUT]
         c_in, c_out = layout[l, C_IN], layout[l, C_OUT]
-        pa = base + layout[l, PA_ROW] * N
-        pd = base + layout[l, PD_ROW] * N
+        pa = buf + layout[l, PA_ROW] * cap
+        pd = buf + layout[l, PD_ROW] * cap
         pad_a = _up(n_in, MR)
         pad_d = _up(n_out, NR)
         # the KC blocks of examples this block overlaps, one micro-panel at a time:
         # consecutive examples' runs are adjacent in a panel (sequential writes)
-        for q0 in range(e0 // k_step * k_step, e1, k_step):
-            kc = min(k_step, N - q0)
+        for q0 in range(c0 + (e0 - c0) // k_step * k_step, e1, k_step):
+            kc = min(k_step, min(N, c0 + cap) - q0)
             ea, eb = max(e0, q0), min(e1, q0 + kc)
-            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * q0, q0, kc, 0)
-            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * q0, q0, kc, 1)
+            _panel_runs(acts, ea, eb, c_in, n_in, scratch, pa + pad_a * (q0 - c0), q0, kc, 0)
+            _panel_runs(deltas, ea, eb, c_out, n_out, scratch, pd + pad_d * (q0 - c0), q0, kc,
+                        1)
 
 
 @njit(fastmath=FASTMATH, inline="always", error_model=ERROR_MODEL)
@@ -475,47 +536,57 @@ def _weight_grad_task(theta, layout, scratch, deltas, N, grad, l2, t):
     dJ/db^(l)_i = sum_e delta^(l)_i(e) (000 eq. (7)-(8), (13)-(14); 004 eq. (3),
     (5), (8), (9); 002 eq. (26)-(27)), for task t: one block of inputs j by
     one block of outputs i of one layer (``_grad_blocks``), counting the
-    layers' tasks in order (``G_TASK0``).
+    layers' tasks in order (``G_TASK0``), over the examples of one chunk
+    (``_chunking``): task t of chunk c is t + c * ``_weight_grad_tasks``.  The
+    chunks of a task run in order: chunk 0 stores, the others add, the last
+    one adds the l2 term.
 
     The product C = A B with C[j, i] = dW[i, j] (column-major with ldc = n_in:
     the row-major W), A[j, e] = a_j(e), B[e, i] = delta_i(e), on the
     micro-kernel over the panels ``_to_panels`` packed: each entry one chain of
     fused multiply-adds over e = 0..N-1 in order, continued across the blocks
-    of KC examples, so the bits depend on N alone, not on the tasks."""
+    of KC examples and across the chunks, so the bits depend on N alone, not
+    on the tasks or the chunks."""
     MR, NR, KC, MC, NC = block_sizes(scratch)
+    c, t = divmod(t, _weight_grad_tasks(layout, scratch))
+    cap = _chunking(layout, N)[0]
+    c0 = c * layout[0, CHUNK]
+    c1 = min(N, c0 + cap)
     l = _task_layer(layout, G_TASK0, t)
     lay = layout[l]
     n_in, n_out, w_off, b_off = lay[N_IN], lay[N_OUT], lay[W_OFF], lay[B_OFF]
     rows, cols, n_rb, n_cb = _grad_blocks(n_in, n_out, MR, NR, MC)
-    r, c = divmod(t - lay[G_TASK0], n_cb)
-    j0, i0 = r * rows, c * cols
+    r, cb = divmod(t - lay[G_TASK0], n_cb)
+    j0, i0 = r * rows, cb * cols
     j1, i1 = min(n_in, j0 + rows), min(n_out, i0 + cols)
-    pa = layout[0, P0] + lay[PA_ROW] * N
-    pd = layout[0, P0] + lay[PD_ROW] * N
+    buf = _panel_buffer(layout, N, c)
+    pa = buf + lay[PA_ROW] * cap
+    pd = buf + lay[PD_ROW] * cap
     pad_a = _up(n_in, MR)
     pad_d = _up(n_out, NR)
-    k_step = _even_step(N, KC, 1)
+    k_step = _even_step(c1 - c0, KC, 1)
     # N = 0: one pass with kc = 0, which stores dW = 0
-    for q0 in range(0, max(N, 1), k_step):
-        kc = min(k_step, N - q0)
+    for q0 in range(c0, max(c1, 1), k_step):
+        kc = min(k_step, c1 - q0)
         for i in range(i0, i1, NR):
             for j in range(j0, j1, MR):
                 # C[j, i] (+)= sum_e a_j(e) delta_i(e) for an MR x NR block
-                micro_kernel(kc, scratch, pa + pad_a * q0 + j * kc, scratch,
-                             pd + pad_d * q0 + i * kc, grad, w_off + i * n_in + j, n_in, q0 > 0,
-                             min(MR, j1 - j), min(NR, i1 - i))
-    if l2 != 0:
+                micro_kernel(kc, scratch, pa + pad_a * (q0 - c0) + j * kc, scratch,
+                             pd + pad_d * (q0 - c0) + i * kc, grad, w_off + i * n_in + j, n_in,
+                             q0 > 0, min(MR, j1 - j), min(NR, i1 - i))
+    if l2 != 0 and c1 == N:
         for i in range(i0, i1):
             for j in range(j0, j1):
                 grad[w_off + i * n_in + j] += l2 * theta[w_off + i * n_in + j]  # 004 section 9
     if b_off >= 0 and r == 0:
         # the first row block's tasks also sum the biases' deltas, over e in order
         db = grad[b_off + i0:b_off + i1]
-        zero = grad.dtype.type(0)
-        for i in range(i1 - i0):
-            db[i] = zero
+        if c == 0:
+            zero = grad.dtype.type(0)
+            for i in range(i1 - i0):
+                db[i] = zero
         c_out = lay[C_OUT]
-        for e in range(N):
+        for e in range(c0, c1):
             d = deltas[e, c_out + i0:c_out + i1]
             for i in range(i1 - i0):
                 db[i] += d[i]
@@ -645,30 +716,54 @@ def _pack_tasks(layout):
     return 2 * L if weights > PACK_PARALLEL else 1
 
 
+@njit(inline="always", error_model=ERROR_MODEL)
+def _queue_item(u, count, blocks, tasks):
+    """Item u of a gradient driver's queue after the packing, as (is a task,
+    chunk, index in the chunk): chunk 0's ``blocks`` examples' blocks, then
+    for each chunk c >= 1 its blocks followed by chunk c - 1's ``tasks``
+    weight-gradient tasks, then the last chunk's tasks.  So a chunk's tasks
+    come after the next chunk's blocks, which a thread can run meanwhile."""
+    if u < blocks:
+        return False, 0, u
+    r, v = divmod(u - blocks, blocks + tasks)
+    r += 1
+    if r < count and v < blocks:
+        return False, r, v
+    return True, r - 1, v - blocks if r < count else v
+
+
 @njit(parallel=True, cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL)
 def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad,
                        acts, deltas, losses, grad, scratch, fns):
     """Loss, gradient into ``grad`` and (when ``input_grad``) dJ/dx into
     ``deltas[:, :n_0]``, in one parallel region whose threads take the tasks
-    of three phases from one queue (``sync``): the packing of the weights
-    (``_pack_tasks``), the examples' blocks, the weight-gradient tasks.
-    ``scratch`` (``scratch_size(layout, N)`` values) is scratch; at the end
-    ``scratch[0]`` is 1 when every gradient entry is finite, else 0
-    (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype, threads)``.
-    ``weights``: the examples' weights, or no values for none (``_output_delta``;
-    ``scale`` is then 1 / sum_e w_e for the mean).
+    from one queue (``sync``): the packing of the weights (``_pack_tasks``),
+    then per chunk of examples (``_chunking``) the examples' blocks and the
+    weight-gradient tasks (``_queue_item``).  A block waits for the packing and
+    for the tasks two chunks back (their panel buffer is its own); a chunk's
+    tasks wait for its blocks and for the chunk before's tasks (the entries
+    they continue).  ``scratch`` (``scratch_size(layout, N)`` values) is
+    scratch; at the end ``scratch[0]`` is 1 when every gradient entry is
+    finite, else 0 (``_finite_flag``).  ``fns``: ``worker_table(theta.dtype,
+    threads)``.  ``weights``: the examples' weights, or no values for none
+    (``_output_delta``; ``scale`` is then 1 / sum_e w_e for the mean).
 
     One region, not one per phase with a fixed share per thread: each region's
     end waits for its slowest thread, and a thread woken late, or sharing its
     core, held up each phase (docs/benchmarks.md, "Threads")."""
     N = X.shape[0]
     want = N >= 0  # True, typed as a plain bool like the forward drivers' flag
-    rows = _block_rows(scratch, N, fns[THREADS])
+    cap, count = _chunking(layout, N)
+    rows = _block_rows(scratch, cap, fns[THREADS])
+    blocks = (cap + rows - 1) // rows
+    tasks = _weight_grad_tasks(layout, scratch)
     n_pack = _pack_tasks(layout)
-    blocks_end = n_pack + (N + rows - 1) // rows
-    tasks_end = blocks_end + _weight_grad_tasks(layout, scratch)
+    tasks_end = n_pack + count * (blocks + tasks)
     sync.reset(scratch, sync.TAKEN)
     sync.reset(scratch, sync.DONE)
+    for c in range(count):
+        sync.reset(scratch, _chunk_counter(layout, c, False))
+        sync.reset(scratch, _chunk_counter(layout, c, True))
     for _ in prange(fns[THREADS]):
         pack = _pack_weights_at(fns[PACK_WEIGHTS], scratch)
         block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
@@ -677,14 +772,23 @@ def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input
         while t < tasks_end:
             if t < n_pack:
                 pack(theta, layout, scratch, want, input_grad, t if n_pack > 1 else EVERY_MATRIX)
-            elif t < blocks_end:
-                sync.wait_for(scratch, sync.DONE, n_pack)
-                e0 = (t - n_pack) * rows
-                block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad,
-                      acts, deltas, losses, scratch, e0, min(N, e0 + rows))
             else:
-                sync.wait_for(scratch, sync.DONE, blocks_end)
-                task(theta, layout, scratch, deltas, N, grad, l2, t - blocks_end)
+                is_task, c, k = _queue_item(t - n_pack, count, blocks, tasks)
+                if is_task:
+                    sync.wait_for(scratch, _chunk_counter(layout, c, False), blocks)
+                    if c > 0:
+                        sync.wait_for(scratch, _chunk_counter(layout, c - 1, True), tasks)
+                    task(theta, layout, scratch, deltas, N, grad, l2, c * tasks + k)
+                else:
+                    sync.wait_for(scratch, sync.DONE, n_pack)
+                    if c > 1:
+                        sync.wait_for(scratch, _chunk_counter(layout, c - 2, True), tasks)
+                    e0 = c * layout[0, CHUNK] + k * rows
+                    e1 = min(min(N, c * layout[0, CHUNK] + cap), e0 + rows)
+                    if e0 < e1:
+                        block(theta, layout, X, Y, weights, loss_code, scale, want, want,
+                              input_grad, acts, deltas, losses, scratch, e0, e1)
+                sync.take(scratch, _chunk_counter(layout, c, is_task))
             sync.take(scratch, sync.DONE)
             t = sync.take(scratch, sync.TAKEN)
     _finite_flag(grad, scratch)
@@ -694,8 +798,9 @@ def loss_grad_parallel(theta, layout, X, Y, weights, loss_code, scale, l2, input
 @njit(cache=CACHE, fastmath=FASTMATH, error_model=ERROR_MODEL, **NO_REFCOUNT)
 def loss_grad_serial(theta, layout, X, Y, weights, loss_code, scale, l2, input_grad,
                      acts, deltas, losses, grad, scratch, fns):
-    """Serial twin of ``loss_grad_parallel`` (same workers, same order, so the
-    same bits): for problems too small to repay a parallel launch.
+    """Serial twin of ``loss_grad_parallel`` (same workers, same order of every
+    sum, so the same bits): for problems too small to repay a parallel launch.
+    Each chunk's blocks, then its weight-gradient tasks.
 
     Compiled without reference counting (``_config``: it allocates nothing).
     Written out rather than compiling one function twice with different options:
@@ -706,14 +811,18 @@ def loss_grad_serial(theta, layout, X, Y, weights, loss_code, scale, l2, input_g
     _pack_weights_at(fns[PACK_WEIGHTS], scratch)(theta, layout, scratch, want, input_grad,
                                               EVERY_MATRIX)
     block = _example_block_at(fns[EXAMPLE_BLOCK], scratch)
-    rows = _block_rows(scratch, N, 1)
-    for b in range((N + rows - 1) // rows):
-        block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
-              deltas, losses, scratch, b * rows,
-              min(N, b * rows + rows))
     task = _weight_grad_task_at(fns[WEIGHT_GRAD_TASK], scratch)
-    for t in range(_weight_grad_tasks(layout, scratch)):
-        task(theta, layout, scratch, deltas, N, grad, l2, t)
+    cap, count = _chunking(layout, N)
+    rows = _block_rows(scratch, cap, 1)
+    tasks = _weight_grad_tasks(layout, scratch)
+    for c in range(count):
+        c0 = c * layout[0, CHUNK]
+        c1 = min(N, c0 + cap)
+        for e0 in range(c0, c1, rows):
+            block(theta, layout, X, Y, weights, loss_code, scale, want, want, input_grad, acts,
+                  deltas, losses, scratch, e0, min(c1, e0 + rows))
+        for t in range(tasks):
+            task(theta, layout, scratch, deltas, N, grad, l2, c * tasks + t)
     _finite_flag(grad, scratch)
     return _total_loss(theta, layout, losses, scale, l2)
 

@@ -932,8 +932,9 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
     ``layer_offsets``, the activation code, the columns of a^(l-1) and a^(l) in
     the batch buffers, the layer's first weight-gradient task (counted from
     layer 1), and where its packed weights and panels lie in the drivers' scratch (in blocks of
-    the micro-kernel's sizes for ``dtype`` on this host)."""
-    MR, NR, _, MC, _ = microkernel.blocks(dtype)
+    the micro-kernel's sizes for ``dtype`` on this host), and the examples per
+    chunk of the weight gradients (``kernels._chunking``)."""
+    MR, NR, KC, MC, _ = microkernel.blocks(dtype)
     even_step = microkernel._even_step.py_func
     L = len(sizes) - 1
     table = np.zeros((L, kernels.LAYOUT_COLUMNS), dtype=np.int64)
@@ -950,7 +951,7 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pack_t = pack_w + up(up(n_out, MR) * n_in, 16)
         pack = pack_t + up(up(n_in, MR) * n_out, 16)
         table[l - 1] = (n_in, n_out, w_off, b_off, activation_codes[l - 1], col, col + n_in,
-                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0)
+                        g_task, pack_w, pack_t, pa_row, pd_row, 0, 0, 0)
         col += n_in
         # the kernels' weight-gradient tasks (kernels._grad_blocks)
         rows = even_step(n_in, MC, MR)
@@ -960,6 +961,9 @@ def layout_table(sizes, activation_codes, bias, dtype) -> np.ndarray:
         pd_row += up(n_out, NR)
     table[:, kernels.P0] = pack
     table[:, kernels.P_ROWS] = pd_row
+    # whole KC blocks of examples whose panels take about CHUNK_BYTES, at least one
+    per_block = pd_row * np.dtype(dtype).itemsize * KC
+    table[:, kernels.CHUNK] = max(1, kernels.CHUNK_BYTES // per_block) * KC
     table.setflags(write=False)
     return table
 

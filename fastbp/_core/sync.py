@@ -4,8 +4,10 @@ from one queue, and the wait at the end of a phase.
 A parallel driver runs one region per call: each thread takes the next task
 (a number) from a counter, runs it and counts it done on another, until none is
 left.  Tasks are numbered phase by phase (the packing of the weights, the
-examples' blocks, the weight-gradient tasks), so a task may start once the done
-count reaches its phase's first task.  Every task writes its own part of the
+examples' blocks, the weight-gradient tasks; the gradient driver interleaves
+the last two chunk by chunk), and a task waits only for tasks numbered before
+it: the packing for a block (the done count reaches its phase's first task),
+a chunk's blocks for its weight-gradient tasks (a count per chunk).  Every task writes its own part of the
 result, so the result is the same whichever thread runs a task and in whatever
 order they finish; a thread that arrives late (woken after idle time, or
 sharing its core with another library's spinning threads) takes whatever is
