@@ -286,3 +286,106 @@ def test_bad_input_is_named_before_any_work(threads1):
     Xbad[70, 2] = np.nan
     with pytest.raises(ValueError, match="X"):
         fd.loss_and_grad(NET, p, da.from_array(Xbad, chunks=(50, -1)), yd, client=threads1)
+
+
+# ---------------------------------------------------------------------- training
+
+
+def _train_data():
+    X, y, w = _data(N=600)
+    Xv, yv, _ = _data(N=200, seed=9)
+    dask_args = (da.from_array(X, chunks=(150, -1)), da.from_array(y, chunks=150))
+    dval = (da.from_array(Xv, chunks=(100, -1)), da.from_array(yv, chunks=100))
+    return (X, y, Xv, yv), dask_args, dval
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_training_follows_fastbp_train(threads2, optimizer):
+    (X, y, Xv, yv), (Xd, yd), dval = _train_data()
+    p = NET.init(seed=0)
+    kw = dict(optimizer=optimizer, lr=0.1, epochs=12)
+    ref = fastbp.train(NET, p, X, y, validation=(Xv, yv), seed=0, **kw)
+    h = fd.train(NET, p, Xd, yd, validation=dval, client=threads2, **kw)
+    assert h.epochs == ref.epochs == 12 and h.steps == ref.steps == 12
+    np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-12)
+    np.testing.assert_allclose(h.val_loss, ref.val_loss, rtol=1e-12)
+    assert np.array_equal(h.val_accuracy, ref.val_accuracy)
+    assert h.best_epoch == ref.best_epoch
+    np.testing.assert_allclose(h.params.flat, ref.params.flat, rtol=1e-10, atol=1e-13)
+    assert h.optimizer_state.step == 12
+    assert p.flat.tobytes() == NET.init(seed=0).flat.tobytes()
+
+
+def test_training_bits_for_any_worker_count(clients):
+    _, (Xd, yd), dval = _train_data()
+    p = NET.init(seed=1)
+    runs = {}
+    for name, client in [*clients.items(), ("threads-2 scatter", clients["threads-2"])]:
+        runs[name] = fd.train(NET, p, Xd, yd, optimizer="adam", lr=0.05, epochs=4,
+                              batch_chunks=1, seed=7, validation=dval, client=client,
+                              send_params="scatter" if "scatter" in name else "graph")
+    first = runs["threads-1"]
+    assert first.steps == 16  # 4 chunks, one a step
+    for name, h in runs.items():
+        assert _bits(h.params.flat) == _bits(first.params.flat), name
+        assert _bits(h.loss) == _bits(first.loss) and _bits(h.val_loss) == _bits(
+            first.val_loss), name
+    # a full batch takes other steps
+    full = fd.train(NET, p, Xd, yd, optimizer="adam", lr=0.05, epochs=4,
+                    client=clients["threads-2"])
+    assert full.steps == 4 and not np.allclose(full.params.flat, first.params.flat)
+
+
+def test_early_stopping_and_restore_as_fastbp_train(threads2):
+    (X, y, Xv, yv), (Xd, yd), dval = _train_data()
+    p = NET.init(seed=2)
+    # the accuracy peaks at epoch 5 of 10: the best epoch's parameters come back
+    kw = dict(optimizer="momentum", lr=3.0, epochs=60,
+              early_stopping=fastbp.EarlyStopping(4, monitor="val_accuracy"))
+    ref = fastbp.train(NET, p, X, y, validation=(Xv, yv), seed=0, **kw)
+    h = fd.train(NET, p, Xd, yd, validation=dval, client=threads2, **kw)
+    assert ref.stop_reason == "early_stopping" and ref.best_epoch < ref.epochs - 1
+    assert (h.stop_reason, h.epochs, h.best_epoch) == (ref.stop_reason, ref.epochs,
+                                                       ref.best_epoch)
+    assert h.early_stopping == ref.early_stopping
+    np.testing.assert_allclose(h.params.flat, ref.params.flat, rtol=1e-9, atol=1e-12)
+
+
+def test_callback_sees_the_history_and_stops(threads1):
+    _, (Xd, yd), _ = _train_data()
+    seen = []
+
+    def callback(h):
+        seen.append(h.epochs)
+        return h.epochs == 3
+
+    h = fd.train(NET, NET.init(seed=0), Xd, yd, epochs=10, callback=callback, client=threads1)
+    assert h.stop_reason == "callback" and h.epochs == 3
+    assert seen == [1, 2, 3, 3]  # each epoch, then the final history
+
+
+def test_lbfgs_follows_fastbp_train(threads2):
+    (X, y, _, _), (Xd, yd), _ = _train_data()
+    p = NET.init(seed=3)
+    ref = fastbp.train(NET, p, X, y, optimizer="lbfgs", epochs=15)
+    h = fd.train(NET, p, Xd, yd, optimizer="lbfgs", epochs=15, client=threads2)
+    assert (h.epochs, h.stop_reason) == (ref.epochs, ref.stop_reason)
+    np.testing.assert_allclose(h.loss, ref.loss, rtol=1e-10)
+    np.testing.assert_allclose(h.params.flat, ref.params.flat, rtol=1e-6, atol=1e-8)
+
+
+def test_training_options_checked_before_any_work(threads1):
+    (X, y, Xv, yv), (Xd, yd), dval = _train_data()
+    p = NET.init(seed=0)
+    with pytest.raises(TypeError, match="validation: expected \\(Xv, Yv\\)"):
+        fd.train(NET, p, Xd, yd, validation=0.2, client=threads1)
+    with pytest.raises(TypeError, match="validation\\[0\\]: expected a dask.array"):
+        fd.train(NET, p, Xd, yd, validation=(Xv, yv), client=threads1)
+    with pytest.raises(ValueError, match="send_params: 'scatter' needs a client"):
+        fd.train(NET, p, Xd, yd, send_params="scatter")
+    with pytest.raises(ValueError, match="early_stopping: needs a validation set"):
+        fd.train(NET, p, Xd, yd, early_stopping=2, client=threads1)
+    with pytest.raises(ValueError, match="batch_chunks: does not apply"):
+        fd.train(NET, p, Xd, yd, optimizer="lbfgs", batch_chunks=2, client=threads1)
+    with pytest.raises(ValueError, match="optimizer: expected one of"):
+        fd.train(NET, p, Xd, yd, optimizer="rmsprop", client=threads1)

@@ -14,5 +14,6 @@ distributed).
 
 from ._chunks import Partial, tree
 from ._gradient import chunked_loss_and_grad, loss_and_grad
+from ._train import train
 
-__all__ = ["Partial", "chunked_loss_and_grad", "loss_and_grad", "tree"]
+__all__ = ["Partial", "chunked_loss_and_grad", "loss_and_grad", "train", "tree"]

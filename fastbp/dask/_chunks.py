@@ -94,14 +94,25 @@ def finish(net: Network, theta: np.ndarray, total: Partial):
         grad = grad.copy()
     if net.l2:
         W = Params.wrap(net.sizes, net.bias, theta).W
-        J += 0.5 * net.l2 * float(sum(np.sum(np.square(W[l], dtype=np.float64))
-                                      for l in range(1, net.n_layers + 1)))
+        J += l2_term(net, theta)
         if grad is not None:
             g = Params.wrap(net.sizes, net.bias, grad).W
             lam = dt.type(net.l2)
             for l in range(1, net.n_layers + 1):
                 g[l][...] = g[l] + lam * W[l]
     return J, grad
+
+
+def l2_term(net: Network, theta) -> float:
+    """l2/2 sum of W^2 over every weight (not the biases): NumPy's float64 sum
+    of the squares, layer by layer, the layers' sums added in order."""
+    if not net.l2:
+        return 0.0
+    W = Params.wrap(net.sizes, net.bias, theta).W
+    total = 0.0
+    for l in range(1, net.n_layers + 1):
+        total += float(np.sum(np.square(W[l], dtype=np.float64)))
+    return 0.5 * net.l2 * total
 
 
 # ---------------------------------------------------------------------- worker side

@@ -52,7 +52,7 @@ class DaskData:
         da = _dask_array()
         yname = "Y" if name == "X" else f"{name[:-3]}[1]" if name.endswith("[0]") else "Y"
         wname = "sample_weight"
-        _is_dask("X" if name == "X" else name, X, da)
+        _is_dask(name, X, da)
         _is_dask(yname, Y, da)
         if sample_weight is not None:
             _is_dask(wname, sample_weight, da)
@@ -94,15 +94,17 @@ class DaskData:
         self.chunks = X.chunks[0]
         self.N = X.shape[0]
 
-    def parts(self):
-        """(X pieces, Y pieces, weight pieces or Nones), one per row chunk, as
-        delayed objects (a persisted array's pieces stay where they are)."""
-        xs = self.X.to_delayed(optimize_graph=False)[:, 0].tolist()
+    def parts(self, chunks=None):
+        """(X pieces, Y pieces, weight pieces or Nones) of the row chunks
+        ``chunks`` (indices in order; None: all), as delayed objects (a
+        persisted array's pieces stay where they are)."""
+        xs = self.X.to_delayed(optimize_graph=False)[:, 0]
         ys = self.Y.to_delayed(optimize_graph=False)
-        ys = (ys[:, 0] if ys.ndim == 2 else ys).tolist()
-        ws = ([None] * len(xs) if self.W is None
-              else self.W.to_delayed(optimize_graph=False).tolist())
-        return xs, ys, ws
+        ys = ys[:, 0] if ys.ndim == 2 else ys
+        ws = None if self.W is None else self.W.to_delayed(optimize_graph=False)
+        take = range(len(xs)) if chunks is None else chunks
+        return ([xs[k] for k in take], [ys[k] for k in take],
+                [None if ws is None else ws[k] for k in take])
 
     def persist(self, client=None) -> DaskData:
         """The same data loaded into the workers' memory (``client.persist``,
@@ -141,13 +143,14 @@ def _short(chunks) -> str:
 # ---------------------------------------------------------------------- graphs
 
 
-def gradient_graph(net: Network, theta_d, data: DaskData, threads=None):
-    """The delayed total Partial of ``net``'s loss and gradient over ``data``:
-    one task per chunk, then the tree in chunk order."""
+def gradient_graph(net: Network, theta_d, data: DaskData, threads=None, chunks=None):
+    """The delayed total Partial of ``net``'s loss and gradient over ``data``
+    (its row chunks ``chunks``, in order; None: all): one task per chunk, then
+    the tree in chunk order."""
     from dask import delayed
 
     local = _chunks.sum_network(net)
-    xs, ys, ws = data.parts()
+    xs, ys, ws = data.parts(chunks)
     task = delayed(_chunks.chunk_loss_and_grad)
     partials = [task(local, theta_d, x, y, w, threads) for x, y, w in zip(xs, ys, ws)]
     return _chunks.tree(partials, delayed(_chunks.add))
