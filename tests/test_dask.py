@@ -14,9 +14,9 @@ da = pytest.importorskip("dask.array", reason="the 'dask' extra (dask[array]) is
 distributed = pytest.importorskip("distributed",
                                   reason="the 'dask' extra (distributed) is not installed")
 
-import fastbp  # noqa: E402
-import fastbp.dask as fd  # noqa: E402
-from fastbp.dask import _chunks  # noqa: E402
+import fastbp
+import fastbp.dask as fd
+from fastbp.dask import _chunks
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning",
                                         "ignore::DeprecationWarning")
@@ -152,7 +152,7 @@ def test_lost_worker_changes_nothing(procs2):
     yd = da.from_array(y, chunks=100)
     wd = da.from_array(w, chunks=100)
     before = set(procs2.scheduler_info(n_workers=-1)["workers"])
-    victim = sorted(before)[0]
+    victim = min(before)
 
     nanny = next(n for n in procs2.cluster.workers.values() if n.worker_address == victim)
     pid = nanny.pid
@@ -182,7 +182,7 @@ def test_threaded_worker_runs_parallel_kernels_concurrently():
     cluster, client = _cluster(processes=False, n_workers=1, threads_per_worker=2)
     with cluster, client:
         for _ in range(3):
-            J, g = fd.loss_and_grad(net, p, da.from_array(X, chunks=(200, -1)),
+            _J, g = fd.loss_and_grad(net, p, da.from_array(X, chunks=(200, -1)),
                                     da.from_array(y, chunks=200), client=client)
             assert _bits(g.flat) == _bits(ref[1].flat)
     import numba
@@ -209,7 +209,7 @@ def test_workqueue_workers_run_serial_kernels_same_bits():
     cluster, client = _cluster(processes=True, n_workers=1, threads_per_worker=2,
                                env={"NUMBA_THREADING_LAYER": "workqueue"})
     with cluster, client:
-        J, g = fd.loss_and_grad(net, p, da.from_array(X, chunks=(200, -1)),
+        _J, g = fd.loss_and_grad(net, p, da.from_array(X, chunks=(200, -1)),
                                 da.from_array(y, chunks=200), client=client)
         (layer,) = client.run(_layer).values()
     assert layer == ("workqueue", False, "workqueue")
@@ -292,7 +292,7 @@ def test_bad_input_is_named_before_any_work(threads1):
 
 
 def _train_data():
-    X, y, w = _data(N=600)
+    X, y, _w = _data(N=600)
     Xv, yv, _ = _data(N=200, seed=9)
     dask_args = (da.from_array(X, chunks=(150, -1)), da.from_array(y, chunks=150))
     dval = (da.from_array(Xv, chunks=(100, -1)), da.from_array(yv, chunks=100))
@@ -303,7 +303,7 @@ def _train_data():
 def test_training_follows_fastbp_train(threads2, optimizer):
     (X, y, Xv, yv), (Xd, yd), dval = _train_data()
     p = NET.init(seed=0)
-    kw = dict(optimizer=optimizer, lr=0.1, epochs=12)
+    kw = {"optimizer": optimizer, "lr": 0.1, "epochs": 12}
     ref = fastbp.train(NET, p, X, y, validation=(Xv, yv), seed=0, **kw)
     h = fd.train(NET, p, Xd, yd, validation=dval, client=threads2, **kw)
     assert h.epochs == ref.epochs == 12 and h.steps == ref.steps == 12
@@ -340,8 +340,8 @@ def test_early_stopping_and_restore_as_fastbp_train(threads2):
     (X, y, Xv, yv), (Xd, yd), dval = _train_data()
     p = NET.init(seed=2)
     # the accuracy peaks at epoch 5 of 10: the best epoch's parameters come back
-    kw = dict(optimizer="momentum", lr=3.0, epochs=60,
-              early_stopping=fastbp.EarlyStopping(4, monitor="val_accuracy"))
+    kw = {"optimizer": "momentum", "lr": 3.0, "epochs": 60,
+              "early_stopping": fastbp.EarlyStopping(4, monitor="val_accuracy")}
     ref = fastbp.train(NET, p, X, y, validation=(Xv, yv), seed=0, **kw)
     h = fd.train(NET, p, Xd, yd, validation=dval, client=threads2, **kw)
     assert ref.stop_reason == "early_stopping" and ref.best_epoch < ref.epochs - 1
@@ -375,7 +375,7 @@ def test_lbfgs_follows_fastbp_train(threads2):
 
 
 def test_training_options_checked_before_any_work(threads1):
-    (X, y, Xv, yv), (Xd, yd), dval = _train_data()
+    (_X, _y, Xv, yv), (Xd, yd), _dval = _train_data()
     p = NET.init(seed=0)
     with pytest.raises(TypeError, match="validation: expected \\(Xv, Yv\\)"):
         fd.train(NET, p, Xd, yd, validation=0.2, client=threads1)
@@ -389,3 +389,32 @@ def test_training_options_checked_before_any_work(threads1):
         fd.train(NET, p, Xd, yd, optimizer="lbfgs", batch_chunks=2, client=threads1)
     with pytest.raises(ValueError, match="optimizer: expected one of"):
         fd.train(NET, p, Xd, yd, optimizer="rmsprop", client=threads1)
+
+
+# ---------------------------------------------------------------------- scikit-learn
+
+
+def test_partial_fit_under_dask_ml_incremental(threads1):
+    # Incremental feeds the blocks to partial_fit one after another: serial,
+    # so the fit is the bits of partial_fit on each block in order
+    wrappers = pytest.importorskip("dask_ml.wrappers", reason="dask-ml is not installed")
+    from fastbp.sklearn import MLPClassifier
+
+    X, y, _ = _data(N=600)
+    Xd, yd = da.from_array(X, chunks=(200, -1)), da.from_array(y, chunks=200)
+
+    def make():
+        return MLPClassifier(hidden_layer_sizes=(5,), solver="adam", batch_size=50,
+                             learning_rate_init=0.01, random_state=0)
+
+    inc = wrappers.Incremental(make(), shuffle_blocks=False)
+    inc.fit(Xd, yd, classes=[0, 1, 2])
+    by_hand = make()
+    for k in range(3):
+        by_hand.partial_fit(X[200 * k:200 * (k + 1)], y[200 * k:200 * (k + 1)],
+                            classes=[0, 1, 2])
+    for a, b in zip(inc.estimator_.coefs_ + inc.estimator_.intercepts_,
+                    by_hand.coefs_ + by_hand.intercepts_):
+        assert _bits(a) == _bits(b)
+    assert inc.estimator_.t_ == 600
+    assert np.array_equal(inc.predict(Xd).compute(), by_hand.predict(X))

@@ -22,7 +22,6 @@ import numpy as np
 from ..network import Network
 from ..params import Params
 from . import _chunks
-from ._chunks import Partial
 
 __all__ = ["DaskData", "chunked_loss_and_grad", "loss_and_grad"]
 
@@ -246,7 +245,6 @@ def loss_and_grad(net: Network, params: Params, X, Y, *, sample_weight=None, cli
     theta = net.check_params(params)
     client = check_client(client)
     data = DaskData(net, X, Y, sample_weight)
-    from dask import delayed
 
     theta_d = params_graph(theta)
     total, = compute(client, gradient_graph(net, theta_d, data, _threads_for(client)))

@@ -356,7 +356,7 @@ def _stochastic(run, data, val, theta, opts, rule, state) -> History:
         l2_sum = 0.0
         for gi in order:
             part = run.gradient(theta, data, groups[gi])
-            J_b, g = _chunks.finish(net, theta, part)
+            _J_b, g = _chunks.finish(net, theta, part)
             l2 = _chunks.l2_term(net, theta)
             S += part.loss
             count += part.count
@@ -389,10 +389,10 @@ def _stochastic(run, data, val, theta, opts, rule, state) -> History:
         if stop:
             outcome = "early_stopping"
             break
-        if callback is not None and ep + 1 < opts["epochs"]:
-            if _stop_requested(callback(history("completed", theta.copy()))):
-                outcome = "callback"
-                break
+        if (callback is not None and ep + 1 < opts["epochs"]
+                and _stop_requested(callback(history("completed", theta.copy())))):
+            outcome = "callback"
+            break
     done = len(losses)
     if outcome == "diverged":
         best = score.best_epoch

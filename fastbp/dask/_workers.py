@@ -46,7 +46,7 @@ def threads_per_task(client) -> dict:
             return _cache[key]
     cores = client.run(host_cores)
     slots: dict = {}
-    for addr, info in workers.items():
+    for info in workers.values():
         slots[info["host"]] = slots.get(info["host"], 0) + info["nthreads"]
     out = {addr: max(1, cores.get(addr, 1) // max(1, slots[info["host"]]))
            for addr, info in workers.items()}
