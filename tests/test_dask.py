@@ -418,3 +418,16 @@ def test_partial_fit_under_dask_ml_incremental(threads1):
         assert _bits(a) == _bits(b)
     assert inc.estimator_.t_ == 600
     assert np.array_equal(inc.predict(Xd).compute(), by_hand.predict(X))
+
+
+def test_without_a_cluster_dask_threads_give_the_same_bits():
+    import dask
+
+    X, y, w = _data()
+    p = NET.init(seed=6)
+    ref = fd.chunked_loss_and_grad(NET, p, X, y, 125, sample_weight=w)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        J, g = fd.loss_and_grad(NET, p, da.from_array(X, chunks=(125, -1)),
+                                da.from_array(y, chunks=125),
+                                sample_weight=da.from_array(w, chunks=125))
+    assert _bits(J) == _bits(ref[0]) and _bits(g.flat) == _bits(ref[1].flat)
