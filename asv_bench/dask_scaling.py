@@ -21,8 +21,6 @@ import json
 import statistics
 import time
 
-import numpy as np
-
 WORKLOADS = {
     # name: sizes, activations (fastbp/bench's C3 and C4)
     "C3": ((150, 100, 5), ("tanh", "softmax")),
@@ -52,55 +50,60 @@ def main(argv=None):
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
-    import dask.array as da
-    from distributed import Client, LocalCluster
-
     import fastbp
-    import fastbp.dask as fd
 
     rows = []
     for wl in args.workloads:
         sizes, acts = WORKLOADS[wl]
         net = fastbp.Network(list(sizes), list(acts), "cross_entropy")
-        p = net.init(seed=0)
         for N in args.rows:
             if N * sizes[0] * 8 > args.max_bytes:
                 print(f"{wl} N={N}: X would take {N * sizes[0] * 8 / 1e9:.1f} GB, skipped")
                 continue
-            c = -(-N // args.chunks)
-            rng = da.random.default_rng(0)
-            Xd = rng.standard_normal((N, sizes[0]), chunks=(c, -1))
-            yd = rng.integers(0, sizes[-1], N, chunks=c)
-            X, y = Xd.compute(scheduler="threads"), yd.compute(scheduler="threads")
-            row = {"workload": wl, "N": N, "chunks": args.chunks, "n_params": net.n_params}
-            row["single"] = _median(lambda: net.loss_and_grad(p, X, y), args.repeat)
-            row["chunked_local"] = _median(
-                lambda: fd.chunked_loss_and_grad(net, p, X, y, c), args.repeat)
-            nbytes = net.n_params * 8
-            for w in args.workers:
-                with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0", silence_logs=40) as cl, \
-                        Client(cl) as client:
-                    Xp, yp = client.persist([Xd, yd])
-                    from distributed import wait
-
-                    wait([Xp, yp])
-                    row[f"grad_{w}w"] = _median(
-                        lambda: fd.loss_and_grad(net, p, Xp, yp, client=client), args.repeat)
-                    for send in ("graph", "scatter"):
-                        steps = 3
-                        row[f"step_{send}_{w}w"] = _median(
-                            lambda send=send: fd.train(net, p, Xp, yp, epochs=steps, lr=0.01,
-                                                       client=client, send_params=send),
-                            args.repeat) / steps
-                row[f"bytes_per_step_{w}w"] = nbytes * (w + args.chunks)
-            del X, y
+            row = _measure(net, wl, N, args)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
     return rows
+
+
+def _measure(net, wl, N, args) -> dict:
+    """One (workload, N): the single-machine, chunked and distributed times."""
+    import dask.array as da
+    from distributed import Client, LocalCluster, wait
+
+    import fastbp.dask as fd
+
+    sizes = net.sizes
+    p = net.init(seed=0)
+    c = -(-N // args.chunks)
+    rng = da.random.default_rng(0)
+    Xd = rng.standard_normal((N, sizes[0]), chunks=(c, -1))
+    yd = rng.integers(0, sizes[-1], N, chunks=c)
+    X, y = Xd.compute(scheduler="threads"), yd.compute(scheduler="threads")
+    row = {"workload": wl, "N": N, "chunks": args.chunks, "n_params": net.n_params}
+    row["single"] = _median(lambda: net.loss_and_grad(p, X, y), args.repeat)
+    row["chunked_local"] = _median(lambda: fd.chunked_loss_and_grad(net, p, X, y, c),
+                                   args.repeat)
+    steps = 3
+    for w in args.workers:
+        with LocalCluster(n_workers=w, threads_per_worker=1, processes=True,
+                          dashboard_address=":0", silence_logs=40) as cl, Client(cl) as client:
+            Xp, yp = client.persist([Xd, yd])
+            wait([Xp, yp])
+            row[f"grad_{w}w"] = _median(
+                lambda Xp=Xp, yp=yp: fd.loss_and_grad(net, p, Xp, yp, client=client),
+                args.repeat)
+            for send in ("graph", "scatter"):
+                row[f"step_{send}_{w}w"] = _median(
+                    lambda send=send, Xp=Xp, yp=yp: fd.train(
+                        net, p, Xp, yp, epochs=steps, lr=0.01, client=client, send_params=send),
+                    args.repeat) / steps
+        # the parameters to each worker, each chunk's partial gradient once
+        row[f"bytes_per_step_{w}w"] = net.n_params * 8 * (w + args.chunks)
+    return row
 
 
 if __name__ == "__main__":
