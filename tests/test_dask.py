@@ -156,14 +156,18 @@ def test_lost_worker_changes_nothing(procs2):
 
     nanny = next(n for n in procs2.cluster.workers.values() if n.worker_address == victim)
     pid = nanny.pid
-
-    def kill():
-        os.kill(pid, signal.SIGKILL)
-
-    timer = threading.Timer(0.4, kill)  # mid-way: 8 chunks of 0.25 s on 2 workers
-    timer.start()
-    J, g = fd.loss_and_grad(NET, p, Xd, yd, sample_weight=wd, client=procs2)
-    timer.join()
+    out = []
+    run = threading.Thread(target=lambda: out.append(fd.loss_and_grad(
+        NET, p, Xd, yd, sample_weight=wd, client=procs2)))
+    run.start()
+    # killed while it runs one of the gradient's tasks (8 chunks of 0.25 s)
+    deadline = time.monotonic() + 30
+    while not procs2.processing(workers=[victim]).get(victim):
+        assert time.monotonic() < deadline and run.is_alive()
+        time.sleep(0.02)
+    os.kill(pid, signal.SIGKILL)
+    run.join(60)
+    J, g = out[0]
     assert _bits(J) == _bits(ref[0]) and _bits(g.flat) == _bits(ref[1].flat)
     procs2.wait_for_workers(2, timeout=30)
     assert victim not in procs2.scheduler_info(n_workers=-1)["workers"]
