@@ -6,7 +6,10 @@ gradient SUMS come from fastbp's compiled kernels on a worker
 (``reduction="sum"``); they are added by a binary tree in chunk order
 (``tree``), never in the order workers finish; the mean divides once and the
 L2 term is added once.  ``chunked_loss_and_grad`` computes the same on one
-machine.  See docs/distributed.md.
+machine.  ``train`` trains over the cluster: the data persisted on the workers
+once, the optimizer (sgd, momentum, nesterov, adam, or scipy's L-BFGS) on the
+client, with ``fastbp.train``'s History, callback, validation and early
+stopping.  See docs/distributed.md.
 
 Needs the ``dask`` extra: ``pip install "fastbp[dask]"`` (dask[array],
 distributed).

@@ -49,7 +49,8 @@ class DaskData:
 
     def __init__(self, net: Network, X, Y, sample_weight=None, name="X"):
         da = _dask_array()
-        yname = "Y" if name == "X" else f"{name[:-3]}[1]" if name.endswith("[0]") else "Y"
+        # the targets' name: "Y", or "validation[1]" beside "validation[0]"
+        yname = f"{name[:-3]}[1]" if name.endswith("[0]") else "Y"
         wname = "sample_weight"
         _is_dask(name, X, da)
         _is_dask(yname, Y, da)
