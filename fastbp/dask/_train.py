@@ -24,10 +24,11 @@ import warnings
 
 import numpy as np
 
-from .._checks import Bool, Callable_, Integer, OneOf, Real, check, is_bool
+from .._checks import Integer, OneOf, Real, check, is_bool
 from ..network import Network
 from ..params import Params
 from ..training import DEFAULT_LR, EarlyStopping, History, OptimizerState
+from ..training import OPTIONS as TRAIN_OPTIONS
 from . import _chunks, _gradient
 from ._gradient import DaskData
 
@@ -36,21 +37,13 @@ __all__ = ["OPTIMIZERS", "train"]
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "lbfgs")
 SEND = ("graph", "scatter")
 
+# fastbp.train's options, checked by the same rules, and the cluster's own
 OPTIONS = {
     "optimizer": OneOf(OPTIMIZERS),
-    "lr": Real(0.0, open_ends=("low",), none=True),
-    "epochs": Integer(1),
+    **{name: TRAIN_OPTIONS[name] for name in (
+        "lr", "epochs", "shuffle", "seed", "momentum", "nesterov", "betas[0]", "betas[1]",
+        "eps", "callback", "max_fun", "gtol")},
     "batch_chunks": Integer(1, none=True),
-    "shuffle": Bool(),
-    "seed": Integer(0, high=None, none=True),
-    "momentum": Real(0.0, 1.0, open_ends=("high",)),
-    "nesterov": Bool(),
-    "betas[0]": Real(0.0, 1.0, open_ends=("high",)),
-    "betas[1]": Real(0.0, 1.0, open_ends=("high",)),
-    "eps": Real(0.0, open_ends=("low",)),
-    "callback": Callable_(),
-    "max_fun": Integer(1),
-    "gtol": Real(0.0),
     "send_params": OneOf(SEND),
 }
 
