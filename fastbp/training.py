@@ -983,20 +983,25 @@ def _train_lbfgs(net, theta, X, Y, W, opts, is_sparse_X=False) -> History:
                                 "gtol": opts["gtol"]})
     theta[:] = res.x.astype(dt)
     nit = int(res.nit)
-    if res.success:
-        reason = "converged"
-    elif res.nfev >= opts["max_fun"] or "EVALUATIONS" in str(res.message).upper():
-        reason = "max_fun"
-    elif nit >= opts["epochs"]:
-        reason = "completed"
-    elif not np.isfinite(res.x).all() or not math.isfinite(res.fun):
-        reason = "diverged"
-    else:
-        reason = "callback" if "callback" in str(res.message).lower() else "converged"
+    reason = lbfgs_stop_reason(res, opts)
     history = _lbfgs_history(net, theta, losses, times, nit, reason, int(res.nfev))
     if opts["callback"] is not None:
         opts["callback"](history)
     return history
+
+
+def lbfgs_stop_reason(res, opts) -> str:
+    """The History's ``stop_reason`` of an L-BFGS run from scipy's result ``res``
+    and the run's options (``epochs``, ``max_fun``)."""
+    if res.success:
+        return "converged"
+    if res.nfev >= opts["max_fun"] or "EVALUATIONS" in str(res.message).upper():
+        return "max_fun"
+    if int(res.nit) >= opts["epochs"]:
+        return "completed"
+    if not np.isfinite(res.x).all() or not math.isfinite(res.fun):
+        return "diverged"
+    return "callback" if "callback" in str(res.message).lower() else "converged"
 
 
 def _lbfgs_history(net, theta, losses, times, nit, reason, steps=None) -> History:

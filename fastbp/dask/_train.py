@@ -27,7 +27,7 @@ import numpy as np
 from .._checks import Integer, OneOf, Real, check, is_bool
 from ..network import Network
 from ..params import Params
-from ..training import DEFAULT_LR, EarlyStopping, History, OptimizerState
+from ..training import DEFAULT_LR, EarlyStopping, History, OptimizerState, lbfgs_stop_reason
 from ..training import OPTIONS as TRAIN_OPTIONS
 from . import _chunks, _gradient
 from ._gradient import DaskData
@@ -465,16 +465,7 @@ def _lbfgs(run, data, theta, opts) -> History:
                                 "gtol": opts["gtol"]})
     theta = res.x.astype(dt)
     nit = int(res.nit)
-    if res.success:
-        reason = "converged"
-    elif res.nfev >= opts["max_fun"] or "EVALUATIONS" in str(res.message).upper():
-        reason = "max_fun"
-    elif nit >= opts["epochs"]:
-        reason = "completed"
-    elif not np.isfinite(res.x).all() or not math.isfinite(res.fun):
-        reason = "diverged"
-    else:
-        reason = "callback" if "callback" in str(res.message).lower() else "converged"
+    reason = lbfgs_stop_reason(res, opts)
     out = hist(theta, nit, reason, int(res.nfev))
     if opts["callback"] is not None:
         opts["callback"](out)
